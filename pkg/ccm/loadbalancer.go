@@ -1,0 +1,334 @@
+package ccm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/api"
+	"k8s.io/klog/v2"
+
+	"github.com/vip-lb/vip/pkg/ipam"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// Event reasons vip-ccm emits on Services and on the pools ConfigMap.
+const (
+	ReasonAllocated         = "AddressAllocated"
+	ReasonReleased          = "AddressReleased"
+	ReasonNoAddress         = "NoAddressAvailable"
+	ReasonConflict          = "AddressConflict"
+	ReasonForbidden         = "AddressForbidden"
+	ReasonOutsidePools      = "AddressOutsidePools"
+	ReasonInvalidRequest    = "InvalidAddressRequest"
+	ReasonPoolConfigInvalid = "PoolConfigInvalid"
+	ReasonPoolConfigMissing = "PoolConfigMissing"
+	ReasonWaitingForDHCP    = "WaitingForDHCP"
+)
+
+// LoadBalancer implements cloudprovider.LoadBalancer by picking addresses
+// from the pools. It keeps no state that cannot be rebuilt from Service
+// statuses: after a restart the first call restores every assignment.
+type LoadBalancer struct {
+	opts    Options
+	metrics *metrics
+
+	mu       sync.Mutex // guards everything below and serialises allocation
+	alloc    *ipam.Allocator
+	pools    *poolState
+	cfg      *ipam.Config
+	restored bool
+	nodeIPs  map[netip.Addr]int
+
+	client   kubernetes.Interface
+	recorder record.EventRecorder
+	svcs     corelisters.ServiceLister
+	synced   []cache.InformerSynced
+}
+
+var _ cloudprovider.LoadBalancer = (*LoadBalancer)(nil)
+
+func newLoadBalancer(opts Options, reg prometheus.Registerer) *LoadBalancer {
+	lb := &LoadBalancer{
+		opts:     opts,
+		metrics:  newMetrics(reg),
+		alloc:    ipam.NewAllocator(),
+		pools:    newPoolState(),
+		nodeIPs:  map[netip.Addr]int{},
+		recorder: &record.FakeRecorder{},
+	}
+	lb.alloc.SetForbidden(lb.forbidden)
+	lb.metrics.observe(lb)
+	return lb
+}
+
+// forbidden is called by the allocator with lb.mu held.
+func (lb *LoadBalancer) forbidden(a netip.Addr) bool {
+	if lb.nodeIPs[a] > 0 {
+		return true
+	}
+	for _, cp := range lb.opts.ControlPlaneVIPs {
+		if cp == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (lb *LoadBalancer) start(client kubernetes.Interface, rec record.EventRecorder, stop <-chan struct{}) {
+	lb.client, lb.recorder = client, rec
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(lb.opts.ConfigMapNamespace),
+		informers.WithTweakListOptions(func(o *metav1ListOptions) {
+			o.FieldSelector = "metadata.name=" + lb.opts.ConfigMapName
+		}))
+	inf := f.Core().V1().ConfigMaps().Informer()
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { lb.onConfigMap(o) },
+		UpdateFunc: func(_, o any) { lb.onConfigMap(o) },
+		DeleteFunc: func(o any) { lb.onConfigMapDeleted() },
+	})
+	lb.synced = append(lb.synced, inf.HasSynced)
+	f.Start(stop)
+}
+
+func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
+	si := f.Core().V1().Services()
+	lb.svcs = si.Lister()
+	_, _ = si.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(o any) {
+			if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = tomb.Obj
+			}
+			if svc, ok := o.(*v1.Service); ok {
+				lb.release(lbsvc.Key(svc))
+			}
+		},
+	})
+	ni := f.Core().V1().Nodes().Informer()
+	_, _ = ni.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { lb.nodeAddrs(nil, o) },
+		UpdateFunc: func(old, o any) { lb.nodeAddrs(old, o) },
+		DeleteFunc: func(o any) { lb.nodeAddrs(o, nil) },
+	})
+	lb.synced = append(lb.synced, si.Informer().HasSynced, ni.HasSynced)
+}
+
+func (lb *LoadBalancer) nodeAddrs(old, cur any) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	for _, o := range []struct {
+		obj any
+		d   int
+	}{{old, -1}, {cur, 1}} {
+		if tomb, ok := o.obj.(cache.DeletedFinalStateUnknown); ok {
+			o.obj = tomb.Obj
+		}
+		n, ok := o.obj.(*v1.Node)
+		if !ok {
+			continue
+		}
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				lb.nodeIPs[ip.Unmap()] += o.d
+				if lb.nodeIPs[ip.Unmap()] <= 0 {
+					delete(lb.nodeIPs, ip.Unmap())
+				}
+			}
+		}
+	}
+}
+
+func (lb *LoadBalancer) hasSynced() bool {
+	if lb.svcs == nil || len(lb.synced) == 0 {
+		return false
+	}
+	for _, s := range lb.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+// restoreLocked rebuilds the allocator from the statuses of the Services
+// vip serves. It runs once, on the first call after the informers synced.
+func (lb *LoadBalancer) restoreLocked() error {
+	if lb.restored {
+		return nil
+	}
+	list, err := lb.svcs.List(labelsEverything())
+	if err != nil {
+		return fmt.Errorf("listing Services to restore assignments: %w", err)
+	}
+	n := 0
+	for _, svc := range list {
+		if !lbsvc.Wants(svc, lb.opts.Class) {
+			continue
+		}
+		addrs := lbsvc.IngressIPs(svc)
+		if len(addrs) == 0 {
+			continue
+		}
+		if req, err := lbsvc.Requested(svc); err == nil && req.DHCP {
+			continue
+		}
+		lb.alloc.Restore(lbsvc.Key(svc), svc.Namespace, addrs, ipamPorts(svc), lb.cfg != nil && lb.cfg.Shareable(svc.Namespace))
+		n++
+	}
+	lb.restored = true
+	klog.InfoS("restored address assignments from Service statuses", "services", n)
+	return nil
+}
+
+// GetLoadBalancerName returns the Service's own name; vip creates no
+// external objects.
+func (lb *LoadBalancer) GetLoadBalancerName(_ context.Context, _ string, svc *v1.Service) string {
+	return cloudprovider.DefaultLoadBalancerName(svc)
+}
+
+// GetLoadBalancer reports the addresses held for svc.
+func (lb *LoadBalancer) GetLoadBalancer(_ context.Context, _ string, svc *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	addrs := lb.alloc.Assigned(lbsvc.Key(svc))
+	if len(addrs) == 0 {
+		return nil, false, nil
+	}
+	return statusFor(addrs), true, nil
+}
+
+// EnsureLoadBalancer returns the addresses of svc, assigning them on first
+// call. It never modifies svc.
+func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, _ string, svc *v1.Service, _ []*v1.Node) (*v1.LoadBalancerStatus, error) {
+	if !lbsvc.Wants(svc, lb.opts.Class) {
+		return nil, cloudprovider.ImplementedElsewhere
+	}
+	if !lb.hasSynced() {
+		return nil, api.NewRetryError("waiting for the Service, Node and pools informers to sync", time.Second)
+	}
+	start := time.Now()
+	status, err := lb.ensure(ctx, svc)
+	lb.metrics.ensureDone(start, err)
+	return status, err
+}
+
+func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBalancerStatus, error) {
+	key := lbsvc.Key(svc)
+	logger := klog.LoggerWithValues(klog.Background(), "service", key)
+	req, err := lbsvc.Requested(svc)
+	if err != nil {
+		lb.recorder.Event(svc, v1.EventTypeWarning, ReasonInvalidRequest, err.Error())
+		logger.Info("invalid address request", "err", err)
+		return nil, api.NewRetryError(err.Error(), lb.opts.RetryAfter)
+	}
+	if req.DHCP {
+		return lb.dhcpStatus(svc)
+	}
+	fams, required := lbsvc.Families(svc)
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if err := lb.restoreLocked(); err != nil {
+		return nil, err
+	}
+	had := len(lb.alloc.Assigned(key)) > 0
+	addrs, err := lb.alloc.Assign(ipamRequest(svc, fams, req.Addrs))
+	if err != nil && !required && len(fams) > 1 && len(req.Addrs) == 0 {
+		// PreferDualStack: one family is better than none.
+		addrs, err = lb.alloc.Assign(ipamRequest(svc, fams[:1], nil))
+	}
+	if err != nil {
+		reason := reasonFor(err)
+		msg := err.Error()
+		if perr := lb.pools.errorsFor(svc.Namespace); perr != "" && reason == ReasonNoAddress {
+			msg += "; pools ConfigMap has invalid entries: " + perr
+		}
+		if !lb.pools.present {
+			reason = ReasonPoolConfigMissing
+			msg = fmt.Sprintf("pools ConfigMap %s/%s not found: %v", lb.opts.ConfigMapNamespace, lb.opts.ConfigMapName, err)
+		}
+		lb.recorder.Event(svc, v1.EventTypeWarning, reason, msg)
+		logger.Info("no address assigned", "reason", reason, "err", err)
+		lb.metrics.failures.WithLabelValues(reason).Inc()
+		return nil, api.NewRetryError(msg, lb.opts.RetryAfter)
+	}
+	if !had {
+		lb.recorder.Eventf(svc, v1.EventTypeNormal, ReasonAllocated, "Assigned %s", joinAddrs(addrs))
+		logger.V(2).Info("assigned addresses", "vip", joinAddrs(addrs))
+		lb.metrics.allocations.Inc()
+	}
+	return statusFor(addrs), nil
+}
+
+// dhcpStatus handles a 0.0.0.0 request: the owning agent obtains the
+// address by DHCP; until it has, the Service stays pending.
+func (lb *LoadBalancer) dhcpStatus(svc *v1.Service) (*v1.LoadBalancerStatus, error) {
+	lb.recorder.Event(svc, v1.EventTypeNormal, ReasonWaitingForDHCP, "address 0.0.0.0 requested: waiting for a DHCP lease")
+	return nil, api.NewRetryError("waiting for a DHCP lease", lb.opts.RetryAfter)
+}
+
+// UpdateLoadBalancer has nothing to do: the addresses do not depend on the
+// node set.
+func (lb *LoadBalancer) UpdateLoadBalancer(context.Context, string, *v1.Service, []*v1.Node) error {
+	return nil
+}
+
+// EnsureLoadBalancerDeleted releases the addresses of svc.
+func (lb *LoadBalancer) EnsureLoadBalancerDeleted(_ context.Context, _ string, svc *v1.Service) error {
+	if lb.release(lbsvc.Key(svc)) {
+		lb.recorder.Event(svc, v1.EventTypeNormal, ReasonReleased, "Released its addresses")
+	}
+	return nil
+}
+
+func (lb *LoadBalancer) release(key string) bool {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if len(lb.alloc.Assigned(key)) == 0 {
+		return false
+	}
+	lb.alloc.Release(key)
+	return true
+}
+
+func reasonFor(err error) string {
+	switch {
+	case errors.Is(err, ipam.ErrConflict):
+		return ReasonConflict
+	case errors.Is(err, ipam.ErrForbidden):
+		return ReasonForbidden
+	case errors.Is(err, ipam.ErrOutsidePools):
+		return ReasonOutsidePools
+	default:
+		return ReasonNoAddress
+	}
+}
+
+func statusFor(addrs []netip.Addr) *v1.LoadBalancerStatus {
+	st := &v1.LoadBalancerStatus{}
+	mode := v1.LoadBalancerIPModeVIP
+	for _, a := range addrs {
+		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: a.String(), IPMode: &mode})
+	}
+	return st
+}
+
+func joinAddrs(addrs []netip.Addr) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
