@@ -1,0 +1,189 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// errConfig marks a configuration the agent refuses to start with.
+var errConfig = errors.New("invalid configuration")
+
+// config is everything the command line and the environment can set.
+type config struct {
+	kubeconfig, nodeName, namespace   string
+	arp, bgp, services, controlPlane  bool
+	iface, servicesIface              string
+	heartbeatPeriod, heartbeatTimeout time.Duration
+	rebalance                         bool
+	settle                            time.Duration
+	metricsAddr, healthAdvertise      string
+	statePath                         string
+	classOnly                         bool
+	className                         string
+	cmName, cmNamespace               string
+	garpCount                         int
+	garpInterval                      time.Duration
+	workers                           int
+	qps                               float32
+	burst                             int
+	// kube-vip's lease timings, validated and reported but not used: vip
+	// judges liveness by node heartbeats.
+	leaderElection, svcElection               bool
+	leaseDuration, renewDeadline, retryPeriod int
+}
+
+func defaultConfig() config {
+	return config{
+		namespace: "kube-system", services: true,
+		heartbeatPeriod: 200 * time.Millisecond, heartbeatTimeout: 800 * time.Millisecond,
+		rebalance: true, settle: 10 * time.Second,
+		metricsAddr: ":2112", cmName: "kubevip", cmNamespace: "kube-system",
+		garpCount: 3, garpInterval: 150 * time.Millisecond, workers: 8, qps: 100, burst: 200,
+		className:      "kube-vip.io/kube-vip-class",
+		leaderElection: true, svcElection: true, leaseDuration: 5, renewDeadline: 3, retryPeriod: 1,
+	}
+}
+
+func (c *config) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.kubeconfig, "kubeconfig", c.kubeconfig, "Kubeconfig file (default: in-cluster; env KUBECONFIG, k8s_config_file).")
+	fs.StringVar(&c.nodeName, "node-name", c.nodeName, "This node's name (env NODE_NAME, vip_nodename; default: host name).")
+	fs.StringVar(&c.namespace, "namespace", c.namespace, "Namespace of the node heartbeat Leases (env cp_namespace).")
+	fs.BoolVar(&c.arp, "arp", c.arp, "Announce Service addresses by ARP/NDP from one elected node (env vip_arp).")
+	fs.BoolVar(&c.bgp, "bgp", c.bgp, "Announce Service addresses by BGP from every eligible node (env bgp_enable).")
+	fs.BoolVar(&c.services, "services", c.services, "Serve LoadBalancer Services (env svc_enable).")
+	fs.BoolVar(&c.controlPlane, "controlplane", c.controlPlane, "Hold the control-plane VIP (env cp_enable).")
+	fs.StringVar(&c.iface, "interface", c.iface, "Announcing interface (env vip_interface; default: the interface whose subnet covers the VIP).")
+	fs.StringVar(&c.servicesIface, "services-interface", c.servicesIface, "Interface for Service VIPs, overriding --interface (env vip_servicesinterface).")
+	fs.DurationVar(&c.heartbeatPeriod, "heartbeat-period", c.heartbeatPeriod, "How often this node renews its heartbeat Lease (one API write each).")
+	fs.DurationVar(&c.heartbeatTimeout, "heartbeat-timeout", c.heartbeatTimeout, "How long a silent heartbeat means a dead node (failover time).")
+	fs.BoolVar(&c.rebalance, "rebalance", c.rebalance, "Give a Service back to its preferred node once that node has been alive for --settle-time.")
+	fs.DurationVar(&c.settle, "settle-time", c.settle, "How long a returning node must be alive before Services move back to it.")
+	fs.StringVar(&c.metricsAddr, "metrics-address", c.metricsAddr, "Address of the metrics and health server (env prometheus_server; empty: off).")
+	fs.StringVar(&c.healthAdvertise, "health-advertise-address", c.healthAdvertise, "Address peers use to reach this agent's health server (default: this node's address towards the API server).")
+	fs.StringVar(&c.statePath, "state-file", c.statePath, "File recording the addresses this agent bound (default /run/vip-agent/<node>.json).")
+	fs.BoolVar(&c.classOnly, "lb-class-only", c.classOnly, "Serve only Services of --lb-class-name (env lb_class_only).")
+	fs.StringVar(&c.className, "lb-class-name", c.className, "loadBalancerClass served besides unclassed Services (env lb_class_name).")
+	fs.StringVar(&c.cmName, "config-map-name", c.cmName, "Pools ConfigMap, read for interface-<namespace> keys.")
+	fs.StringVar(&c.cmNamespace, "config-map-namespace", c.cmNamespace, "Namespace of the pools ConfigMap.")
+	fs.IntVar(&c.garpCount, "garp-count", c.garpCount, "Gratuitous ARP / NA rounds per announcement.")
+	fs.DurationVar(&c.garpInterval, "garp-interval", c.garpInterval, "Pause between gratuitous ARP / NA rounds.")
+	fs.IntVar(&c.workers, "workers", c.workers, "Parallel Service reconcilers.")
+	fs.Float32Var(&c.qps, "kube-api-qps", c.qps, "Client rate limit towards the API server.")
+	fs.IntVar(&c.burst, "kube-api-burst", c.burst, "Client burst towards the API server.")
+	fs.BoolVar(&c.leaderElection, "leader-election", c.leaderElection, "kube-vip compatibility (env vip_leaderelection); vip always elects per Service.")
+	fs.BoolVar(&c.svcElection, "service-election", c.svcElection, "kube-vip compatibility (env svc_election); vip always elects per Service.")
+	fs.IntVar(&c.leaseDuration, "lease-duration", c.leaseDuration, "kube-vip compatibility (env vip_leaseduration, seconds); see --heartbeat-timeout.")
+	fs.IntVar(&c.renewDeadline, "lease-renew-deadline", c.renewDeadline, "kube-vip compatibility (env vip_renewdeadline, seconds).")
+	fs.IntVar(&c.retryPeriod, "lease-retry-period", c.retryPeriod, "kube-vip compatibility (env vip_retryperiod, seconds).")
+}
+
+// envFlags maps kube-vip's environment variables onto flags. A flag given on
+// the command line wins over the environment.
+var envFlags = map[string]string{
+	"KUBECONFIG": "kubeconfig", "k8s_config_file": "kubeconfig",
+	"NODE_NAME": "node-name", "vip_nodename": "node-name",
+	"cp_namespace": "namespace",
+	"vip_arp":      "arp", "bgp_enable": "bgp", "svc_enable": "services", "cp_enable": "controlplane",
+	"vip_interface": "interface", "vip_servicesinterface": "services-interface",
+	"prometheus_server": "metrics-address",
+	"lb_class_only":     "lb-class-only", "lb_class_name": "lb-class-name",
+	"vip_leaderelection": "leader-election", "svc_election": "service-election",
+	"vip_leaseduration": "lease-duration", "vip_renewdeadline": "lease-renew-deadline", "vip_retryperiod": "lease-retry-period",
+}
+
+// unsupportedEnv are kube-vip settings vip does not implement; setting one
+// to a non-empty, non-false value stops the agent with a clear message
+// rather than silently doing something else.
+var unsupportedEnv = map[string]string{
+	"vip_wireguard": "WireGuard tunnels", "vip_routingtable": "routing-table mode", "egress_podcidr": "Service egress",
+	"egress_servicecidr": "Service egress", "egress_withnftables": "Service egress", "lb_enable": "the IPVS control-plane load balancer",
+	"zebra_enable": "Zebra integration", "mirror_dest_interface": "traffic mirroring", "enable_service_security": "service security rules",
+	"cp_detect": "control-plane address detection", "enable_upnp": "UPnP port mappings", "vip_ddns": "dynamic DNS",
+	"bgp_peers": "BGP peers (BGP mode)", "bgp_peeraddress": "BGP peers (BGP mode)", "vip_address": "the control-plane VIP",
+	"address": "the control-plane VIP",
+}
+
+// applyEnv sets every flag not given on the command line from env.
+func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
+	names := make([]string, 0, len(envFlags))
+	for k := range envFlags {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		v, ok := env(name)
+		if !ok {
+			continue
+		}
+		fl := fs.Lookup(envFlags[name])
+		if fl == nil || fl.Changed {
+			continue
+		}
+		if fl.Value.Type() == "bool" && strings.TrimSpace(v) == "" {
+			continue
+		}
+		if err := fl.Value.Set(strings.TrimSpace(v)); err != nil {
+			return fmt.Errorf("%w: environment %s=%q: %v", errConfig, name, v, err)
+		}
+	}
+	for name, what := range unsupportedEnv {
+		v, ok := env(name)
+		if !ok || strings.TrimSpace(v) == "" {
+			continue
+		}
+		if b, err := strconv.ParseBool(strings.TrimSpace(v)); err == nil && !b {
+			continue
+		}
+		return fmt.Errorf("%w: environment %s=%q asks for %s, which vip-agent does not provide", errConfig, name, v, what)
+	}
+	return nil
+}
+
+// validate checks the combination and fills derived defaults.
+func (c *config) validate() error {
+	if c.arp && c.bgp {
+		return fmt.Errorf("%w: --arp (vip_arp) and --bgp (bgp_enable) both set: choose one advertisement mode", errConfig)
+	}
+	if !c.arp && !c.bgp {
+		return fmt.Errorf("%w: no advertisement mode: set --arp (vip_arp=true) or --bgp (bgp_enable=true)", errConfig)
+	}
+	if c.bgp {
+		return fmt.Errorf("%w: --bgp (bgp_enable): BGP mode is not available in this build", errConfig)
+	}
+	if c.controlPlane {
+		return fmt.Errorf("%w: --controlplane (cp_enable): the control-plane VIP is not available in this build", errConfig)
+	}
+	if !c.services {
+		return fmt.Errorf("%w: --services=false (svc_enable=false) leaves nothing to do", errConfig)
+	}
+	if c.heartbeatPeriod <= 0 || c.heartbeatTimeout < 2*c.heartbeatPeriod {
+		return fmt.Errorf("%w: --heartbeat-timeout (%v) must be at least twice --heartbeat-period (%v)", errConfig, c.heartbeatTimeout, c.heartbeatPeriod)
+	}
+	if c.leaseDuration <= 0 || c.renewDeadline <= 0 || c.retryPeriod <= 0 || c.renewDeadline >= c.leaseDuration || c.retryPeriod >= c.renewDeadline {
+		return fmt.Errorf("%w: lease timings must satisfy 0 < retry (%d) < renew deadline (%d) < duration (%d)", errConfig, c.retryPeriod, c.renewDeadline, c.leaseDuration)
+	}
+	if c.garpCount < 1 || c.garpInterval < 0 || c.workers < 1 {
+		return fmt.Errorf("%w: --garp-count and --workers must be positive", errConfig)
+	}
+	if c.classOnly && c.className == "" {
+		return fmt.Errorf("%w: --lb-class-only needs --lb-class-name", errConfig)
+	}
+	if c.nodeName == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return fmt.Errorf("%w: no node name: set --node-name or NODE_NAME", errConfig)
+		}
+		c.nodeName = strings.ToLower(h)
+	}
+	if c.statePath == "" {
+		c.statePath = "/run/vip-agent/" + c.nodeName + ".json"
+	}
+	return nil
+}

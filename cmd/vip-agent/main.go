@@ -1,0 +1,256 @@
+// Command vip-agent advertises the addresses of LoadBalancer Services from
+// the nodes of a bare-metal cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register"
+	"k8s.io/klog/v2"
+
+	"github.com/vip-lb/vip/pkg/agent"
+	"github.com/vip-lb/vip/pkg/announce"
+	"github.com/vip-lb/vip/pkg/election"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "vip-agent:", err)
+		if errors.Is(err, errConfig) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	// kube-vip's manifests pass a sub-command ("manager", "service"); vip
+	// has one job, so those words are accepted and ignored.
+	for len(args) > 0 && (args[0] == "manager" || args[0] == "service" || args[0] == "start") {
+		args = args[1:]
+	}
+	cfg := defaultConfig()
+	fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
+	cfg.flags(fs)
+	logCfg := logsapi.NewLoggingConfiguration()
+	logsapi.AddFlags(logCfg, fs)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
+	}
+	if err := applyEnv(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if err := logsapi.ValidateAndApply(logCfg, nil); err != nil {
+		return fmt.Errorf("%w: logging: %v", errConfig, err)
+	}
+	log := klog.Background().WithName("vip-agent")
+	if cfg.leaseDuration != 5 || cfg.renewDeadline != 3 || cfg.retryPeriod != 1 {
+		log.Info("kube-vip lease timings accepted but unused: vip detects dead nodes by heartbeat",
+			"heartbeatPeriod", cfg.heartbeatPeriod, "heartbeatTimeout", cfg.heartbeatTimeout)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cfg, log)
+}
+
+func restConfig(c config) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if c.kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: Kubernetes client: %v", errConfig, err)
+	}
+	rc.QPS, rc.Burst = c.qps, c.burst
+	rc.UserAgent = "vip-agent"
+	return rc, nil
+}
+
+func serve(ctx context.Context, c config, log logr.Logger) error {
+	rc, err := restConfig(c)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("building client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	bcast := record.NewBroadcaster(record.WithContext(ctx))
+	bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer bcast.Shutdown()
+	rec := bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "vip-agent", Host: c.nodeName})
+
+	l2, err := announce.NewLayer2(announce.Options{
+		Logger: log.WithName("announce"), Registerer: reg, StatePath: c.statePath,
+		Count: c.garpCount, Interval: c.garpInterval,
+	})
+	if err != nil {
+		return fmt.Errorf("starting announcer: %w", err)
+	}
+	if err := l2.Cleanup(ctx); err != nil {
+		log.Error(err, "removing addresses left by a previous run")
+	}
+
+	var ag *agent.Agent
+	health := healthURL(c, rc)
+	el, err := election.New(election.Options{
+		Client: client, Namespace: c.namespace, NodeName: c.nodeName,
+		HeartbeatPeriod: c.heartbeatPeriod, HeartbeatTimeout: c.heartbeatTimeout,
+		Logger: log.WithName("election"), Registerer: reg,
+		OnServiceLeaseChange: func(ns, name string) {
+			if ag != nil {
+				ag.OnServiceLeaseChange(ns, name)
+			}
+		},
+		OnNodeChange: func(node string, alive bool) {
+			if ag != nil {
+				ag.OnNodeChange(node, alive)
+			}
+		},
+		HealthAddress: health, Rebalance: c.rebalance, SettleTime: c.settle,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: election: %v", errConfig, err)
+	}
+	ag, err = agent.New(agent.Options{
+		Client: client, NodeName: c.nodeName, Mode: agent.ModeARP,
+		Class:     lbsvc.ClassRule{Name: c.className, Only: c.classOnly},
+		Announcer: l2, Elector: agent.FromElection(el),
+		Interface: c.iface, ServicesInterface: c.servicesIface,
+		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace,
+		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+
+	if c.metricsAddr != "" {
+		srv := &http.Server{Addr: c.metricsAddr, Handler: mux(reg, el, ag), ReadHeaderTimeout: 5 * time.Second}
+		ln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("%w: metrics address %s: %v", errConfig, c.metricsAddr, err)
+		}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+	}
+
+	elCtx, elCancel := context.WithCancel(context.Background())
+	elDone := make(chan error, 1)
+	go func() { elDone <- el.Run(elCtx) }()
+	if !el.WaitForSync(ctx) {
+		elCancel()
+		return fmt.Errorf("election informers did not sync: %w", ctx.Err())
+	}
+	log.Info("started", "node", c.nodeName, "mode", "arp", "heartbeatPeriod", c.heartbeatPeriod,
+		"heartbeatTimeout", c.heartbeatTimeout, "health", health)
+	runErr := ag.Run(ctx)
+
+	// Graceful stop: withdraw first, then hand the Leases to successors, so
+	// no address is ever announced from two nodes and the successors take
+	// over at once instead of waiting for the heartbeat to go stale.
+	t0 := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ag.WithdrawEverything(sctx)
+	if err := el.Shutdown(sctx); err != nil {
+		log.Error(err, "handing Leases off")
+	}
+	elCancel()
+	<-elDone
+	if err := l2.Close(); err != nil {
+		log.Error(err, "removing addresses")
+	}
+	log.Info("stopped", "handOff", time.Since(t0).String())
+	return runErr
+}
+
+func mux(reg *prometheus.Registry, el *election.Elector, ag *agent.Agent) http.Handler {
+	m := http.NewServeMux()
+	m.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ag.Synced() || el.Fenced() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	m.Handle("/vip/election", el.HealthHandler())
+	return m
+}
+
+// healthURL is where peers reach this agent's election health handler.
+func healthURL(c config, rc *rest.Config) string {
+	if c.metricsAddr == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(c.metricsAddr)
+	if err != nil {
+		return ""
+	}
+	host := c.healthAdvertise
+	if host == "" {
+		host = localAddrTowards(rc.Host)
+	}
+	if host == "" {
+		return ""
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/vip/election"
+}
+
+// localAddrTowards returns this host's source address towards the API
+// server (a UDP "connect" sends nothing).
+func localAddrTowards(apiHost string) string {
+	u, err := url.Parse(apiHost)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	hostport := u.Host
+	if u.Port() == "" {
+		hostport = net.JoinHostPort(u.Hostname(), "443")
+	}
+	conn, err := net.Dial("udp", hostport)
+	if err != nil {
+		return ""
+	}
+	defer conn.Close()
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		return ua.IP.String()
+	}
+	return ""
+}

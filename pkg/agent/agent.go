@@ -1,0 +1,249 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/vip-lb/vip/pkg/ipam"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// Agent advertises the addresses of the Services this node should serve.
+type Agent struct {
+	o       Options
+	log     logr.Logger
+	rec     record.EventRecorder
+	metrics *metrics
+
+	factory   informers.SharedInformerFactory
+	cmFactory informers.SharedInformerFactory
+	svcs      corelisters.ServiceLister
+	slices    discoverylisters.EndpointSliceLister
+	nodes     corelisters.NodeLister
+	synced    []cache.InformerSynced
+	queue     workqueue.TypedRateLimitingInterface[string]
+
+	mu      sync.Mutex
+	held    map[string]map[netip.Addr]string // service key -> address -> interface
+	leases  map[string]string                // service key -> lease name
+	holders map[string]string                // service key -> last known holder
+	ifaces  *ipam.Config                     // interface-<ns> settings
+}
+
+// New builds an agent; Run starts it.
+func New(o Options) (*Agent, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		o:       o,
+		log:     o.Logger.WithValues("node", o.NodeName),
+		rec:     o.Recorder,
+		metrics: newMetrics(o.Registerer),
+		held:    map[string]map[netip.Addr]string{},
+		leases:  map[string]string{},
+		holders: map[string]string{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](20*time.Millisecond, 10*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-agent-services"}),
+	}
+	if a.rec == nil {
+		a.rec = &record.FakeRecorder{}
+	}
+	a.factory = informers.NewSharedInformerFactory(o.Client, o.ResyncPeriod)
+	si := a.factory.Core().V1().Services()
+	es := a.factory.Discovery().V1().EndpointSlices()
+	ni := a.factory.Core().V1().Nodes()
+	a.svcs, a.slices, a.nodes = si.Lister(), es.Lister(), ni.Lister()
+	_, _ = si.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    a.enqueueObj,
+		UpdateFunc: func(_, o any) { a.enqueueObj(o) },
+		DeleteFunc: a.enqueueObj,
+	})
+	_, _ = es.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    a.enqueueSlice,
+		UpdateFunc: func(_, o any) { a.enqueueSlice(o) },
+		DeleteFunc: a.enqueueSlice,
+	})
+	_, _ = ni.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(old, cur any) {
+			on, ok1 := old.(*v1.Node)
+			cn, ok2 := cur.(*v1.Node)
+			if ok1 && ok2 && excluded(on) != excluded(cn) {
+				a.EnqueueAll()
+			}
+		},
+		AddFunc:    func(any) { a.EnqueueAll() },
+		DeleteFunc: func(any) { a.EnqueueAll() },
+	})
+	a.cmFactory = informers.NewSharedInformerFactoryWithOptions(o.Client, 0,
+		informers.WithNamespace(o.ConfigMapNamespace),
+		informers.WithTweakListOptions(func(lo *metav1ListOptions) { lo.FieldSelector = "metadata.name=" + o.ConfigMapName }))
+	ci := a.cmFactory.Core().V1().ConfigMaps().Informer()
+	_, _ = ci.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    a.onConfigMap,
+		UpdateFunc: func(_, o any) { a.onConfigMap(o) },
+		DeleteFunc: func(any) { a.setInterfaces(nil) },
+	})
+	a.synced = []cache.InformerSynced{si.Informer().HasSynced, es.Informer().HasSynced, ni.Informer().HasSynced, ci.HasSynced}
+	return a, nil
+}
+
+// Run starts informers and workers and blocks until ctx ends. It then
+// withdraws every address this node announced; the caller hands Leases off
+// (Shutdown) after Run returns.
+func (a *Agent) Run(ctx context.Context) error {
+	a.factory.Start(ctx.Done())
+	a.cmFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
+		return fmt.Errorf("waiting for informers to sync: %w", ctx.Err())
+	}
+	a.log.Info("informers synced; reconciling Services", "mode", a.o.Mode, "workers", a.o.Workers)
+	var wg sync.WaitGroup
+	for i := 0; i < a.o.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wait.UntilWithContext(ctx, a.worker, time.Second)
+		}()
+	}
+	<-ctx.Done()
+	a.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// Synced reports whether the informers have synced (readiness).
+func (a *Agent) Synced() bool {
+	for _, s := range a.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+// Enqueue schedules a reconcile of the Service key.
+func (a *Agent) Enqueue(key string) { a.queue.Add(key) }
+
+// EnqueueAll schedules every known Service.
+func (a *Agent) EnqueueAll() {
+	list, err := a.svcs.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, s := range list {
+		a.queue.Add(lbsvc.Key(s))
+	}
+	a.mu.Lock()
+	for k := range a.held {
+		a.queue.Add(k)
+	}
+	a.mu.Unlock()
+}
+
+// OnNodeChange re-reconciles after a node's liveness changed: the Services
+// that node held first, so a takeover is not queued behind the others.
+func (a *Agent) OnNodeChange(node string, alive bool) {
+	a.mu.Lock()
+	var first []string
+	for k, h := range a.holders {
+		if h == node {
+			first = append(first, k)
+		}
+	}
+	a.mu.Unlock()
+	for _, k := range first {
+		a.queue.Add(k)
+	}
+	a.EnqueueAll()
+}
+
+// OnServiceLeaseChange maps a Lease event back to its Service.
+func (a *Agent) OnServiceLeaseChange(namespace, leaseName string) {
+	a.mu.Lock()
+	for k, l := range a.leases {
+		if l == leaseName && len(k) > len(namespace) && k[:len(namespace)+1] == namespace+"/" {
+			a.mu.Unlock()
+			a.queue.Add(k)
+			return
+		}
+	}
+	a.mu.Unlock()
+	if len(leaseName) > len(lbsvc.LeasePrefix) && leaseName[:len(lbsvc.LeasePrefix)] == lbsvc.LeasePrefix {
+		a.queue.Add(namespace + "/" + leaseName[len(lbsvc.LeasePrefix):])
+	}
+}
+
+func (a *Agent) enqueueObj(o any) {
+	if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = tomb.Obj
+	}
+	if svc, ok := o.(*v1.Service); ok {
+		a.queue.Add(lbsvc.Key(svc))
+	}
+}
+
+func (a *Agent) enqueueSlice(o any) {
+	if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = tomb.Obj
+	}
+	if es, ok := o.(*discoveryv1.EndpointSlice); ok {
+		if name := es.Labels[discoveryv1.LabelServiceName]; name != "" {
+			a.queue.Add(es.Namespace + "/" + name)
+		}
+	}
+}
+
+func (a *Agent) onConfigMap(o any) {
+	cm, ok := o.(*v1.ConfigMap)
+	if !ok {
+		return
+	}
+	cfg, errs := ipam.ParseConfig(cm.Data)
+	for _, err := range errs {
+		a.log.V(1).Info("pools ConfigMap entry ignored", "err", err)
+	}
+	a.setInterfaces(cfg)
+}
+
+func (a *Agent) setInterfaces(cfg *ipam.Config) {
+	a.mu.Lock()
+	a.ifaces = cfg
+	a.mu.Unlock()
+	a.EnqueueAll()
+}
+
+func (a *Agent) worker(ctx context.Context) {
+	for {
+		key, quit := a.queue.Get()
+		if quit {
+			return
+		}
+		start := time.Now()
+		err := a.sync(ctx, key)
+		a.metrics.reconciled(start, err)
+		if err != nil {
+			a.log.V(1).Info("reconcile failed; retrying", "service", key, "err", err)
+			a.queue.AddRateLimited(key)
+		} else {
+			a.queue.Forget(key)
+		}
+		a.queue.Done(key)
+	}
+}

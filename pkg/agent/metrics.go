@@ -1,0 +1,43 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	held           prometheus.Gauge
+	reconciles     *prometheus.CounterVec
+	reconcileTime  prometheus.Histogram
+	electionErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vip_agent_vips_held", Help: "Service addresses this node announces."}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vip_agent_reconciles_total", Help: "Service reconciles by result."}, []string{"result"}),
+		reconcileTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vip_agent_reconcile_seconds", Help: "Duration of one Service reconcile.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}),
+		electionErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vip_agent_election_errors_total", Help: "Failed ownership decisions (retried)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.held, m.reconciles, m.reconcileTime, m.electionErrors)
+	}
+	return m
+}
+
+func (m *metrics) reconciled(start time.Time, err error) {
+	m.reconcileTime.Observe(time.Since(start).Seconds())
+	if err != nil {
+		m.reconciles.WithLabelValues("error").Inc()
+		return
+	}
+	m.reconciles.WithLabelValues("ok").Inc()
+}
+
+func (m *metrics) setHeld(n int) { m.held.Set(float64(n)) }

@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/vip-lb/vip/pkg/announce"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// Mode is how the agent advertises Service addresses.
+type Mode string
+
+// The advertisement modes.
+const (
+	// ModeARP announces each address from one elected node (gratuitous ARP /
+	// unsolicited neighbour advertisements).
+	ModeARP Mode = "arp"
+	// ModeBGP announces each address from every eligible node.
+	ModeBGP Mode = "bgp"
+)
+
+// ErrInvalidOptions marks a configuration the agent refuses to start with.
+var ErrInvalidOptions = errors.New("invalid agent options")
+
+// Elector is what the agent needs from the per-Service election (layer 2
+// mode only).
+type Elector interface {
+	AliveNodes() []string
+	Alive(node string) bool
+	Fenced() bool
+	Ensure(ctx context.Context, namespace, leaseName, serviceKey string, candidates []string) (Decision, error)
+	Release(ctx context.Context, namespace, leaseName, successor string) error
+	Delete(ctx context.Context, namespace, leaseName string) error
+	Holder(namespace, leaseName string) (string, bool)
+}
+
+// Decision is the elector's answer for one Service.
+type Decision struct {
+	// Announce is true when this node must announce the Service now.
+	Announce bool
+	// Holder is the node holding the Service's Lease ("" = nobody).
+	Holder string
+	// Changed is true when this call changed ownership; Reason says why.
+	Changed bool
+	Reason  string
+	// HandOffTo, when set, asks the caller to withdraw the addresses and
+	// then Release the Lease to that node (never two announcers at once).
+	HandOffTo string
+	// RequeueAfter, when positive, asks for another look after it.
+	RequeueAfter time.Duration
+}
+
+// Options configure the agent.
+type Options struct {
+	Client    kubernetes.Interface
+	NodeName  string
+	Mode      Mode
+	Class     lbsvc.ClassRule
+	Announcer announce.Announcer
+	// Elector decides ownership in ModeARP; unused in ModeBGP.
+	Elector Elector
+	// Interface is the default announcing interface ("" = the interface
+	// whose subnet covers the address). ServicesInterface overrides it for
+	// Services (kube-vip's vip_servicesinterface).
+	Interface, ServicesInterface string
+	// ConfigMapName/Namespace locate the pools ConfigMap, read for its
+	// interface-<namespace> keys.
+	ConfigMapName, ConfigMapNamespace string
+	// Workers is the number of parallel reconcilers.
+	Workers int
+	// ResyncPeriod re-checks every Service periodically (0 = never).
+	ResyncPeriod time.Duration
+	Recorder     record.EventRecorder
+	Logger       logr.Logger
+	Registerer   prometheus.Registerer
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	switch {
+	case o.Client == nil:
+		return fmt.Errorf("%w: no Kubernetes client", ErrInvalidOptions)
+	case o.NodeName == "":
+		return fmt.Errorf("%w: node name is empty (set --node-name, NODE_NAME or vip_nodename)", ErrInvalidOptions)
+	case o.Announcer == nil:
+		return fmt.Errorf("%w: no announcer", ErrInvalidOptions)
+	case o.Mode != ModeARP && o.Mode != ModeBGP:
+		return fmt.Errorf("%w: mode %q is neither arp nor bgp", ErrInvalidOptions, o.Mode)
+	case o.Mode == ModeARP && o.Elector == nil:
+		return fmt.Errorf("%w: layer 2 mode needs an elector", ErrInvalidOptions)
+	case o.Class.Only && o.Class.Name == "":
+		return fmt.Errorf("%w: lb_class_only needs lb_class_name", ErrInvalidOptions)
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.ConfigMapName == "" {
+		o.ConfigMapName = "kubevip"
+	}
+	if o.ConfigMapNamespace == "" {
+		o.ConfigMapNamespace = "kube-system"
+	}
+	return nil
+}

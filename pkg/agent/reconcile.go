@@ -1,0 +1,331 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+type metav1ListOptions = metav1.ListOptions
+
+// Event reasons the agent emits on Services.
+const (
+	ReasonAnnouncing   = "Announcing"
+	ReasonWithdrawn    = "Withdrawn"
+	ReasonAnnounceFail = "AnnounceFailed"
+)
+
+// labelExcludeLB is the well-known label that keeps a node out of load
+// balancing.
+const labelExcludeLB = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+func (a *Agent) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	log := a.log.WithValues("service", key)
+	svc, err := a.svcs.Services(ns).Get(name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if apierrors.IsNotFound(err) || !lbsvc.Wants(svc, a.o.Class) {
+		a.withdrawAll(ctx, key, svc, "the Service no longer wants a load balancer")
+		return a.forgetLease(ctx, key, ns)
+	}
+	addrs := announceable(lbsvc.IngressIPs(svc))
+	lease := lbsvc.LeaseName(svc)
+	a.mu.Lock()
+	a.leases[key] = lease
+	a.mu.Unlock()
+	if len(addrs) == 0 {
+		a.withdrawAll(ctx, key, svc, "no address in status")
+		return nil
+	}
+	cands := a.candidates(svc)
+	if a.o.Mode == ModeBGP {
+		if slices.Contains(cands, a.o.NodeName) {
+			return a.announce(ctx, key, svc, addrs, "eligible node", false)
+		}
+		a.withdrawAll(ctx, key, svc, "no ready local endpoint on this node")
+		return nil
+	}
+	if a.o.Elector.Fenced() {
+		a.withdrawAll(ctx, key, svc, "this node cannot renew its heartbeat (self-fenced)")
+		return nil
+	}
+	d, err := a.o.Elector.Ensure(ctx, ns, lease, key, cands)
+	if err != nil {
+		a.metrics.electionErrors.Inc()
+		return fmt.Errorf("electing owner of %s: %w", key, err)
+	}
+	if d.RequeueAfter > 0 {
+		a.queue.AddAfter(key, d.RequeueAfter)
+	}
+	a.mu.Lock()
+	a.holders[key] = d.Holder
+	a.mu.Unlock()
+	switch {
+	case d.HandOffTo != "":
+		a.withdrawAll(ctx, key, svc, "handing over: "+d.Reason)
+		if err := a.o.Elector.Release(ctx, ns, lease, d.HandOffTo); err != nil {
+			return fmt.Errorf("handing %s to %s: %w", key, d.HandOffTo, err)
+		}
+		log.V(1).Info("handed over", "to", d.HandOffTo, "reason", d.Reason)
+		if d.HandOffTo == releaseToNobody {
+			d.HandOffTo = ""
+		}
+		return nil
+	case d.Announce:
+		return a.announce(ctx, key, svc, addrs, d.Reason, d.Changed)
+	default:
+		why := "owned by " + d.Holder
+		if d.Holder == "" {
+			why = "no owner elected yet"
+		}
+		a.withdrawAll(ctx, key, svc, why)
+		return nil
+	}
+}
+
+// announceable drops 0.0.0.0 and other addresses that cannot be a VIP.
+func announceable(in []netip.Addr) []netip.Addr {
+	out := in[:0:0]
+	for _, a := range in {
+		if a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() && !a.IsLinkLocalUnicast() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// candidates are the nodes that may serve svc: alive agents (layer 2) or
+// this node (BGP), minus excluded nodes and, with externalTrafficPolicy
+// Local, nodes without a ready endpoint.
+func (a *Agent) candidates(svc *v1.Service) []string {
+	var nodes []string
+	if a.o.Mode == ModeARP {
+		nodes = a.o.Elector.AliveNodes()
+	} else {
+		nodes = []string{a.o.NodeName}
+	}
+	var local map[string]bool
+	if svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
+		local = a.readyNodes(svc)
+	}
+	out := nodes[:0:0]
+	for _, n := range nodes {
+		if node, err := a.nodes.Get(n); err == nil && excluded(node) {
+			continue
+		}
+		if local != nil && !local[n] {
+			continue
+		}
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func excluded(n *v1.Node) bool {
+	_, ok := n.Labels[labelExcludeLB]
+	return ok
+}
+
+// readyNodes returns the nodes with at least one ready endpoint of svc.
+func (a *Agent) readyNodes(svc *v1.Service) map[string]bool {
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
+	list, err := a.slices.EndpointSlices(svc.Namespace).List(sel)
+	out := map[string]bool{}
+	if err != nil {
+		return out
+	}
+	for _, es := range list {
+		for _, ep := range es.Endpoints {
+			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			if ready && ep.NodeName != nil {
+				out[*ep.NodeName] = true
+			}
+		}
+	}
+	return out
+}
+
+// interfaceFor picks the announcing interface: the Service annotation, the
+// pools ConfigMap's interface-<ns>/interface-global, the services interface,
+// the default interface, or "" (the interface whose subnet covers the VIP).
+func (a *Agent) interfaceFor(svc *v1.Service) string {
+	if i := lbsvc.Interface(svc); i != "" {
+		return i
+	}
+	a.mu.Lock()
+	cfg := a.ifaces
+	a.mu.Unlock()
+	if cfg != nil {
+		if i := cfg.Interface(svc.Namespace); i != "" {
+			return i
+		}
+	}
+	if a.o.ServicesInterface != "" {
+		return a.o.ServicesInterface
+	}
+	return a.o.Interface
+}
+
+func (a *Agent) announce(ctx context.Context, key string, svc *v1.Service, addrs []netip.Addr, reason string, changed bool) error {
+	iface := a.interfaceFor(svc)
+	a.mu.Lock()
+	cur := a.held[key]
+	a.mu.Unlock()
+	// Addresses that left the status, or moved interface, go first.
+	for addr, was := range cur {
+		if !slices.Contains(addrs, addr) || (iface != "" && was != iface) {
+			a.withdrawOne(ctx, key, addr)
+		}
+	}
+	var fresh []string
+	var errs []error
+	for _, addr := range addrs {
+		a.mu.Lock()
+		_, have := a.held[key][addr]
+		a.mu.Unlock()
+		if have {
+			continue
+		}
+		if err := a.o.Announcer.Announce(ctx, key, addr, iface); err != nil {
+			errs = append(errs, fmt.Errorf("announcing %s: %w", addr, err))
+			continue
+		}
+		a.mu.Lock()
+		if a.held[key] == nil {
+			a.held[key] = map[netip.Addr]string{}
+		}
+		a.held[key][addr] = iface
+		a.mu.Unlock()
+		fresh = append(fresh, addr.String())
+	}
+	a.metrics.setHeld(a.heldCount())
+	if len(fresh) > 0 {
+		how := "ARP"
+		if a.o.Mode == ModeBGP {
+			how = "BGP"
+		} else if strings.Contains(strings.Join(fresh, ","), ":") {
+			how = "ARP/NDP"
+		}
+		msg := fmt.Sprintf("Announcing %s via %s from %s", strings.Join(fresh, ","), how, a.o.NodeName)
+		if changed && reason != "" {
+			msg += " (" + reason + ")"
+		}
+		a.rec.Event(svc, v1.EventTypeNormal, ReasonAnnouncing, msg)
+		a.log.Info("announcing", "service", key, "vip", strings.Join(fresh, ","), "iface", iface, "reason", reason)
+	}
+	if err := errors.Join(errs...); err != nil {
+		a.rec.Event(svc, v1.EventTypeWarning, ReasonAnnounceFail, err.Error())
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) withdrawOne(ctx context.Context, key string, addr netip.Addr) {
+	if err := a.o.Announcer.Withdraw(ctx, key, addr); err != nil {
+		a.log.Error(err, "withdrawing address", "service", key, "vip", addr)
+	}
+	a.mu.Lock()
+	delete(a.held[key], addr)
+	if len(a.held[key]) == 0 {
+		delete(a.held, key)
+	}
+	a.mu.Unlock()
+}
+
+// withdrawAll removes every address announced for key; svc may be nil.
+func (a *Agent) withdrawAll(ctx context.Context, key string, svc *v1.Service, why string) {
+	a.mu.Lock()
+	cur := a.held[key]
+	addrs := make([]netip.Addr, 0, len(cur))
+	for addr := range cur {
+		addrs = append(addrs, addr)
+	}
+	a.mu.Unlock()
+	if len(addrs) == 0 {
+		return
+	}
+	var s []string
+	for _, addr := range addrs {
+		a.withdrawOne(ctx, key, addr)
+		s = append(s, addr.String())
+	}
+	a.metrics.setHeld(a.heldCount())
+	a.log.Info("withdrawn", "service", key, "vip", strings.Join(s, ","), "reason", why)
+	if svc != nil {
+		a.rec.Eventf(svc, v1.EventTypeNormal, ReasonWithdrawn, "Withdrew %s from %s: %s", strings.Join(s, ","), a.o.NodeName, why)
+	}
+}
+
+// forgetLease deletes the Lease of a Service that is gone or no longer ours:
+// the holder does it, or anyone if the holder is dead.
+func (a *Agent) forgetLease(ctx context.Context, key, ns string) error {
+	a.mu.Lock()
+	lease, ok := a.leases[key]
+	delete(a.leases, key)
+	delete(a.holders, key)
+	a.mu.Unlock()
+	if a.o.Mode != ModeARP {
+		return nil
+	}
+	if !ok {
+		lease = lbsvc.LeasePrefix + key[len(ns)+1:]
+	}
+	holder, exists := a.o.Elector.Holder(ns, lease)
+	if !exists {
+		return nil
+	}
+	if holder == a.o.NodeName || holder == "" || !a.o.Elector.Alive(holder) {
+		if err := a.o.Elector.Delete(ctx, ns, lease); err != nil {
+			return fmt.Errorf("deleting Lease %s/%s: %w", ns, lease, err)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) heldCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, m := range a.held {
+		n += len(m)
+	}
+	return n
+}
+
+// WithdrawEverything removes every announced address (graceful stop: this
+// runs before the Leases are handed off, so no address is ever announced
+// from two nodes).
+func (a *Agent) WithdrawEverything(ctx context.Context) {
+	a.mu.Lock()
+	keys := make([]string, 0, len(a.held))
+	for k := range a.held {
+		keys = append(keys, k)
+	}
+	a.mu.Unlock()
+	for _, k := range keys {
+		var svc *v1.Service
+		if ns, name, err := cache.SplitMetaNamespaceKey(k); err == nil {
+			svc, _ = a.svcs.Services(ns).Get(name)
+		}
+		a.withdrawAll(ctx, k, svc, "agent stopping")
+	}
+}
