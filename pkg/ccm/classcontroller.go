@@ -45,20 +45,38 @@ func NewClassController(class string, lb *LoadBalancer, client kubernetes.Interf
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-class-services"}),
 	}
-	enqueue := func(o any) {
+	ours := func(o any) (*v1.Service, bool) {
 		if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
 			o = tomb.Obj
 		}
 		svc, ok := o.(*v1.Service)
-		if !ok || svc.Spec.LoadBalancerClass == nil || *svc.Spec.LoadBalancerClass != class {
-			return
-		}
+		return svc, ok && svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == class
+	}
+	enqueue := func(svc *v1.Service) {
 		if key, err := cache.MetaNamespaceKeyFunc(svc); err == nil {
 			c.queue.Add(key)
 		}
 	}
 	_, _ = si.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }, DeleteFunc: enqueue,
+		AddFunc: func(o any) {
+			if svc, ok := ours(o); ok {
+				enqueue(svc)
+			}
+		},
+		// The API server clears spec.loadBalancerClass when the type changes
+		// away from LoadBalancer, so the old object decides too.
+		UpdateFunc: func(old, cur any) {
+			_, was := ours(old)
+			_, is := ours(cur)
+			if s, ok := cur.(*v1.Service); ok && (was || is) {
+				enqueue(s)
+			}
+		},
+		DeleteFunc: func(o any) {
+			if svc, ok := ours(o); ok {
+				enqueue(svc)
+			}
+		},
 	})
 	return c
 }
@@ -114,9 +132,12 @@ func (c *ClassController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	wants := svc.DeletionTimestamp == nil && svc.Spec.Type == v1.ServiceTypeLoadBalancer &&
-		svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == c.class
+	classed := svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass == c.class
+	wants := svc.DeletionTimestamp == nil && svc.Spec.Type == v1.ServiceTypeLoadBalancer && classed
 	if !wants {
+		if svc.Spec.Type == v1.ServiceTypeLoadBalancer && !classed {
+			return nil // an unclassed or foreign Service: not this controller's
+		}
 		if err := c.lb.EnsureLoadBalancerDeleted(ctx, "", svc); err != nil {
 			return err
 		}
@@ -167,7 +188,12 @@ func (c *ClassController) patchStatus(ctx context.Context, svc *v1.Service, st *
 	if reflect.DeepEqual(svc.Status.LoadBalancer, *st) || (len(svc.Status.LoadBalancer.Ingress) == 0 && len(st.Ingress) == 0) {
 		return nil
 	}
-	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": st}})
+	var lbStatus any = st
+	if len(st.Ingress) == 0 {
+		// A merge patch with an empty object changes nothing: clear the list.
+		lbStatus = map[string]any{"ingress": nil}
+	}
+	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": lbStatus}})
 	if err != nil {
 		return err
 	}

@@ -108,6 +108,8 @@ func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
 	si := f.Core().V1().Services()
 	lb.svcs = si.Lister()
 	_, _ = si.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    lb.onServiceChanged,
+		UpdateFunc: func(_, o any) { lb.onServiceChanged(o) },
 		DeleteFunc: func(o any) {
 			if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
 				o = tomb.Obj
@@ -129,6 +131,15 @@ func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
 func (lb *LoadBalancer) nodeAddrs(old, cur any) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	before := len(lb.nodeIPs)
+	removed := false
+	defer func() {
+		// An address that is no longer a node's may be handed out again: make
+		// the allocator search the pools from the start once more.
+		if removed || len(lb.nodeIPs) < before {
+			lb.alloc.SetForbidden(lb.forbidden)
+		}
+	}()
 	for _, o := range []struct {
 		obj any
 		d   int
@@ -145,6 +156,7 @@ func (lb *LoadBalancer) nodeAddrs(old, cur any) {
 				lb.nodeIPs[ip.Unmap()] += o.d
 				if lb.nodeIPs[ip.Unmap()] <= 0 {
 					delete(lb.nodeIPs, ip.Unmap())
+					removed = true
 				}
 			}
 		}
@@ -173,9 +185,15 @@ func (lb *LoadBalancer) restoreLocked() error {
 	if err != nil {
 		return fmt.Errorf("listing Services to restore assignments: %w", err)
 	}
-	n := 0
+	n, foreign := 0, 0
 	for _, svc := range list {
 		if !lbsvc.Wants(svc, lb.opts.Class) {
+			// Not ours (another class, ignored, or served by vip in another
+			// mode before): its addresses are still taken.
+			if addrs := foreignAddrs(svc); len(addrs) > 0 {
+				lb.alloc.Restore(lbsvc.Key(svc), svc.Namespace, addrs, ipamPorts(svc), false)
+				foreign++
+			}
 			continue
 		}
 		addrs := lbsvc.IngressIPs(svc)
@@ -189,8 +207,67 @@ func (lb *LoadBalancer) restoreLocked() error {
 		n++
 	}
 	lb.restored = true
-	klog.InfoS("restored address assignments from Service statuses", "services", n)
+	klog.InfoS("restored address assignments from Service statuses", "services", n, "notServed", foreign)
 	return nil
+}
+
+// foreignAddrs returns the usable addresses in the status of a Service vip
+// does not serve.
+func foreignAddrs(svc *v1.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range lbsvc.IngressIPs(svc) {
+		if !a.IsUnspecified() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// onServiceChanged keeps the addresses of Services vip does not serve in
+// step with their status, so that vip never hands them out. Services vip
+// serves are recorded by EnsureLoadBalancer instead.
+func (lb *LoadBalancer) onServiceChanged(o any) {
+	svc, ok := o.(*v1.Service)
+	if !ok || lbsvc.Wants(svc, lb.opts.Class) {
+		return
+	}
+	addrs := foreignAddrs(svc)
+	key := lbsvc.Key(svc)
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if !lb.restored {
+		return // the restore reads the informer cache, which has this change
+	}
+	held := lb.alloc.Assigned(key)
+	if len(held) == len(addrs) && sameAddrs(held, addrs) {
+		return
+	}
+	lb.alloc.Restore(key, svc.Namespace, addrs, ipamPorts(svc), false)
+}
+
+func sameAddrs(a, b []netip.Addr) bool {
+	for _, x := range a {
+		found := false
+		for _, y := range b {
+			found = found || x == y
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// maybeRestoreLocked restores the assignments once the informers synced,
+// so that a release or a lookup before the first EnsureLoadBalancer after a
+// restart sees them too.
+func (lb *LoadBalancer) maybeRestoreLocked() {
+	if lb.restored || !lb.hasSynced() {
+		return
+	}
+	if err := lb.restoreLocked(); err != nil {
+		klog.InfoS("restoring address assignments failed; will retry", "err", err)
+	}
 }
 
 // GetLoadBalancerName returns the Service's own name; vip creates no
@@ -203,6 +280,7 @@ func (lb *LoadBalancer) GetLoadBalancerName(_ context.Context, _ string, svc *v1
 func (lb *LoadBalancer) GetLoadBalancer(_ context.Context, _ string, svc *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	lb.maybeRestoreLocked()
 	addrs := lb.alloc.Assigned(lbsvc.Key(svc))
 	if len(addrs) == 0 {
 		return nil, false, nil
@@ -264,6 +342,13 @@ func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBala
 		lb.metrics.failures.WithLabelValues(reason).Inc()
 		return nil, api.NewRetryError(msg, lb.opts.RetryAfter)
 	}
+	for _, a := range addrs {
+		if a.IsUnspecified() {
+			// The pool is the 0.0.0.0/32 DHCP marker: the agent obtains
+			// the address.
+			return lb.dhcpStatus(svc)
+		}
+	}
 	if !had {
 		lb.recorder.Eventf(svc, v1.EventTypeNormal, ReasonAllocated, "Assigned %s", joinAddrs(addrs))
 		logger.V(2).Info("assigned addresses", "vip", joinAddrs(addrs))
@@ -296,6 +381,7 @@ func (lb *LoadBalancer) EnsureLoadBalancerDeleted(_ context.Context, _ string, s
 func (lb *LoadBalancer) release(key string) bool {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	lb.maybeRestoreLocked()
 	if len(lb.alloc.Assigned(key)) == 0 {
 		return false
 	}
