@@ -1,0 +1,212 @@
+package election
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func TestDecideFence(t *testing.T) {
+	timeout := DefaultHeartbeatTimeout
+	peer := func(node string, api bool, age time.Duration) probeResult {
+		return probeResult{node: node, health: Health{Node: node, APIReachable: api, HeartbeatAgeSeconds: age.Seconds()}}
+	}
+	gone := func(node string) probeResult { return probeResult{node: node, err: errors.New("timeout")} }
+	const unknown = -time.Second
+	for _, tc := range []struct {
+		name  string
+		peers []probeResult
+		fence bool
+	}{
+		{"single node", nil, false},
+		{"a renewing peer sees us stale for half the timeout: cut off", []probeResult{peer("b", true, 450*time.Millisecond)}, true},
+		{"one of several peers is about to take over", []probeResult{peer("b", false, unknown), peer("c", true, 600*time.Millisecond)}, true},
+		{"renewing peer sees us fresh: API just came back", []probeResult{peer("b", true, 100*time.Millisecond), peer("c", true, 0)}, false},
+		{"renewing peer has no live watch yet", []probeResult{peer("b", true, unknown)}, false},
+		{"peers cannot renew either: API down for all", []probeResult{peer("b", false, unknown), peer("c", false, 30*time.Second)}, false},
+		{"no peer answers: cut off", []probeResult{gone("b"), gone("c")}, true},
+		{"one peer answers and is down too, one unreachable", []probeResult{gone("b"), peer("c", false, unknown)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fence, why := decideFence(timeout, tc.peers)
+			if fence != tc.fence || why == "" {
+				t.Errorf("decideFence = %v (%s), want %v", fence, why, tc.fence)
+			}
+		})
+	}
+}
+
+// failingClient makes heartbeat writes fail while fail is set.
+func failingClient(fail *atomic.Bool) *fakeAPI {
+	c := newFakeClient()
+	c.PrependReactor("*", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if fail.Load() && a.GetNamespace() == DefaultNamespace {
+			return true, nil, apierrors.NewServiceUnavailable("cut off")
+		}
+		return false, nil, nil
+	})
+	return c
+}
+
+func TestFencing(t *testing.T) {
+	type probe struct {
+		api bool          // the peer renews its own heartbeat
+		age time.Duration // how long it has seen ours unchanged (<0: cannot judge)
+		err bool
+	}
+	for _, tc := range []struct {
+		name   string
+		peers  map[string]probe
+		fence  bool
+		probed bool
+	}{
+		{name: "cut off while peers renew", peers: map[string]probe{"b": {api: true, age: 350 * time.Millisecond}, "c": {api: true, age: 400 * time.Millisecond}}, fence: true, probed: true},
+		{name: "API server down for everyone", peers: map[string]probe{"b": {age: -1}, "c": {age: -1}}, probed: true},
+		{name: "API server just back for peers", peers: map[string]probe{"b": {api: true, age: 50 * time.Millisecond}, "c": {api: true, age: -1}}, probed: true},
+		{name: "no peer reachable", peers: map[string]probe{"b": {err: true}, "c": {err: true}}, fence: true, probed: true},
+		{name: "single node", peers: map[string]probe{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var fail atomic.Bool
+			client := failingClient(&fail)
+			var probes atomic.Int32
+			u := newUnit(t, client, "a", func(o *Options) {
+				o.Probe = func(ctx context.Context, url string) (Health, error) {
+					probes.Add(1)
+					for n, p := range tc.peers {
+						if url == "http://"+n+"/health?node=a" {
+							if p.err {
+								return Health{}, errors.New("connection refused")
+							}
+							return Health{Node: n, APIReachable: p.api, HeartbeatAgeSeconds: p.age.Seconds()}, nil
+						}
+					}
+					return Health{}, errors.New("unknown peer " + url)
+				}
+			})
+			ctx := t.Context()
+			u.renew(ctx) // creates the heartbeat
+			u.beat("a")
+			for n := range tc.peers {
+				u.beat(n)
+			}
+			u.evaluate()
+			seed(t, client, svcLease("default", "kubevip-x", "a", ""), u)
+			if !u.Alive("a") {
+				t.Fatal("not alive after the first renewal")
+			}
+
+			fail.Store(true)
+			period, timeout := u.o.HeartbeatPeriod, u.o.HeartbeatTimeout
+			// Nothing happens until half the timeout after the last renewal.
+			for since := period; since < timeout/2; since += period {
+				u.clk.Step(period)
+				u.renew(ctx)
+				u.checkFence(ctx)
+				if probes.Load() != 0 || u.Fenced() {
+					t.Fatalf("probed or fenced %v after the last renewal", since)
+				}
+			}
+			u.clk.Step(period)
+			u.renew(ctx)
+			u.checkFence(ctx)
+			if got := probes.Load() > 0; got != tc.probed {
+				t.Errorf("probed = %v, want %v", got, tc.probed)
+			}
+			if u.Fenced() != tc.fence {
+				t.Fatalf("Fenced = %v, want %v", u.Fenced(), tc.fence)
+			}
+			res, err := u.Ensure(ctx, "default", "kubevip-x", "default/svc-x", []string{"a", "b", "c"})
+			if err != nil || res.ShouldAnnounce == tc.fence {
+				t.Errorf("Ensure while fenced=%v: %+v, %v", tc.fence, res, err)
+			}
+			if !tc.fence {
+				return
+			}
+			if evs := u.rec.nodeEvents(); !slices.Contains(evs, transition{"a", false}) {
+				t.Errorf("no OnNodeChange(a, false): %v", evs)
+			}
+			if h := u.health(""); !h.Fenced || h.APIReachable {
+				t.Errorf("health = %+v", h)
+			}
+
+			// Renewals work again: unfenced once the informer shows the
+			// renewed heartbeat, not before.
+			fail.Store(false)
+			u.clk.Step(period)
+			u.renew(ctx)
+			if !u.Fenced() {
+				t.Fatal("unfenced before the cache caught up")
+			}
+			l := stored(t, client, DefaultNamespace, HeartbeatPrefix+"a")
+			u.onUpsert(nil, l)
+			if u.Fenced() || !u.Alive("a") {
+				t.Fatalf("still fenced after renewing: fenced %v", u.Fenced())
+			}
+			if evs := u.rec.nodeEvents(); evs[len(evs)-1] != (transition{"a", true}) {
+				t.Errorf("events = %v", evs)
+			}
+		})
+	}
+}
+
+func TestHealthHandler(t *testing.T) {
+	u := newUnit(t, newFakeClient(), "a", nil)
+	get := func(query string) Health {
+		rr := httptest.NewRecorder()
+		u.HealthHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/health"+query, nil))
+		if rr.Code != http.StatusOK || rr.Header().Get("Content-Type") != "application/json" {
+			t.Fatalf("status %d, headers %v", rr.Code, rr.Header())
+		}
+		var h Health
+		if err := json.Unmarshal(rr.Body.Bytes(), &h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	if h := get(""); h.Node != "a" || h.APIReachable || h.LastRenewAgeSeconds != -1 || h.HeartbeatAgeSeconds != -1 {
+		t.Errorf("before renewing: %+v", h)
+	}
+	u.renew(t.Context())
+	u.beat("a")
+	u.beat("b")
+	u.clk.Step(300 * time.Millisecond)
+	if h := get("?node=b"); !h.APIReachable || h.LastRenewAgeSeconds != 0.3 || !h.LastRenew.Equal(epoch0) || h.HeartbeatAgeSeconds != 0.3 {
+		t.Errorf("after renewing: %+v", h)
+	}
+	if h := get("?node=zz"); h.HeartbeatAgeSeconds != -1 {
+		t.Errorf("unknown node: %+v", h)
+	}
+	// Our own heartbeat has not been seen for a while: our watch may be
+	// down, so we cannot judge b.
+	u.clk.Step(time.Second)
+	if h := get("?node=b"); h.HeartbeatAgeSeconds != -1 {
+		t.Errorf("without a live watch: %+v", h)
+	}
+	rr := httptest.NewRecorder()
+	u.HealthHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodPost, "/", nil))
+	if rr.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d", rr.Code)
+	}
+
+	// The default probe reads it over HTTP.
+	srv := httptest.NewServer(u.HealthHandler())
+	defer srv.Close()
+	h, err := httpProbe(time.Second)(t.Context(), srv.URL)
+	if err != nil || h.Node != "a" || !h.APIReachable {
+		t.Errorf("httpProbe = %+v, %v", h, err)
+	}
+	if _, err := httpProbe(time.Second)(t.Context(), "http://127.0.0.1:1/health"); err == nil {
+		t.Error("probing a dead address succeeded")
+	}
+}

@@ -1,0 +1,222 @@
+package election
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	coordv1 "k8s.io/api/coordination/v1"
+)
+
+// nodeState is what this observer knows about one node's heartbeat. All
+// times are on the observer's clock.
+type nodeState struct {
+	rv, renew  string    // last seen resourceVersion and renewTime
+	health     string    // the node's health URL
+	seen       time.Time // when the heartbeat was first seen or last seen changing
+	alive      bool      // as last evaluated (and told to OnNodeChange)
+	aliveSince time.Time // when it last became alive
+	changes    uint64    // heartbeat changes seen
+	staleAfter uint64    // changes when it last went stale: it revives on the next
+	stale      bool      // it has gone stale at least once
+	gone       bool      // its heartbeat Lease was deleted
+}
+
+// observeHeartbeat records a heartbeat from the informer. A heartbeat seen
+// for the first time counts as fresh from now, so a restarted observer does
+// not judge (and steal from) nodes it has just started watching.
+func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
+	node := strings.TrimPrefix(l.Name, HeartbeatPrefix)
+	renew := ""
+	if l.Spec.RenewTime != nil {
+		renew = l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+	}
+	now := e.o.Clock.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.nodes[node]
+	changed := st == nil || st.gone || st.rv != l.ResourceVersion || st.renew != renew
+	if st == nil || st.gone {
+		st = &nodeState{}
+		e.nodes[node] = st
+	}
+	st.rv, st.renew, st.health = l.ResourceVersion, renew, l.Annotations[AnnotationHealth]
+	if !changed {
+		return
+	}
+	st.seen = now
+	st.changes++
+	if node != e.self {
+		return
+	}
+	// Our own heartbeat proves the watch delivers: everything written
+	// before it has been seen too. After a gap (watch down or our renewals
+	// failing) nobody can be judged on what we missed, so restart the clock.
+	if !e.selfSeen.IsZero() && now.Sub(e.selfSeen) >= e.o.HeartbeatTimeout-e.o.HeartbeatPeriod {
+		e.epoch = now
+	}
+	e.selfSeen = now
+	if e.hb.fenced && e.hb.recoverRV != "" && rvAtLeast(l.ResourceVersion, e.hb.recoverRV) {
+		// Renewals work again and the cache has caught up with them, so
+		// Leases taken over while we were cut off are visible: unfence.
+		e.hb.fenced, e.hb.recoverRV = false, ""
+		e.metrics.fenced.Set(0)
+		e.log.Info("heartbeat renewals work again, unfencing")
+	}
+}
+
+// transition is one liveness change to report.
+type transition struct {
+	node  string
+	alive bool
+}
+
+// evaluate turns heartbeat observations into liveness transitions and
+// reports them: OnNodeChange for each, then OnServiceLeaseChange for every
+// Lease held by a node that went stale. A peer goes stale when its
+// heartbeat has not changed for HeartbeatTimeout and our own heartbeat,
+// delivered by the same watch, arrived at least timeout-period after the
+// peer's last change: without that proof of a live watch (for example
+// while the API server is down for everyone) nobody is declared dead.
+func (e *Elector) evaluate() {
+	e.evalMu.Lock()
+	defer e.evalMu.Unlock()
+	now := e.o.Clock.Now()
+	var changes []transition
+	var stale []string
+	e.mu.Lock()
+	for node, st := range e.nodes {
+		if alive := e.judge(st, now); node != e.self && alive != st.alive {
+			st.alive = alive
+			if alive {
+				st.aliveSince = now
+			} else {
+				st.stale, st.staleAfter = true, st.changes
+				stale = append(stale, node)
+			}
+			changes = append(changes, transition{node, alive})
+		}
+		if st.gone {
+			delete(e.nodes, node)
+			e.metrics.heartbeatAge.DeleteLabelValues(node)
+		} else {
+			e.metrics.heartbeatAge.WithLabelValues(node).Set(now.Sub(st.seen).Seconds())
+		}
+	}
+	if self := e.selfAliveLocked(); self != e.reported {
+		e.reported = self
+		changes = append(changes, transition{e.self, self})
+	}
+	e.mu.Unlock()
+
+	for _, c := range changes {
+		e.log.Info("node liveness changed", "node", c.node, "alive", c.alive)
+		e.o.OnNodeChange(c.node, c.alive)
+	}
+	for _, node := range stale {
+		objs, err := e.informer.GetIndexer().ByIndex(holderIndex, node)
+		if err != nil {
+			continue
+		}
+		for _, obj := range objs {
+			if l, ok := obj.(*coordv1.Lease); ok {
+				e.o.OnServiceLeaseChange(l.Namespace, l.Name)
+			}
+		}
+	}
+}
+
+// judge returns a peer's liveness at now. e.mu must be held.
+func (e *Elector) judge(st *nodeState, now time.Time) bool {
+	switch {
+	case st.gone:
+		return false
+	case !st.alive:
+		return !st.stale || st.changes > st.staleAfter
+	}
+	from := later(st.seen, e.epoch)
+	return now.Sub(from) < e.o.HeartbeatTimeout || e.selfSeen.Sub(from) < e.o.HeartbeatTimeout-e.o.HeartbeatPeriod
+}
+
+// selfAliveLocked reports whether this node may hold Leases: it has renewed
+// its heartbeat, seen it through the informer (so the cache is current), is
+// not fenced and not shutting down. e.mu must be held.
+func (e *Elector) selfAliveLocked() bool {
+	return e.hb.everOK && !e.selfSeen.IsZero() && !e.hb.fenced && !e.stopping
+}
+
+// Alive reports whether node's heartbeat is fresh in this observer's view.
+// For this node it reports whether it may announce (see selfAliveLocked).
+func (e *Elector) Alive(node string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.aliveLocked(node)
+}
+
+// aliveLocked is Alive with e.mu held.
+func (e *Elector) aliveLocked(node string) bool {
+	if node == e.self {
+		return e.selfAliveLocked()
+	}
+	st := e.nodes[node]
+	return st != nil && st.alive && !st.gone
+}
+
+// AliveNodes lists the nodes Alive reports true for, sorted.
+func (e *Elector) AliveNodes() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for node := range e.nodes {
+		if node != e.self && e.aliveLocked(node) {
+			out = append(out, node)
+		}
+	}
+	if e.selfAliveLocked() {
+		out = append(out, e.self)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// view is a consistent snapshot of liveness for one decision.
+type view struct {
+	selfAlive bool
+	fenced    bool
+	alive     []string             // alive candidates, deduplicated, sorted
+	since     map[string]time.Time // alive candidate -> alive since
+}
+
+// snapshot filters candidates down to the alive ones.
+func (e *Elector) snapshot(candidates []string) view {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v := view{selfAlive: e.selfAliveLocked(), fenced: e.hb.fenced, since: map[string]time.Time{}}
+	for _, c := range candidates {
+		if _, dup := v.since[c]; dup || !e.aliveLocked(c) {
+			continue
+		}
+		var since time.Time
+		if st := e.nodes[c]; c != e.self && st != nil {
+			since = st.aliveSince
+		}
+		v.since[c] = since
+		v.alive = append(v.alive, c)
+	}
+	slices.Sort(v.alive)
+	return v
+}
+
+// isAlive reports whether node is an alive candidate in v.
+func (v view) isAlive(node string) bool {
+	_, ok := v.since[node]
+	return ok
+}
+
+// later returns the later of two times.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

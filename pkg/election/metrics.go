@@ -1,0 +1,63 @@
+package election
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Operation labels of vip_election_errors_total.
+const (
+	opHeartbeat = "heartbeat"
+	opCreate    = "create"
+	opUpdate    = "update"
+	opRelease   = "release"
+	opDelete    = "delete"
+	opGet       = "get"
+	opProbe     = "probe"
+)
+
+// Kind labels of vip_api_writes_total.
+const (
+	writeHeartbeat = "heartbeat"
+	writeService   = "service"
+)
+
+// metrics are the Elector's collectors; they are registered only when a
+// Registerer is given.
+type metrics struct {
+	leasesHeld   prometheus.Gauge
+	takeovers    prometheus.Counter
+	errors       *prometheus.CounterVec
+	heartbeatAge *prometheus.GaugeVec
+	fenced       prometheus.Gauge
+	writes       *prometheus.CounterVec
+}
+
+// newMetrics builds the collectors and registers them with reg (nil = none).
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		leasesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vip_leases_held", Help: "Service Leases held by this node."}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vip_takeovers_total", Help: "Service Leases taken over from a node whose heartbeat went stale."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vip_election_errors_total", Help: "Failed election operations by operation."}, []string{"op"}),
+		heartbeatAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vip_heartbeat_age_seconds",
+			Help: "Time since this observer last saw each node's heartbeat change, on its own clock."}, []string{"node"}),
+		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vip_fenced", Help: "1 while this node has fenced itself (cannot renew its heartbeat)."}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vip_api_writes_total", Help: "Lease writes sent to the API server by kind (heartbeat, service)."}, []string{"kind"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.leasesHeld, m.takeovers, m.errors, m.heartbeatAge, m.fenced, m.writes} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering election metrics: %w", err)
+		}
+	}
+	return m, nil
+}
