@@ -235,7 +235,7 @@ func TestCommunities(t *testing.T) {
 		}
 	}
 	lc, err := ParseLargeCommunities("4200000000:1:2,")
-	if err != nil || !reflect.DeepEqual(lc, []LargeCommunity{{4200000000, 1, 2}}) || lc[0].String() != "4200000000:1:2" {
+	if err != nil || !reflect.DeepEqual(lc, []LargeCommunity{{Global: 4200000000, Local1: 1, Local2: 2}}) || lc[0].String() != "4200000000:1:2" {
 		t.Fatalf("ParseLargeCommunities = %v, %v", lc, err)
 	}
 	for _, bad := range []string{"1:2", "1:2:3:4", "4294967296:1:1"} {
