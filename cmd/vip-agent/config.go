@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"strconv"
@@ -37,6 +38,8 @@ type config struct {
 	// judges liveness by node heartbeats.
 	leaderElection, svcElection               bool
 	leaseDuration, renewDeadline, retryPeriod int
+	// bgpc is the BGP mode's part (bgp.go).
+	bgpc bgpConfig
 }
 
 func defaultConfig() config {
@@ -48,6 +51,7 @@ func defaultConfig() config {
 		garpCount: 3, garpInterval: 150 * time.Millisecond, workers: 8, qps: 100, burst: 200,
 		className:      "kube-vip.io/kube-vip-class",
 		leaderElection: true, svcElection: true, leaseDuration: 5, renewDeadline: 3, retryPeriod: 1,
+		bgpc: defaultBGPConfig(),
 	}
 }
 
@@ -82,6 +86,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.leaseDuration, "lease-duration", c.leaseDuration, "kube-vip compatibility (env vip_leaseduration, seconds); see --heartbeat-timeout.")
 	fs.IntVar(&c.renewDeadline, "lease-renew-deadline", c.renewDeadline, "kube-vip compatibility (env vip_renewdeadline, seconds).")
 	fs.IntVar(&c.retryPeriod, "lease-retry-period", c.retryPeriod, "kube-vip compatibility (env vip_retryperiod, seconds).")
+	c.bgpc.flags(fs)
 }
 
 // envFlags maps kube-vip's environment variables onto flags. A flag given on
@@ -106,14 +111,16 @@ var unsupportedEnv = map[string]string{
 	"egress_servicecidr": "Service egress", "egress_withnftables": "Service egress", "lb_enable": "the IPVS control-plane load balancer",
 	"zebra_enable": "Zebra integration", "mirror_dest_interface": "traffic mirroring", "enable_service_security": "service security rules",
 	"cp_detect": "control-plane address detection", "enable_upnp": "UPnP port mappings", "vip_ddns": "dynamic DNS",
-	"bgp_peers": "BGP peers (BGP mode)", "bgp_peeraddress": "BGP peers (BGP mode)", "vip_address": "the control-plane VIP",
+	"vip_address": "the control-plane VIP",
 	"address": "the control-plane VIP",
 }
 
 // applyEnv sets every flag not given on the command line from env.
 func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
-	names := make([]string, 0, len(envFlags))
-	for k := range envFlags {
+	all := maps.Clone(envFlags)
+	maps.Copy(all, bgpEnvFlags)
+	names := make([]string, 0, len(all))
+	for k := range all {
 		names = append(names, k)
 	}
 	sort.Strings(names)
@@ -122,7 +129,7 @@ func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
 		if !ok {
 			continue
 		}
-		fl := fs.Lookup(envFlags[name])
+		fl := fs.Lookup(all[name])
 		if fl == nil || fl.Changed {
 			continue
 		}
@@ -155,7 +162,9 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: no advertisement mode: set --arp (vip_arp=true) or --bgp (bgp_enable=true)", errConfig)
 	}
 	if c.bgp {
-		return fmt.Errorf("%w: --bgp (bgp_enable): BGP mode is not available in this build", errConfig)
+		if err := c.bgpc.validate(); err != nil {
+			return err
+		}
 	}
 	if c.controlPlane {
 		return fmt.Errorf("%w: --controlplane (cp_enable): the control-plane VIP is not available in this build", errConfig)

@@ -79,6 +79,9 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if cfg.bgp {
+		return serveBGP(ctx, cfg, log)
+	}
 	return serve(ctx, cfg, log)
 }
 

@@ -1,0 +1,471 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/vip-lb/vip/pkg/agent"
+	"github.com/vip-lb/vip/pkg/announce/bgp"
+	"github.com/vip-lb/vip/pkg/bgpconfig"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// bgpConfig is the BGP part of the command line and environment.
+type bgpConfig struct {
+	routerID, routerIface          string
+	localAS, peerAS                uint32
+	peerAddress, peerPass          string
+	multihop                       bool
+	peers                          string
+	sourceIP, sourceIF             string
+	holdTime, keepalive, retry     int
+	listenPort                     int
+	passwordFile                   string
+	communities, largeCommunities  string
+	localPref                      uint32
+	gracefulRestart                bool
+	restartTime                    int
+	nextHop, nextHop6, annotations string
+}
+
+func defaultBGPConfig() bgpConfig {
+	return bgpConfig{localAS: 65000, peerAS: 65000, holdTime: 30, keepalive: 10, retry: 5, listenPort: -1, restartTime: 120}
+}
+
+// bgpEnvFlags maps kube-vip's BGP environment variables onto flags.
+var bgpEnvFlags = map[string]string{
+	"bgp_routerid": "bgpRouterID", "bgp_routerinterface": "bgpRouterInterface",
+	"bgp_as": "localAS", "bgp_peeras": "peerAS", "bgp_peeraddress": "peerAddress", "bgp_peerpass": "peerPass",
+	"bgp_multihop": "multihop", "bgp_peers": "bgppeers", "bgp_sourceip": "sourceIP", "bgp_sourceif": "sourceIF",
+	"bgp_hold_time": "bgp-hold-time", "bgp_keepalive_interval": "bgp-keepalive-interval", "annotation": "annotations",
+}
+
+func (b *bgpConfig) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&b.routerID, "bgpRouterID", b.routerID, "BGP router ID, an IPv4 address (env bgp_routerid; default: --sourceIP).")
+	fs.StringVar(&b.routerIface, "bgpRouterInterface", b.routerIface, "Take the router ID from this interface's first IPv4 address (env bgp_routerinterface).")
+	fs.Uint32Var(&b.localAS, "localAS", b.localAS, "This node's AS (env bgp_as).")
+	fs.Uint32Var(&b.peerAS, "peerAS", b.peerAS, "AS of --peerAddress (env bgp_peeras).")
+	fs.StringVar(&b.peerAddress, "peerAddress", b.peerAddress, "A single BGP peer (env bgp_peeraddress); added to --bgppeers.")
+	fs.StringVar(&b.peerPass, "peerPass", b.peerPass, "TCP MD5 password of --peerAddress (env bgp_peerpass).")
+	fs.BoolVar(&b.multihop, "multihop", b.multihop, "eBGP multihop for --peerAddress (env bgp_multihop).")
+	fs.StringVar(&b.peers, "bgppeers", b.peers, "Peers as address:AS:password:multihop[:port],… with IPv6 addresses in brackets (env bgp_peers).")
+	fs.StringVar(&b.sourceIP, "sourceIP", b.sourceIP, "Local address of every BGP session (env bgp_sourceip).")
+	fs.StringVar(&b.sourceIF, "sourceIF", b.sourceIF, "Bind every BGP session to this interface (env bgp_sourceif).")
+	fs.IntVar(&b.holdTime, "bgp-hold-time", b.holdTime, "BGP hold time in seconds (env bgp_hold_time).")
+	fs.IntVar(&b.keepalive, "bgp-keepalive-interval", b.keepalive, "BGP keepalive interval in seconds (env bgp_keepalive_interval).")
+	fs.IntVar(&b.retry, "bgp-connect-retry", b.retry, "Seconds between connection attempts, and before reconnecting after a reset.")
+	fs.IntVar(&b.listenPort, "bgp-listen-port", b.listenPort, "Accept BGP sessions on this port (-1: only dial out).")
+	fs.StringVar(&b.passwordFile, "bgp-password-file", b.passwordFile, "File or mounted Secret folder with TCP MD5 passwords (folder: one file per peer address, ':' written '-', and \"password\" for the rest).")
+	fs.StringVar(&b.communities, "bgp-communities", b.communities, "Communities on every route: asn:value or well-known names, comma-separated.")
+	fs.StringVar(&b.largeCommunities, "bgp-large-communities", b.largeCommunities, "Large communities on every route: global:local1:local2, comma-separated.")
+	fs.Uint32Var(&b.localPref, "bgp-local-pref", b.localPref, "LOCAL_PREF of every route (iBGP peers only; 0: not set).")
+	fs.BoolVar(&b.gracefulRestart, "bgp-graceful-restart", b.gracefulRestart, "Advertise graceful restart, so peers keep this node's routes across an agent crash or upgrade.")
+	fs.IntVar(&b.restartTime, "bgp-restart-time", b.restartTime, "Graceful restart time in seconds.")
+	fs.StringVar(&b.nextHop, "bgp-nexthop", b.nextHop, "Next hop of IPv4 routes (default: each session's local address); makes IPv6 sessions carry IPv4 too.")
+	fs.StringVar(&b.nextHop6, "bgp-nexthop6", b.nextHop6, "Next hop of IPv6 routes (default: each session's local address); makes IPv4 sessions carry IPv6 too.")
+	fs.StringVar(&b.annotations, "annotations", b.annotations, "Read per-node BGP settings from Node annotations under this prefix, e.g. kube-vip.io (env annotation).")
+}
+
+func badBGP(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errConfig}, args...)...)
+}
+
+func parseAddrFlag(name, v string) (netip.Addr, error) {
+	if v == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return a, badBGP("--%s %q is not an IP address", name, v)
+	}
+	return a.Unmap(), nil
+}
+
+// firstIPv4 returns the first IPv4 address of the interface.
+func firstIPv4(name string) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, badBGP("--bgpRouterInterface (bgp_routerinterface) %q: %v", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, badBGP("--bgpRouterInterface (bgp_routerinterface) %q: %v", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, badBGP("--bgpRouterInterface (bgp_routerinterface) %q has no IPv4 address", name)
+}
+
+// static builds the configuration the flags describe, before node
+// annotations, and the passwords from the password file.
+func (b *bgpConfig) static() (bgpconfig.Config, bgpconfig.Passwords, error) {
+	var c bgpconfig.Config
+	var pw bgpconfig.Passwords
+	var err error
+	if b.routerID != "" && b.routerIface != "" {
+		return c, pw, badBGP("--bgpRouterID (bgp_routerid) and --bgpRouterInterface (bgp_routerinterface) are both set: choose one")
+	}
+	if b.peerAddress == "" && b.peerPass != "" {
+		return c, pw, badBGP("--peerPass (bgp_peerpass) is set without --peerAddress (bgp_peeraddress); put per-peer passwords in --bgppeers or --bgp-password-file")
+	}
+	if b.peerAddress == "" && b.multihop {
+		return c, pw, badBGP("--multihop (bgp_multihop) is set without --peerAddress (bgp_peeraddress); set multihop per peer in --bgppeers")
+	}
+	c.AS = b.localAS
+	if c.RouterID, err = parseAddrFlag("bgpRouterID", b.routerID); err != nil {
+		return c, pw, err
+	}
+	if b.routerIface != "" {
+		if c.RouterID, err = firstIPv4(b.routerIface); err != nil {
+			return c, pw, err
+		}
+	}
+	if c.SourceIP, err = parseAddrFlag("sourceIP", b.sourceIP); err != nil {
+		return c, pw, err
+	}
+	if !c.RouterID.IsValid() && c.SourceIP.Is4() {
+		c.RouterID = c.SourceIP
+	}
+	c.SourceInterface = b.sourceIF
+	if c.NextHop4, err = parseAddrFlag("bgp-nexthop", b.nextHop); err != nil {
+		return c, pw, err
+	}
+	if c.NextHop6, err = parseAddrFlag("bgp-nexthop6", b.nextHop6); err != nil {
+		return c, pw, err
+	}
+	if b.holdTime < 0 || b.keepalive < 0 || b.retry < 0 || b.restartTime < 0 {
+		return c, pw, badBGP("BGP timers must not be negative")
+	}
+	c.HoldTime = time.Duration(b.holdTime) * time.Second
+	c.KeepaliveInterval = time.Duration(b.keepalive) * time.Second
+	c.ConnectRetry = time.Duration(b.retry) * time.Second
+	c.ListenPort = int32(b.listenPort)
+	if b.listenPort < -1 || b.listenPort == 0 || b.listenPort > 65535 {
+		return c, pw, badBGP("--bgp-listen-port %d must be -1 or 1-65535", b.listenPort)
+	}
+	c.GracefulRestart = b.gracefulRestart
+	c.RestartTime = time.Duration(b.restartTime) * time.Second
+	c.LocalPref = b.localPref
+	if c.Communities, err = bgpconfig.ParseCommunities(b.communities); err != nil {
+		return c, pw, fmt.Errorf("%w: --bgp-communities: %v", errConfig, err)
+	}
+	if c.LargeCommunities, err = bgpconfig.ParseLargeCommunities(b.largeCommunities); err != nil {
+		return c, pw, fmt.Errorf("%w: --bgp-large-communities: %v", errConfig, err)
+	}
+	if c.Peers, err = bgpconfig.ParsePeers(b.peers); err != nil {
+		return c, pw, fmt.Errorf("%w: --bgppeers (bgp_peers): %v", errConfig, err)
+	}
+	if b.peerAddress != "" {
+		a, err := netip.ParseAddr(b.peerAddress)
+		if err != nil {
+			return c, pw, badBGP("--peerAddress (bgp_peeraddress) %q is not an IP address", b.peerAddress)
+		}
+		p := bgpconfig.Peer{Address: a.Unmap(), AS: b.peerAS, Password: b.peerPass}
+		if b.multihop {
+			p.MultihopTTL = bgpconfig.DefaultMultihopTTL
+		}
+		c.Peers = append([]bgpconfig.Peer{p}, c.Peers...)
+	}
+	if b.passwordFile != "" {
+		if pw, err = bgpconfig.LoadPasswords(b.passwordFile); err != nil {
+			return c, pw, fmt.Errorf("%w: --bgp-password-file: %v", errConfig, err)
+		}
+	}
+	return c, pw, nil
+}
+
+// resolve lays node settings and passwords over base and checks the result.
+func resolveBGP(base bgpconfig.Config, pw bgpconfig.Passwords, node *bgpconfig.NodeSettings) (bgpconfig.Config, error) {
+	c := base
+	if node != nil {
+		c = node.Apply(base)
+	}
+	var err error
+	if c.Peers, err = pw.Apply(c.Peers); err != nil {
+		return c, err
+	}
+	c = c.Normalize()
+	return c, c.Validate()
+}
+
+// validate checks the BGP settings at start. With --annotations the node
+// may still supply the AS, router ID and peers, so only the rest is checked.
+func (b *bgpConfig) validate() error {
+	base, pw, err := b.static()
+	if err != nil {
+		return err
+	}
+	if b.annotations != "" {
+		if !base.RouterID.IsValid() {
+			base.RouterID = netip.MustParseAddr("192.0.2.1") // placeholder: the src-ip annotation may set it
+		}
+		if len(base.Peers) == 0 {
+			base.Peers = []bgpconfig.Peer{{Address: netip.MustParseAddr("192.0.2.2"), AS: 1}}
+		}
+	}
+	if _, err := resolveBGP(base, pw, nil); err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	return nil
+}
+
+// nodeRef is the object Node events are attached to.
+func nodeRef(node string) *v1.ObjectReference {
+	return &v1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)}
+}
+
+// Node event reasons of BGP mode.
+const (
+	reasonSessionDown   = "BGPSessionDown"
+	reasonSessionUp     = "BGPSessionEstablished"
+	reasonConfigInvalid = "BGPConfigInvalid"
+)
+
+// serveBGP runs the agent in BGP mode: every eligible node advertises the
+// Service addresses from its embedded speaker.
+func serveBGP(ctx context.Context, c config, log logr.Logger) error {
+	rc, err := restConfig(c)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("building client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bcast := record.NewBroadcaster(record.WithContext(ctx))
+	bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer bcast.Shutdown()
+	rec := bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "vip-agent", Host: c.nodeName})
+
+	base, pw, err := c.bgpc.static()
+	if err != nil {
+		return err
+	}
+	cfg := base
+	var nw *nodeWatch
+	if c.bgpc.annotations != "" {
+		nw = newNodeWatch(client, c.nodeName, c.bgpc.annotations, base, pw, log.WithName("bgp-node"), rec)
+		if cfg, err = nw.start(ctx); err != nil {
+			return err
+		}
+	} else if cfg, err = resolveBGP(base, pw, nil); err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	if unused := pw.Unused(cfg.Peers); len(unused) > 0 {
+		log.Info("the password file has entries for addresses that are not peers", "peers", unused)
+	}
+
+	bindIface := c.servicesIface
+	if bindIface == "" {
+		bindIface = c.iface
+	}
+	node := nodeRef(c.nodeName)
+	sp, err := bgp.New(ctx, bgp.Options{
+		Config: cfg, Interface: bindIface, StatePath: c.statePath,
+		Logger: log.WithName("bgp"), Registerer: reg,
+		OnSessionChange: func(peer netip.Addr, up bool, state string) {
+			if up {
+				rec.Eventf(node, v1.EventTypeNormal, reasonSessionUp, "BGP session with %s established", peer)
+				return
+			}
+			rec.Eventf(node, v1.EventTypeWarning, reasonSessionDown, "BGP session with %s went down (now %s); its routes from %s are withdrawn", peer, state, c.nodeName)
+		},
+	})
+	if err != nil {
+		if errors.Is(err, bgpconfig.ErrInvalid) {
+			return fmt.Errorf("%w: %v", errConfig, err)
+		}
+		return fmt.Errorf("starting BGP: %w", err)
+	}
+	if err := sp.Cleanup(ctx); err != nil {
+		log.Error(err, "removing addresses left by a previous run")
+	}
+	if nw != nil {
+		go nw.follow(ctx, sp.Reconfigure)
+	}
+
+	ag, err := agent.New(agent.Options{
+		Client: client, NodeName: c.nodeName, Mode: agent.ModeBGP,
+		Class:     lbsvc.ClassRule{Name: c.className, Only: c.classOnly},
+		Announcer: sp,
+		// Service addresses go on the speaker's interface (lo unless
+		// --interface says otherwise), not on the uplink.
+		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace,
+		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
+	})
+	if err != nil {
+		_ = sp.Close()
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	if c.metricsAddr != "" {
+		m := http.NewServeMux()
+		m.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+		m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !ag.Synced() {
+				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok"))
+		})
+		srv := &http.Server{Addr: c.metricsAddr, Handler: m, ReadHeaderTimeout: 5 * time.Second}
+		ln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			_ = sp.Close()
+			return fmt.Errorf("%w: metrics address %s: %v", errConfig, c.metricsAddr, err)
+		}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+	}
+	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers))
+	runErr := ag.Run(ctx)
+
+	// Graceful stop: one withdrawal of every route and a NOTIFICATION to
+	// every peer, so the routers drop this node at once; then the addresses
+	// come off the interface. The agent's own bookkeeping follows (no-ops
+	// for the closed speaker) and records the Withdrawn events.
+	t0 := time.Now()
+	if err := sp.Close(); err != nil {
+		log.Error(err, "stopping BGP")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ag.WithdrawEverything(sctx)
+	log.Info("stopped", "took", time.Since(t0).String())
+	return runErr
+}
+
+// nodeWatch follows this node's BGP annotations.
+type nodeWatch struct {
+	client       kubernetes.Interface
+	node, prefix string
+	base         bgpconfig.Config
+	pw           bgpconfig.Passwords
+	log          logr.Logger
+	rec          record.EventRecorder
+	informer     cache.SharedIndexInformer
+	factory      informers.SharedInformerFactory
+	changed      chan struct{}
+	lastErr      string
+	current      bgpconfig.Config
+}
+
+func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconfig.Config, pw bgpconfig.Passwords, log logr.Logger, rec record.EventRecorder) *nodeWatch {
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = "metadata.name=" + node
+	}))
+	w := &nodeWatch{client: client, node: node, prefix: prefix, base: base, pw: pw, log: log, rec: rec,
+		factory: f, informer: f.Core().V1().Nodes().Informer(), changed: make(chan struct{}, 1)}
+	poke := func(any) {
+		select {
+		case w.changed <- struct{}{}:
+		default:
+		}
+	}
+	_, _ = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke})
+	return w
+}
+
+// resolve computes the configuration from the node's current annotations.
+func (w *nodeWatch) resolve() (bgpconfig.Config, error) {
+	obj, ok, err := w.informer.GetStore().GetByKey(w.node)
+	if err != nil || !ok {
+		return bgpconfig.Config{}, fmt.Errorf("node %s not found", w.node)
+	}
+	n := obj.(*v1.Node)
+	s, found, err := bgpconfig.FromAnnotations(w.prefix, n.Annotations)
+	if err != nil {
+		return bgpconfig.Config{}, err
+	}
+	if !found {
+		return resolveBGP(w.base, w.pw, nil)
+	}
+	return resolveBGP(w.base, w.pw, &s)
+}
+
+func (w *nodeWatch) report(err error) {
+	if err.Error() == w.lastErr {
+		return
+	}
+	w.lastErr = err.Error()
+	w.log.Info("BGP settings from the node's annotations are not usable", "prefix", w.prefix, "err", err.Error())
+	w.rec.Eventf(nodeRef(w.node), v1.EventTypeWarning, reasonConfigInvalid, "BGP annotations under %s/: %v", w.prefix, err)
+}
+
+// start waits until the node's annotations, laid over the flags, give a
+// complete configuration (as kube-vip does), and returns it.
+func (w *nodeWatch) start(ctx context.Context) (bgpconfig.Config, error) {
+	w.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+		return bgpconfig.Config{}, fmt.Errorf("waiting for node %s: %w", w.node, ctx.Err())
+	}
+	for {
+		c, err := w.resolve()
+		if err == nil {
+			w.current, w.lastErr = c, ""
+			w.log.Info("BGP settings read from node annotations", "prefix", w.prefix, "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
+			return c, nil
+		}
+		w.report(err)
+		select {
+		case <-ctx.Done():
+			return bgpconfig.Config{}, ctx.Err()
+		case <-w.changed:
+		}
+	}
+}
+
+// follow applies annotation changes until ctx ends; a bad change keeps the
+// last good configuration.
+func (w *nodeWatch) follow(ctx context.Context, apply func(context.Context, bgpconfig.Config) error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.changed:
+		}
+		c, err := w.resolve()
+		if err != nil {
+			w.report(err)
+			continue
+		}
+		w.lastErr = ""
+		if reflect.DeepEqual(c, w.current) {
+			continue
+		}
+		if err := apply(ctx, c); err != nil {
+			w.report(err)
+			continue
+		}
+		w.current = c
+		w.log.Info("BGP settings changed by node annotations", "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
+	}
+}
