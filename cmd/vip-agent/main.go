@@ -98,6 +98,7 @@ func restConfig(c config) (*rest.Config, error) {
 	}
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.UserAgent = "vip-agent"
+	rc.Wrap(retryListWatch)
 	return rc, nil
 }
 

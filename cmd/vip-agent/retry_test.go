@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+)
+
+type flakyRT struct {
+	fails, calls int
+}
+
+func (f *flakyRT) RoundTrip(*http.Request) (*http.Response, error) {
+	f.calls++
+	if f.calls <= f.fails {
+		return nil, errors.New("dial tcp 10.0.0.1:6443: connect: connection refused")
+	}
+	return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}, nil
+}
+
+func TestRetryListWatch(t *testing.T) {
+	for _, tc := range []struct {
+		method, url string
+		retried     bool
+	}{
+		{http.MethodGet, "https://api/api/v1/services?limit=500&resourceVersion=0", true},
+		{http.MethodGet, "https://api/apis/coordination.k8s.io/v1/leases?allowWatchBookmarks=true&resourceVersion=12&watch=true", true},
+		{http.MethodGet, "https://api/apis/coordination.k8s.io/v1/namespaces/a/leases/b", false},
+		{http.MethodPut, "https://api/apis/coordination.k8s.io/v1/namespaces/a/leases/b", false},
+	} {
+		rt := &flakyRT{fails: 2}
+		req, _ := http.NewRequest(tc.method, tc.url, nil)
+		resp, err := retryListWatch(rt).RoundTrip(req)
+		if tc.retried {
+			if err != nil || resp.StatusCode != http.StatusOK || rt.calls != 3 {
+				t.Errorf("%s %s: err %v, calls %d; want success after 3 calls", tc.method, tc.url, err, rt.calls)
+			}
+		} else if err == nil || rt.calls != 1 {
+			t.Errorf("%s %s: err %v, calls %d; want the first error, not retried", tc.method, tc.url, err, rt.calls)
+		}
+	}
+}
+
+func TestRetryListWatchStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*listWatchRetry/2)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api/api/v1/nodes?watch=true", nil)
+	t0 := time.Now()
+	_, err := retryListWatch(&flakyRT{fails: 1 << 30}).RoundTrip(req)
+	if err == nil || time.Since(t0) > 5*listWatchRetry {
+		t.Fatalf("err %v after %v; want the error once the context ends", err, time.Since(t0))
+	}
+}
