@@ -172,6 +172,9 @@ func (c *config) validate() error {
 	if !c.services {
 		return fmt.Errorf("%w: --services=false (svc_enable=false) leaves nothing to do", errConfig)
 	}
+	if c.arp && c.metricsAddr == "" {
+		return fmt.Errorf("%w: --metrics-address (prometheus_server) must not be empty in ARP mode: peers probe this agent's health there before deciding it is cut off", errConfig)
+	}
 	if c.heartbeatPeriod <= 0 || c.heartbeatTimeout < 2*c.heartbeatPeriod {
 		return fmt.Errorf("%w: --heartbeat-timeout (%v) must be at least twice --heartbeat-period (%v)", errConfig, c.heartbeatTimeout, c.heartbeatPeriod)
 	}
