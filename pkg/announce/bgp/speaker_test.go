@@ -270,6 +270,20 @@ func TestSessionEvents(t *testing.T) {
 	if ps := h.s.Peers(); len(ps) != 1 || ps[0].State != "idle" {
 		t.Fatalf("Peers() = %v", ps)
 	}
+	// The dropped session is re-created so it dials again at once.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.r.mu.Lock()
+		calls := strings.Join(h.r.calls, ",")
+		h.r.mu.Unlock()
+		if strings.HasSuffix(calls, "delpeer 10.77.0.1,addpeer 10.77.0.1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session not re-created: %s", calls)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestReconfigure(t *testing.T) {
