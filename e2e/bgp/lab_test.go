@@ -529,7 +529,7 @@ func (l *bgpLab) setupCluster(ctx context.Context, binDir string) error {
 		n.agent.args = []string{
 			"--bgp", "--node-name", n.name, "--kubeconfig", filepath.Join(l.dir, "vip-agent.kubeconfig"),
 			"--state-file", n.state, "--metrics-address", netip.AddrPortFrom(n.ip4, metricPort).String(),
-			"--bgpRouterID", n.ip4.String(), "--localAS", strconv.Itoa(nodeAS),
+			"--bgpRouterID", n.ip4.String(), "--sourceIP", n.ip4.String(), "--localAS", strconv.Itoa(nodeAS),
 			"--bgppeers", fmt.Sprintf("%s:%d,[%s]:%d", l.routerIP4, routerAS, l.routerIP6, routerAS),
 			"--bgp-password-file", filepath.Join(l.dir, "bgp-secret"),
 			"--bgp-hold-time", strconv.Itoa(holdTime), "--bgp-keepalive-interval", strconv.Itoa(keepalive),

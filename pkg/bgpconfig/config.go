@@ -61,7 +61,8 @@ type Config struct {
 	// ListenPort is the port the speaker accepts sessions on; -1 (the
 	// default) means it only dials out.
 	ListenPort int32
-	// SourceIP is the local address of every session (optional).
+	// SourceIP is the local address of every session of its family
+	// (optional); sessions of the other family pick theirs by route.
 	SourceIP netip.Addr
 	// SourceInterface binds every session to this interface (optional).
 	SourceInterface string
@@ -156,9 +157,6 @@ func (c Config) Validate() error {
 			return bad("peer %s is listed twice", p.Address)
 		}
 		seen[p.Address] = true
-		if c.SourceIP.IsValid() && c.SourceIP.Is4() != p.Address.Is4() {
-			return bad("source address %s and peer %s are of different families", c.SourceIP, p.Address)
-		}
 	}
 	return nil
 }

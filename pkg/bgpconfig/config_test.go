@@ -52,7 +52,7 @@ func TestValidate(t *testing.T) {
 		{"fractional timer", func(c *Config) { c.HoldTime = 9500 * time.Millisecond }, "whole seconds"},
 		{"restart time too long", func(c *Config) { c.GracefulRestart, c.RestartTime = true, 5000*time.Second }, "graceful restart"},
 		{"duplicate peer", func(c *Config) { c.Peers = append(c.Peers, c.Peers[0]) }, "twice"},
-		{"source family", func(c *Config) { c.SourceIP = a("fd00::11") }, "different families"},
+		{"source of the other family", func(c *Config) { c.SourceIP = a("fd00::11") }, ""},
 		{"v4 next hop is v6", func(c *Config) { c.NextHop4 = a("fd00::1") }, "IPv4 next hop"},
 		{"v6 next hop is v4", func(c *Config) { c.NextHop6 = a("10.0.0.1") }, "IPv6 next hop"},
 		{"peer AS 0", func(c *Config) { c.Peers[0].AS = 0 }, "AS must be"},

@@ -158,8 +158,12 @@ func peerSpecs(c bgpconfig.Config) map[netip.Addr]peerSpec {
 	out := make(map[netip.Addr]peerSpec, len(c.Peers))
 	for _, p := range c.Peers {
 		v4 := p.Address.Is4()
+		src := c.SourceIP
+		if src.IsValid() && src.Is4() != v4 {
+			src = netip.Addr{} // the source address is for sessions of its family
+		}
 		out[p.Address] = peerSpec{
-			Peer: p, SourceIP: c.SourceIP, SourceInterface: c.SourceInterface,
+			Peer: p, SourceIP: src, SourceInterface: c.SourceInterface,
 			HoldTime: c.HoldTime, Keepalive: c.KeepaliveInterval, ConnectRetry: c.ConnectRetry,
 			GracefulRestart: c.GracefulRestart, RestartTime: c.RestartTime,
 			IPv4: v4 || c.NextHop4.IsValid(), IPv6: !v4 || c.NextHop6.IsValid(),

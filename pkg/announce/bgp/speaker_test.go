@@ -154,14 +154,19 @@ func TestAnnounceInterfaceAndFamilies(t *testing.T) {
 		t.Fatalf("loopback: err = %v", err)
 	}
 
-	// With an IPv6 peer, the /128 goes out (next hop filled per session).
+	// With an IPv6 peer, the /128 goes out (next hop filled per session);
+	// an IPv4 source address applies to the IPv4 session only.
 	cfg := testConfig()
+	cfg.SourceIP = netip.MustParseAddr("10.77.0.11")
 	cfg.Peers = append(cfg.Peers, bgpconfig.Peer{Address: peer6, AS: 64512})
 	if err := h.s.Reconfigure(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if p := h.r.peers[peer6]; !p.IPv6 || p.IPv4 {
-		t.Fatalf("IPv6 peer families: %+v", p)
+	if p := h.r.peers[peer6]; !p.IPv6 || p.IPv4 || p.SourceIP.IsValid() {
+		t.Fatalf("IPv6 peer: %+v", p)
+	}
+	if p := h.r.peers[peer4]; p.SourceIP != cfg.SourceIP {
+		t.Fatalf("IPv4 peer source = %v", p.SourceIP)
 	}
 	if err := h.s.Announce(ctx, "x", vip6, ""); err != nil {
 		t.Fatal(err)
