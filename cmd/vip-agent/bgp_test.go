@@ -1,0 +1,150 @@
+package main
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/vip-lb/vip/pkg/bgpconfig"
+)
+
+// parseBGP runs the command-line and environment handling of main.
+func parseBGP(t *testing.T, args []string, env map[string]string) (config, error) {
+	t.Helper()
+	c := defaultConfig()
+	fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
+	c.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		return c, err
+	}
+	c.nodeName = "n1"
+	return c, c.validate()
+}
+
+func TestBGPConfig(t *testing.T) {
+	a := netip.MustParseAddr
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwFile, []byte("from-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		err  string // substring; "" means valid
+		want func(*testing.T, bgpconfig.Config)
+	}{
+		{name: "kube-vip DaemonSet env", env: map[string]string{
+			"bgp_enable": "true", "bgp_routerid": "10.0.0.11", "bgp_as": "64513",
+			"bgp_peers": "10.0.0.1:64512::false,[fd00::1]:64512:pw:true", "bgp_hold_time": "9", "bgp_keepalive_interval": "3",
+		}, want: func(t *testing.T, c bgpconfig.Config) {
+			if c.AS != 64513 || c.RouterID != a("10.0.0.11") || len(c.Peers) != 2 || c.HoldTime != 9*time.Second || c.KeepaliveInterval != 3*time.Second {
+				t.Fatalf("%+v", c)
+			}
+			if p := c.Peers[1]; p.Address != a("fd00::1") || p.Password != "pw" || p.MultihopTTL != 255 {
+				t.Fatalf("peer %+v", p)
+			}
+		}},
+		{name: "single peer env with password and multihop", env: map[string]string{
+			"bgp_enable": "true", "bgp_routerid": "10.0.0.11", "bgp_peeraddress": "10.0.0.1", "bgp_peeras": "65001",
+			"bgp_peerpass": "x", "bgp_multihop": "true", "bgp_sourceip": "10.0.0.11",
+		}, want: func(t *testing.T, c bgpconfig.Config) {
+			p := c.Peers[0]
+			if p.AS != 65001 || p.Password != "x" || p.MultihopTTL != 255 || c.SourceIP != a("10.0.0.11") || c.AS != 65000 {
+				t.Fatalf("%+v", c)
+			}
+		}},
+		{name: "seed flags", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--localAS", "1", "--peerAS", "2",
+			"--peerAddress", "10.0.0.1", "--peerPass", "p", "--multihop", "--bgppeers", "10.0.0.2:3"},
+			want: func(t *testing.T, c bgpconfig.Config) {
+				if c.AS != 1 || len(c.Peers) != 2 || c.Peers[0].AS != 2 || c.Peers[1].AS != 3 {
+					t.Fatalf("%+v", c)
+				}
+			}},
+		{name: "flag wins over env", args: []string{"--bgp", "--localAS", "7", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1"},
+			env: map[string]string{"bgp_as": "9"}, want: func(t *testing.T, c bgpconfig.Config) {
+				if c.AS != 7 {
+					t.Fatalf("AS %d", c.AS)
+				}
+			}},
+		{name: "router ID from the source address", args: []string{"--bgp", "--sourceIP", "10.0.0.11", "--bgppeers", "10.0.0.1:1"},
+			want: func(t *testing.T, c bgpconfig.Config) {
+				if c.RouterID != a("10.0.0.11") {
+					t.Fatalf("router ID %v", c.RouterID)
+				}
+			}},
+		{name: "router ID from an interface", args: []string{"--bgp", "--bgpRouterInterface", "lo", "--bgppeers", "10.0.0.1:1"},
+			want: func(t *testing.T, c bgpconfig.Config) {
+				if c.RouterID != a("127.0.0.1") {
+					t.Fatalf("router ID %v", c.RouterID)
+				}
+			}},
+		{name: "password file", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1", "--bgp-password-file", pwFile},
+			want: func(t *testing.T, c bgpconfig.Config) {
+				if c.Peers[0].Password != "from-secret" {
+					t.Fatalf("password %q", c.Peers[0].Password)
+				}
+			}},
+		{name: "communities and options", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1",
+			"--bgp-communities", "64512:1,no-export", "--bgp-large-communities", "1:2:3", "--bgp-local-pref", "200",
+			"--bgp-graceful-restart", "--bgp-nexthop6", "fd00::11", "--bgp-listen-port", "179"},
+			want: func(t *testing.T, c bgpconfig.Config) {
+				if len(c.Communities) != 2 || len(c.LargeCommunities) != 1 || c.LocalPref != 200 || !c.GracefulRestart ||
+					c.NextHop6 != a("fd00::11") || c.ListenPort != 179 {
+					t.Fatalf("%+v", c)
+				}
+			}},
+		{name: "annotations may supply the rest", args: []string{"--bgp", "--annotations", "kube-vip.io"}},
+
+		{name: "both modes", args: []string{"--bgp", "--arp"}, err: "choose one"},
+		{name: "router ID twice", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_routerinterface": "lo", "bgp_peers": "10.0.0.2:1"}, err: "bgp_routerinterface"},
+		{name: "no router ID", env: map[string]string{"bgp_enable": "true", "bgp_peers": "10.0.0.2:1"}, err: "router ID"},
+		{name: "no peers", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1"}, err: "no peers"},
+		{name: "password without peer", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_peers": "10.0.0.2:1", "bgp_peerpass": "x"}, err: "bgp_peerpass"},
+		{name: "multihop without peer", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_peers": "10.0.0.2:1", "bgp_multihop": "true"}, err: "bgp_multihop"},
+		{name: "IPv6 peer without brackets", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_peers": "fd00::1:1"}, err: "brackets"},
+		{name: "keepalive not below hold", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_peers": "10.0.0.2:1", "bgp_hold_time": "9", "bgp_keepalive_interval": "9"}, err: "keepalive"},
+		{name: "duplicate peer", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_peers": "10.0.0.2:1", "bgp_peeraddress": "10.0.0.2"}, err: "twice"},
+		{name: "inline and file password", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1:x", "--bgp-password-file", pwFile}, err: "keep one"},
+		{name: "bad community", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1", "--bgp-communities", "1:2:3"}, err: "--bgp-communities"},
+		{name: "bad AS env", env: map[string]string{"bgp_enable": "true", "bgp_as": "x"}, err: "bgp_as"},
+		{name: "missing password file", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1", "--bgp-password-file", "/nonexistent"}, err: "--bgp-password-file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseBGP(t, tt.args, tt.env)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v; want one containing %q", err, tt.err)
+				}
+				if strings.Contains(err.Error(), "\n") {
+					t.Errorf("error spans several lines: %q", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want != nil {
+				base, pw, err := c.bgpc.static()
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg, err := resolveBGP(base, pw, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.want(t, cfg)
+			}
+		})
+	}
+}
