@@ -112,7 +112,7 @@ var unsupportedEnv = map[string]string{
 	"zebra_enable": "Zebra integration", "mirror_dest_interface": "traffic mirroring", "enable_service_security": "service security rules",
 	"cp_detect": "control-plane address detection", "enable_upnp": "UPnP port mappings", "vip_ddns": "dynamic DNS",
 	"vip_address": "the control-plane VIP",
-	"address": "the control-plane VIP",
+	"address":     "the control-plane VIP",
 }
 
 // applyEnv sets every flag not given on the command line from env.
