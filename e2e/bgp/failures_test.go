@@ -153,3 +153,46 @@ func TestIPv6(t *testing.T) {
 	l.deleteService(t, "default", "six")
 	l.waitNextHops(t, vip, 10*time.Second)
 }
+
+// TestGracefulRestart: with graceful restart, a crashed agent's routes stay
+// at the router (BIRD is a helper by default) until its successor is back,
+// so clients see no gap; a SIGTERM still withdraws at once.
+func TestGracefulRestart(t *testing.T) {
+	l := lab
+	n3 := l.node("node3")
+	args := n3.agent.args
+	defer func() {
+		l.stopAgent("node3", syscall.SIGTERM)
+		n3.agent.args = args
+		l.ensureAllUp(t)
+	}()
+	l.stopAgent("node3", syscall.SIGTERM)
+	n3.agent.args = append(append([]string(nil), args...), "--bgp-graceful-restart", "--bgp-restart-time", "30")
+	l.restartAgent(t, "node3")
+
+	l.createService(t, "default", "gr")
+	defer l.deleteService(t, "default", "gr")
+	vip := l.waitAddress(t, "default", "gr")
+	l.waitNextHops(t, vip, 20*time.Second, l.nodeIPs(false)...)
+
+	l.stopAgent("node3", syscall.SIGKILL)
+	time.Sleep(2 * time.Second)
+	if got := l.nextHops(vip); !slices.Equal(got, l.nodeIPs(false)) {
+		t.Fatalf("after a crash with graceful restart the route is via %v; want all three (kept as stale)", got)
+	}
+	if err := n3.agent.start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.waitSessions(context.Background(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if got := l.nextHops(vip); !slices.Equal(got, l.nodeIPs(false)) {
+		t.Fatalf("after the restart the route is via %v; want all three", got)
+	}
+
+	t0 := time.Now()
+	_ = n3.agent.cmd.Process.Signal(syscall.SIGTERM)
+	l.waitNextHops(t, vip, 5*time.Second, l.nodeIPs(false, "node1", "node2")...)
+	t.Logf("graceful restart on: SIGTERM still withdraws at once (%v)", time.Since(t0).Round(time.Millisecond))
+}
