@@ -13,9 +13,11 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/wait"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	"k8s.io/cloud-provider/app/config"
+	servicecontroller "k8s.io/cloud-provider/controllers/service"
 	"k8s.io/cloud-provider/names"
 	"k8s.io/cloud-provider/options"
 	"k8s.io/component-base/cli"
@@ -37,19 +39,26 @@ const classControllerName = "vip-class-service"
 
 // presets are the cloud-controller-manager flags vip sets for the user; any
 // of them may still be given on the command line.
+//
+// The client limits apply per client (the service controller, its Events,
+// the cloud-node controller and vip's own client each have one). A Service
+// costs the service controller two writes (finalizer, status), so at 500
+// QPS a burst of 1000 new Services is not held up on the client side; the
+// API server's priority and fairness still protects the server.
 var presets = map[string]string{
 	"cloud-provider":               ccm.ProviderName,
 	"leader-elect-resource-name":   "vip-ccm",
 	"authentication-skip-lookup":   "true",
-	"kube-api-qps":                 "200",
-	"kube-api-burst":               "400",
-	"concurrent-service-syncs":     "8",
+	"kube-api-qps":                 "500",
+	"kube-api-burst":               "1000",
+	"concurrent-service-syncs":     "10",
 	"node-status-update-frequency": "1m",
 }
 
 type vipFlags struct {
-	opts ccm.Options
-	cp   []string
+	opts             ccm.Options
+	cp               []string
+	allServiceEvents bool
 }
 
 func (f *vipFlags) addTo(fs *pflag.FlagSet) {
@@ -59,6 +68,7 @@ func (f *vipFlags) addTo(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.opts.Class.Only, "load-balancer-class-only", f.opts.Class.Only, "Serve only Services with --load-balancer-class, none without a class (env KUBEVIP_ENABLE_LOADBALANCERCLASS).")
 	fs.StringSliceVar(&f.cp, "control-plane-address", f.cp, "Control-plane VIPs that must never be handed to a Service.")
 	fs.DurationVar(&f.opts.RetryAfter, "retry-after", f.opts.RetryAfter, "Fixed retry delay for Services that cannot get an address yet.")
+	fs.BoolVar(&f.allServiceEvents, "all-service-events", f.allServiceEvents, "Also record the service controller's EnsuringLoadBalancer, EnsuredLoadBalancer and UpdatedLoadBalancer Events (vip records AddressAllocated instead).")
 }
 
 // fromEnv applies kube-vip-cloud-provider's environment variables.
@@ -153,10 +163,16 @@ func main() {
 // lifecycle and route controllers have nothing to do on bare metal.
 func controllers(vf *vipFlags) map[string]app.ControllerInitFuncConstructor {
 	out := map[string]app.ControllerInitFuncConstructor{}
-	for _, n := range []string{names.ServiceLBController, names.CloudNodeController} {
-		c := app.DefaultInitFuncConstructors[n]
-		c.InitContext.ClientName = "vip-ccm"
-		out[n] = c
+	c := app.DefaultInitFuncConstructors[names.CloudNodeController]
+	c.InitContext.ClientName = "vip-ccm"
+	out[names.CloudNodeController] = c
+	out[names.ServiceLBController] = app.ControllerInitFuncConstructor{
+		InitContext: app.ControllerInitContext{ClientName: "vip-ccm"},
+		Constructor: func(ic app.ControllerInitContext, cc *config.CompletedConfig, cp cloudprovider.Interface) app.InitFunc {
+			return func(ctx context.Context, cctx genericcontrollermanager.ControllerContext) (controller.Interface, bool, error) {
+				return startServiceController(ctx, ic, cctx, cc, cp, vf.allServiceEvents)
+			}
+		},
 	}
 	out[classControllerName] = app.ControllerInitFuncConstructor{
 		InitContext: app.ControllerInitContext{ClientName: "vip-ccm"},
@@ -173,4 +189,25 @@ func controllers(vf *vipFlags) map[string]app.ControllerInitFuncConstructor {
 		},
 	}
 	return out
+}
+
+// startServiceController runs the stock service controller, as the
+// cloud-provider library does, except that its Events go through a client
+// of their own (so they never hold up status writes under the client rate
+// limit) and the purely informational ones are left out unless allEvents.
+func startServiceController(ctx context.Context, ic app.ControllerInitContext, cctx genericcontrollermanager.ControllerContext,
+	cc *config.CompletedConfig, cp cloudprovider.Interface, allEvents bool) (controller.Interface, bool, error) {
+	client := ccm.ServiceControllerClient(
+		cc.ClientBuilder.ClientOrDie(ic.ClientName),
+		cc.ClientBuilder.ClientOrDie(ic.ClientName+"-events"),
+		allEvents)
+	sc, err := servicecontroller.New(cp, client,
+		cc.SharedInformers.Core().V1().Services(), cc.SharedInformers.Core().V1().Nodes(),
+		cc.ComponentConfig.KubeCloudShared.ClusterName, utilfeature.DefaultFeatureGate)
+	if err != nil {
+		klog.Errorf("Failed to start service controller: %v", err)
+		return nil, false, nil
+	}
+	go sc.Run(ctx, int(cc.ComponentConfig.ServiceController.ConcurrentServiceSyncs), cctx.ControllerManagerMetrics)
+	return nil, true, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -330,6 +331,9 @@ func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBala
 	if err != nil {
 		reason := reasonFor(err)
 		msg := err.Error()
+		if reason == ReasonForbidden {
+			msg += lb.whyForbiddenLocked(req.Addrs)
+		}
 		if perr := lb.pools.errorsFor(svc.Namespace); perr != "" && reason == ReasonNoAddress {
 			msg += "; pools ConfigMap has invalid entries: " + perr
 		}
@@ -387,6 +391,34 @@ func (lb *LoadBalancer) release(key string) bool {
 	}
 	lb.alloc.Release(key)
 	return true
+}
+
+// whyForbiddenLocked explains which of the requested addresses is refused
+// and why.
+func (lb *LoadBalancer) whyForbiddenLocked(addrs []netip.Addr) string {
+	var why []string
+	for _, a := range addrs {
+		switch {
+		case lb.nodeIPs[a] > 0:
+			why = append(why, a.String()+" is the address of a Node")
+		case slices.Contains(lb.opts.ControlPlaneVIPs, a):
+			why = append(why, a.String()+" is the control-plane address")
+		case a.IsLoopback():
+			why = append(why, a.String()+" is a loopback address")
+		case a.IsMulticast():
+			why = append(why, a.String()+" is a multicast address")
+		case a.IsLinkLocalUnicast():
+			why = append(why, a.String()+" is a link-local address")
+		case a.IsUnspecified():
+			why = append(why, a.String()+" is unspecified")
+		case ipam.BuiltinForbidden(a):
+			why = append(why, a.String()+" is never a valid LoadBalancer address")
+		}
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(why, "; ") + ")"
 }
 
 func reasonFor(err error) string {

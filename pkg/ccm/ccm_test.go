@@ -1,0 +1,325 @@
+package ccm
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/api"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// newTestLB returns a LoadBalancer wired to fake informers holding objs,
+// with pools data, synced and ready.
+func newTestLB(t *testing.T, opts Options, pools map[string]string, objs ...runtime.Object) (*LoadBalancer, *record.FakeRecorder) {
+	t.Helper()
+	if pools != nil {
+		objs = append(objs, &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: opts.ConfigMapName, Namespace: opts.ConfigMapNamespace}, Data: pools})
+	}
+	client := fake.NewClientset(objs...)
+	lb := newLoadBalancer(opts, nil)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	rec := record.NewFakeRecorder(100)
+	lb.start(client, rec, stop)
+	f := informers.NewSharedInformerFactory(client, 0)
+	lb.setInformers(f)
+	f.Start(stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for !lb.hasSynced() {
+		if time.Now().After(deadline) {
+			t.Fatal("informers did not sync")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return lb, rec
+}
+
+func lbSvc(ns, name string, mut ...func(*v1.Service)) *v1.Service {
+	s := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID("uid-" + name)},
+		Spec: v1.ServiceSpec{
+			Type:       v1.ServiceTypeLoadBalancer,
+			IPFamilies: []v1.IPFamily{v1.IPv4Protocol},
+			Ports:      []v1.ServicePort{{Protocol: v1.ProtocolTCP, Port: 80}},
+		},
+	}
+	for _, m := range mut {
+		m(s)
+	}
+	return s
+}
+
+func withStatus(ips ...string) func(*v1.Service) {
+	return func(s *v1.Service) {
+		for _, ip := range ips {
+			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, v1.LoadBalancerIngress{IP: ip})
+		}
+	}
+}
+
+func ensureIPs(t *testing.T, lb *LoadBalancer, svc *v1.Service) ([]string, error) {
+	t.Helper()
+	st, err := lb.EnsureLoadBalancer(context.Background(), "c", svc, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, in := range st.Ingress {
+		out = append(out, in.IP)
+	}
+	return out, nil
+}
+
+func drain(rec *record.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-rec.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+func TestEnsureRestoresFromStatus(t *testing.T) {
+	held := lbSvc("default", "held", withStatus("10.0.0.0"))
+	foreign := lbSvc("default", "foreign", withStatus("10.0.0.1"), func(s *v1.Service) {
+		c := "example.com/other"
+		s.Spec.LoadBalancerClass = &c
+	})
+	lb, rec := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/29"}, held, foreign)
+
+	ips, err := ensureIPs(t, lb, lbSvc("default", "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ips) != 1 || ips[0] != "10.0.0.2" {
+		t.Fatalf("new Service got %v, want 10.0.0.2 (.0 held by a served Service, .1 by a foreign one)", ips)
+	}
+	ips, err = ensureIPs(t, lb, held)
+	if err != nil || len(ips) != 1 || ips[0] != "10.0.0.0" {
+		t.Fatalf("restored Service got %v, %v; want its own 10.0.0.0", ips, err)
+	}
+	evs := drain(rec)
+	if len(evs) != 1 || !strings.Contains(evs[0], ReasonAllocated) || !strings.Contains(evs[0], "10.0.0.2") {
+		t.Errorf("want one AddressAllocated event for the new Service, got %q", evs)
+	}
+	// A foreign Service for another class is left alone.
+	if _, err := lb.EnsureLoadBalancer(context.Background(), "c", foreign, nil); !errors.Is(err, cloudprovider.ImplementedElsewhere) {
+		t.Errorf("foreign Service: err %v, want ImplementedElsewhere", err)
+	}
+}
+
+func TestEnsureFailuresAreRetriedWithEvents(t *testing.T) {
+	opts := DefaultOptions()
+	opts.ControlPlaneVIPs = []netip.Addr{netip.MustParseAddr("10.0.0.1")}
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.0"}}}}
+	lb, rec := newTestLB(t, opts, map[string]string{"cidr-global": "10.0.0.0/30", "cidr-bad": "nope"}, node)
+	if evs := drain(rec); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonPoolConfigInvalid) || !strings.Contains(evs[0], "nope") {
+		t.Errorf("bad pool entry: events %q", evs)
+	}
+
+	for _, tc := range []struct {
+		name, ann, reason, why string
+	}{
+		{"node", "10.0.0.0", ReasonForbidden, "address of a Node"},
+		{"cp", "10.0.0.1", ReasonForbidden, "control-plane"},
+		{"loop", "127.0.0.1", ReasonForbidden, "loopback"},
+		{"mcast", "239.1.1.1", ReasonForbidden, "multicast"},
+		{"junk", "x.y", ReasonInvalidRequest, "x.y"},
+	} {
+		svc := lbSvc("default", tc.name, func(s *v1.Service) {
+			s.Annotations = map[string]string{lbsvc.AnnotationLoadBalancerIPs: tc.ann}
+		})
+		_, err := lb.EnsureLoadBalancer(context.Background(), "c", svc, nil)
+		var re *api.RetryError
+		if !errors.As(err, &re) {
+			t.Errorf("%s: err %v, want a RetryError", tc.name, err)
+		}
+		evs := drain(rec)
+		if len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+tc.reason) || !strings.Contains(evs[0], tc.why) {
+			t.Errorf("%s: events %q, want one Warning %s saying %q", tc.name, evs, tc.reason, tc.why)
+		}
+	}
+	// The pool skips the node and control-plane addresses: .2, .3, then exhausted.
+	for _, want := range []string{"10.0.0.2", "10.0.0.3"} {
+		ips, err := ensureIPs(t, lb, lbSvc("default", "p"+want))
+		if err != nil || len(ips) != 1 || ips[0] != want {
+			t.Fatalf("got %v, %v; want %s", ips, err, want)
+		}
+	}
+	drain(rec)
+	_, err := lb.EnsureLoadBalancer(context.Background(), "c", lbSvc("default", "last"), nil)
+	var re *api.RetryError
+	if !errors.As(err, &re) || re.RetryAfter() != opts.RetryAfter {
+		t.Fatalf("exhausted: err %v, want a RetryError after %v", err, opts.RetryAfter)
+	}
+	evs := drain(rec)
+	if len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonNoAddress) {
+		t.Errorf("exhausted: events %q", evs)
+	}
+}
+
+func TestMissingConfigMap(t *testing.T) {
+	lb, rec := newTestLB(t, DefaultOptions(), nil)
+	_, err := lb.EnsureLoadBalancer(context.Background(), "c", lbSvc("default", "a"), nil)
+	if err == nil {
+		t.Fatal("want an error without pools")
+	}
+	evs := drain(rec)
+	if len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonPoolConfigMissing) {
+		t.Errorf("events %q", evs)
+	}
+}
+
+func TestDHCPMarkerStaysPending(t *testing.T) {
+	lb, rec := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "0.0.0.0/32"})
+	st, err := lb.EnsureLoadBalancer(context.Background(), "c", lbSvc("default", "a"), nil)
+	if err == nil || st != nil {
+		t.Fatalf("DHCP pool: status %v, err %v; want pending", st, err)
+	}
+	if evs := drain(rec); len(evs) != 1 || !strings.Contains(evs[0], ReasonWaitingForDHCP) {
+		t.Errorf("events %q", evs)
+	}
+}
+
+func TestReleaseOnDeleteAndForeignTracking(t *testing.T) {
+	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/31"})
+	a := lbSvc("default", "a")
+	if ips, err := ensureIPs(t, lb, a); err != nil || ips[0] != "10.0.0.0" {
+		t.Fatalf("%v %v", ips, err)
+	}
+	if err := lb.EnsureLoadBalancerDeleted(context.Background(), "c", a); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := lb.GetLoadBalancer(context.Background(), "c", a); ok {
+		t.Fatal("released Service still has a load balancer")
+	}
+	// A foreign Service takes 10.0.0.0 in its status: vip must not hand it out.
+	ignored := lbSvc("default", "ign", withStatus("10.0.0.0"), func(s *v1.Service) {
+		s.Annotations = map[string]string{lbsvc.AnnotationIgnore: "true"}
+	})
+	lb.onServiceChanged(ignored)
+	if ips, err := ensureIPs(t, lb, lbSvc("default", "b")); err != nil || ips[0] != "10.0.0.1" {
+		t.Fatalf("got %v %v, want 10.0.0.1", ips, err)
+	}
+	// Its status clears: the address is free again.
+	lb.onServiceChanged(lbSvc("default", "ign", func(s *v1.Service) {
+		s.Annotations = map[string]string{lbsvc.AnnotationIgnore: "true"}
+	}))
+	if ips, err := ensureIPs(t, lb, lbSvc("default", "c")); err != nil || ips[0] != "10.0.0.0" {
+		t.Fatalf("got %v %v, want 10.0.0.0", ips, err)
+	}
+}
+
+func TestPoolStateKeepsLastGood(t *testing.T) {
+	p := newPoolState()
+	eff, errs := p.update(map[string]string{"cidr-global": "10.0.0.0/30", "range-x": "10.1.0.1-10.1.0.2"})
+	if len(errs) != 0 || eff["cidr-global"] != "10.0.0.0/30" {
+		t.Fatalf("%v %v", eff, errs)
+	}
+	eff, errs = p.update(map[string]string{"cidr-global": "10.0.0.0/33", "range-x": "10.1.0.1-10.1.0.3"})
+	if len(errs) != 1 {
+		t.Fatalf("want one error, got %v", errs)
+	}
+	if eff["cidr-global"] != "10.0.0.0/30" {
+		t.Errorf("broken key: effective %q, want the last good value", eff["cidr-global"])
+	}
+	if eff["range-x"] != "10.1.0.1-10.1.0.3" {
+		t.Errorf("good key: effective %q", eff["range-x"])
+	}
+	if s := p.errorsFor("anything"); !strings.Contains(s, "10.0.0.0/33") {
+		t.Errorf("errorsFor: %q", s)
+	}
+	// A broken key without a good past keeps its good entries.
+	eff, _ = p.update(map[string]string{"cidr-y": "10.2.0.0/31,bad"})
+	if eff["cidr-y"] != "10.2.0.0/31,bad" {
+		t.Errorf("new partly bad key: %q", eff["cidr-y"])
+	}
+	if _, ok := p.lastGood["cidr-global"]; ok {
+		t.Error("removed key kept its last good value")
+	}
+}
+
+func TestQuietServiceEvents(t *testing.T) {
+	client := fake.NewClientset()
+	events := fake.NewClientset()
+	c := ServiceControllerClient(client, events, false)
+	ctx := context.Background()
+	mk := func(typ, reason string) *v1.Event {
+		return &v1.Event{ObjectMeta: metav1.ObjectMeta{Name: reason, Namespace: "default"}, Type: typ, Reason: reason}
+	}
+	for _, ev := range []*v1.Event{
+		mk(v1.EventTypeNormal, "EnsuringLoadBalancer"), mk(v1.EventTypeNormal, "EnsuredLoadBalancer"),
+		mk(v1.EventTypeNormal, "UpdatedLoadBalancer"), mk(v1.EventTypeWarning, "SyncLoadBalancerFailed"),
+		mk(v1.EventTypeNormal, "DeletedLoadBalancer"),
+	} {
+		if _, err := c.CoreV1().Events("").CreateWithEventNamespaceWithContext(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, _ := events.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+	var got []string
+	for _, e := range l.Items {
+		got = append(got, e.Reason)
+	}
+	if len(got) != 2 {
+		t.Errorf("kept %v, want SyncLoadBalancerFailed and DeletedLoadBalancer", got)
+	}
+	if l, _ := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
+		t.Errorf("events went through the main client: %d", len(l.Items))
+	}
+	// Other calls still go to the main client.
+	if _, err := c.CoreV1().Services("default").Create(ctx, lbSvc("default", "x"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Services("default").Get(ctx, "x", metav1.GetOptions{}); err != nil {
+		t.Errorf("service not created through the main client: %v", err)
+	}
+	// With all, nothing is dropped.
+	all := ServiceControllerClient(client, fake.NewClientset(), true)
+	if ev, err := all.CoreV1().Events("").CreateWithEventNamespaceWithContext(ctx, mk(v1.EventTypeNormal, "EnsuredLoadBalancer")); err != nil || ev == nil {
+		t.Fatalf("%v %v", ev, err)
+	}
+}
+
+func TestInstanceMetadata(t *testing.T) {
+	node := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{annotationProvidedNodeIP: "10.0.0.5,fd00::5"}},
+		Status:     v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.5"}}},
+	}
+	md, err := instances{}.InstanceMetadata(context.Background(), node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.ProviderID != "vip://n1" {
+		t.Errorf("providerID %q", md.ProviderID)
+	}
+	want := []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.5"}, {Type: v1.NodeInternalIP, Address: "fd00::5"}, {Type: v1.NodeHostName, Address: "n1"}}
+	if len(md.NodeAddresses) != len(want) {
+		t.Fatalf("addresses %v, want %v", md.NodeAddresses, want)
+	}
+	for i := range want {
+		if md.NodeAddresses[i] != want[i] {
+			t.Errorf("address %d: %v, want %v", i, md.NodeAddresses[i], want[i])
+		}
+	}
+	node.Spec.ProviderID = "other://x"
+	if md, _ := (instances{}).InstanceMetadata(context.Background(), node); md.ProviderID != "other://x" {
+		t.Errorf("kept providerID: %q", md.ProviderID)
+	}
+}
