@@ -245,6 +245,7 @@ const (
 	reasonSessionDown   = "BGPSessionDown"
 	reasonSessionUp     = "BGPSessionEstablished"
 	reasonConfigInvalid = "BGPConfigInvalid"
+	reasonStopped       = "BGPStopped"
 )
 
 // serveBGP runs the agent in BGP mode: every eligible node advertises the
@@ -260,7 +261,10 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	bcast := record.NewBroadcaster(record.WithContext(ctx))
+	// Events outlive ctx (cancelled by SIGTERM) so the stop is recorded too.
+	evCtx, evCancel := context.WithCancel(context.Background())
+	defer evCancel()
+	bcast := record.NewBroadcaster(record.WithContext(evCtx))
 	bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer bcast.Shutdown()
 	rec := bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "vip-agent", Host: c.nodeName})
@@ -350,17 +354,34 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 
 	// Graceful stop: one withdrawal of every route and a NOTIFICATION to
 	// every peer, so the routers drop this node at once; then the addresses
-	// come off the interface. The agent's own bookkeeping follows (no-ops
-	// for the closed speaker) and records the Withdrawn events.
+	// come off the interface. Nothing moves to another node in BGP mode, so
+	// one Event on the Node says it rather than one per Service.
 	t0 := time.Now()
+	routes := len(sp.Advertised())
 	if err := sp.Close(); err != nil {
 		log.Error(err, "stopping BGP")
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ag.WithdrawEverything(sctx)
-	log.Info("stopped", "took", time.Since(t0).String())
+	stopEvent(client, c.nodeName, fmt.Sprintf("vip-agent stopping: withdrew %d routes and closed the BGP sessions", routes), log)
+	log.Info("stopped", "routes", routes, "took", time.Since(t0).String())
 	return runErr
+}
+
+// stopEvent records the stop on the Node synchronously: the recorder's
+// asynchronous sink would lose it when the process exits.
+func stopEvent(client kubernetes.Interface, nodeName, msg string, log logr.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	now := metav1.Now()
+	ev := &v1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: nodeName + ".", Namespace: metav1.NamespaceDefault},
+		InvolvedObject: *nodeRef(nodeName),
+		Reason:         reasonStopped, Message: msg, Type: v1.EventTypeNormal,
+		Source:         v1.EventSource{Component: "vip-agent", Host: nodeName},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	if _, err := client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		log.V(1).Info("could not record the stop on the Node", "err", err.Error())
+	}
 }
 
 // nodeWatch follows this node's BGP annotations.

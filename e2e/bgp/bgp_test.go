@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // lab is shared by every test and benchmark of this package; each one
@@ -150,6 +152,14 @@ func TestSIGTERM(t *testing.T) {
 	l.stopAgent("node1", syscall.SIGTERM)
 	if got := l.lo("node1"); len(got) != 0 {
 		t.Errorf("addresses left on node1's lo after a graceful stop: %v", got)
+	}
+	evs, err := l.admin.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{
+		FieldSelector: "involvedObject.kind=Node,involvedObject.name=node1,reason=BGPStopped"})
+	if err != nil || len(evs.Items) == 0 {
+		t.Errorf("no BGPStopped Event on node1 (%v)", err)
+	}
+	if log := tail(l.node("node1").agent.log, 30); strings.Contains(log, "broadcaster already stopped") {
+		t.Errorf("events lost at shutdown:\n%s", log)
 	}
 
 	l.restartAgent(t, "node1")
