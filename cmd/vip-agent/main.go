@@ -182,6 +182,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	}
 	log.Info("started", "node", c.nodeName, "mode", "arp", "heartbeatPeriod", c.heartbeatPeriod,
 		"heartbeatTimeout", c.heartbeatTimeout, "health", health)
+	go releaseStartupPages(ctx, log, ag.Synced)
 	runErr := ag.Run(ctx)
 
 	// Graceful stop: withdraw first, then hand the Leases to successors, so

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/controller-manager/controller"
 	"k8s.io/klog/v2"
 
+	"github.com/vip-lb/vip/internal/version"
 	"github.com/vip-lb/vip/pkg/ccm"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -114,14 +116,25 @@ func (f *vipFlags) complete() (ccm.Options, error) {
 }
 
 func main() {
-	ccmOptions, err := options.NewCloudControllerManagerOptions()
-	if err != nil {
-		klog.Fatalf("unable to initialise command options: %v", err)
-	}
 	vf := &vipFlags{opts: ccm.DefaultOptions()}
 	if err := vf.fromEnv(); err != nil {
 		fmt.Fprintln(os.Stderr, "vip-ccm:", err)
 		os.Exit(2)
+	}
+	cmd, err := newCommand(vf)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vip-ccm:", err)
+		os.Exit(2)
+	}
+	os.Exit(cli.Run(cmd))
+}
+
+// newCommand builds the cloud-controller-manager command with vip's
+// provider, controllers, flags and presets.
+func newCommand(vf *vipFlags) (*cobra.Command, error) {
+	ccmOptions, err := options.NewCloudControllerManagerOptions()
+	if err != nil {
+		return nil, fmt.Errorf("initialising command options: %w", err)
 	}
 	fss := cliflag.NamedFlagSets{}
 	vf.addTo(fss.FlagSet("vip"))
@@ -134,6 +147,7 @@ func main() {
 		if err := ccm.ReadConfigFile(c.ComponentConfig.KubeCloudShared.CloudProvider.CloudConfigFile); err != nil {
 			klog.Fatalf("%v", err)
 		}
+		klog.InfoS("vip-ccm", "version", version.Version)
 		o, err := vf.complete()
 		if err != nil {
 			klog.Fatalf("invalid vip options: %v", err)
@@ -147,15 +161,16 @@ func main() {
 
 	cmd := app.NewCloudControllerManagerCommand(ccmOptions, initCloud, controllers(vf), names.CCMControllerAliases(), fss, wait.NeverStop)
 	cmd.Use = "vip-ccm"
+	var perr error
 	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
 		if v, ok := presets[fl.Name]; ok {
-			if err := fl.Value.Set(v); err != nil {
-				klog.Fatalf("presetting --%s: %v", fl.Name, err)
+			if err := fl.Value.Set(v); err != nil && perr == nil {
+				perr = fmt.Errorf("presetting --%s: %w", fl.Name, err)
 			}
 			fl.DefValue = v
 		}
 	})
-	os.Exit(cli.Run(cmd))
+	return cmd, perr
 }
 
 // controllers runs the service controller, the cloud-node controller and,

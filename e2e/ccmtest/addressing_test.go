@@ -1,6 +1,10 @@
 package ccmtest
 
 import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -141,6 +145,10 @@ func TestAddressing(t *testing.T) {
 		create(t, cs, LBService("static", "garbage", WithAnnotation(annIPs, "not-an-ip")))
 		waitEvent(t, cs, "static", "Service", "garbage", v1.EventTypeWarning, "InvalidAddressRequest")
 		assertPending(t, cs, "static", "garbage", 0)
+		// 0.0.0.0 asks for DHCP: left to the agent, pending here.
+		create(t, cs, LBService("static", "dhcp", WithAnnotation(annIPs, "0.0.0.0")))
+		waitEvent(t, cs, "static", "Service", "dhcp", v1.EventTypeNormal, "WaitingForDHCP")
+		assertPending(t, cs, "static", "dhcp", 0)
 		// Changing the request moves the Service to the new address.
 		patchAnnotation(t, h, "static", "ann", "10.99.0.15")
 		waitFor(t, "static/ann moves to 10.99.0.15", func() bool {
@@ -280,6 +288,39 @@ func TestAddressing(t *testing.T) {
 		wantIP(t, cs, "skip", "k3", "10.91.1.0")
 	})
 
+	t.Run("MetricsAndHealth", func(t *testing.T) {
+		// /metrics goes through delegated authentication and authorization
+		// (TokenReview, SubjectAccessReview: the RBAC for both is exercised).
+		body := scrape(t, h, ccm, "/metrics", h.Env.AdminToken(), 200)
+		for _, want := range []string{"vip_ccm_allocations_total", `vip_ccm_pool_used{pool="cidr-global"}`,
+			`vip_ccm_pool_size{family="IPv4",pool="cidr-nsa"} 2` /* skip-end-ips is on by now */, `vip_ccm_pool_size{family="IPv6",pool="range-v6only"} 3`, "vip_ccm_allocation_failures_total", "vip_ccm_ensure_seconds_bucket"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+		scrape(t, h, ccm, "/metrics", "", 403) // anonymous: refused
+		scrape(t, h, ccm, "/healthz", "", 200) // always allowed, for probes
+	})
+
+	t.Run("DeployManifestsApply", func(t *testing.T) {
+		// The API server validates the shipped Deployment (no controller
+		// runs it here).
+		root, err := RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Env.ApplyFile(ctx, root+"/deploy/ccm/deployment.yaml"); err != nil {
+			t.Fatal(err)
+		}
+		d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "vip-ccm", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *d.Spec.Replicas != 2 || d.Spec.Template.Spec.ServiceAccountName != "vip-ccm" {
+			t.Errorf("deployment: replicas %d, serviceAccount %q", *d.Spec.Replicas, d.Spec.Template.Spec.ServiceAccountName)
+		}
+	})
+
 	t.Run("NoDuplicates", func(t *testing.T) {
 		l, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -368,4 +409,29 @@ func supportsDualStack(t *testing.T, h *Harness) bool {
 	}
 	_ = h.Admin.CoreV1().Services("probe").Delete(ctx, "dual", metav1.DeleteOptions{})
 	return true
+}
+
+// scrape GETs path from vip-ccm's secure port with the bearer token (none
+// when empty) and checks the status code.
+func scrape(t *testing.T, h *Harness, c *CCM, path, token string, code int) string {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // self-signed serving cert
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(tctx(t), http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d%s", c.Port, path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != code {
+		t.Fatalf("GET %s: %s, want %d: %s", path, resp.Status, code, b)
+	}
+	return string(b)
 }

@@ -110,6 +110,17 @@ func TestPoolProblems(t *testing.T) {
 		}
 	})
 
+	t.Run("StaticOutsidePoolsSetting", func(t *testing.T) {
+		h.SetPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32", "allow-static-outside-pools": "false"})
+		time.Sleep(time.Second)
+		create(t, cs, LBService("fine", "outside", WithAnnotation(annIPs, "10.99.9.9")))
+		waitEvent(t, cs, "fine", "Service", "outside", v1.EventTypeWarning, "AddressOutsidePools")
+		assertPending(t, cs, "fine", "outside", 0)
+		// Allowed again (the default): the same request is served on retry.
+		h.SetPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32"})
+		wantIP(t, cs, "fine", "outside", "10.99.9.9")
+	})
+
 	t.Run("DeletedConfigMap", func(t *testing.T) {
 		if err := cs.CoreV1().ConfigMaps(PoolsNamespace).Delete(ctx, PoolsName, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
