@@ -315,3 +315,9 @@ func (l *Lab) WaitLeaseGone(ctx context.Context, ns, svc string) error {
 		return err == nil && !exists, nil
 	})
 }
+
+// Poll calls f every interval until it returns true or an error, or ctx
+// ends.
+func Poll(ctx context.Context, interval time.Duration, f func() (bool, error)) error {
+	return poll(ctx, interval, f)
+}

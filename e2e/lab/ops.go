@@ -450,36 +450,34 @@ func (p *Prober) Stop() []ProbeResult {
 	return p.Results()
 }
 
-// Outage measures the client-observed outage in probe results: from the
-// first failed probe (or first answer from another node than the one
-// before it) to the first later success from newOwner. Without any failure
-// it is zero. ok is false when newOwner never answered after the failure.
+// Outage measures the client-observed outage in probe results (sorted by
+// start time): from the first failed probe of the outage to the first
+// probe answered by newOwner. The outage's first failed probe is the first
+// failure after the last success that precedes that answer, so an isolated
+// failure earlier on (a probe starved of CPU) does not count. Zero when no
+// probe failed in between; ok is false when newOwner never answered.
+// failures counts the failed probes in the outage.
 func Outage(rs []ProbeResult, newOwner string) (outage time.Duration, failures int, ok bool) {
-	start := -1
-	for i, r := range rs {
-		if r.Err != nil {
-			start = i
-			break
+	// j: the first answer from newOwner that follows a failure or an
+	// answer from another node.
+	j := -1
+	for i := 1; i < len(rs) && j < 0; i++ {
+		if rs[i].Err == nil && rs[i].Node == newOwner && (rs[i-1].Err != nil || rs[i-1].Node != newOwner) {
+			j = i
 		}
 	}
-	if start < 0 {
-		for _, r := range rs {
-			if r.Node == newOwner {
-				return 0, 0, true
-			}
-		}
+	if j < 0 {
 		return 0, 0, false
 	}
-	for _, r := range rs[start:] {
-		if r.Err != nil {
-			failures++
-			continue
-		}
-		if r.Node == newOwner {
-			return r.At.Sub(rs[start].At), failures, true
-		}
+	start := j
+	for start > 0 && rs[start-1].Err != nil {
+		start--
 	}
-	return 0, failures, false
+	failures = j - start
+	if failures == 0 {
+		return 0, 0, true
+	}
+	return rs[j].At.Sub(rs[start].At), failures, true
 }
 
 // Failures counts failed probes.
