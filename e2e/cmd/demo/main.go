@@ -335,4 +335,3 @@ func (d *demo) curl(ctx context.Context, vip netip.Addr) {
 	}
 	d.say("client: GET %s  ->  %s", url, got)
 }
-
