@@ -47,6 +47,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "manifest" {
+		return runManifest(args[1:], os.Stdout)
+	}
 	// kube-vip's manifests pass a sub-command ("manager", "service"); vip
 	// has one job, so those words are accepted and ignored.
 	for len(args) > 0 && (args[0] == "manager" || args[0] == "service" || args[0] == "start") {
