@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"reflect"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -18,11 +17,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vip-lb/vip/pkg/agent"
@@ -381,112 +378,5 @@ func stopEvent(client kubernetes.Interface, nodeName, msg string, log logr.Logge
 	}
 	if _, err := client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		log.V(1).Info("could not record the stop on the Node", "err", err.Error())
-	}
-}
-
-// nodeWatch follows this node's BGP annotations.
-type nodeWatch struct {
-	client       kubernetes.Interface
-	node, prefix string
-	base         bgpconfig.Config
-	pw           bgpconfig.Passwords
-	log          logr.Logger
-	rec          record.EventRecorder
-	informer     cache.SharedIndexInformer
-	factory      informers.SharedInformerFactory
-	changed      chan struct{}
-	lastErr      string
-	current      bgpconfig.Config
-}
-
-func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconfig.Config, pw bgpconfig.Passwords, log logr.Logger, rec record.EventRecorder) *nodeWatch {
-	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = "metadata.name=" + node
-	}))
-	w := &nodeWatch{client: client, node: node, prefix: prefix, base: base, pw: pw, log: log, rec: rec,
-		factory: f, informer: f.Core().V1().Nodes().Informer(), changed: make(chan struct{}, 1)}
-	poke := func(any) {
-		select {
-		case w.changed <- struct{}{}:
-		default:
-		}
-	}
-	_, _ = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke})
-	return w
-}
-
-// resolve computes the configuration from the node's current annotations.
-func (w *nodeWatch) resolve() (bgpconfig.Config, error) {
-	obj, ok, err := w.informer.GetStore().GetByKey(w.node)
-	if err != nil || !ok {
-		return bgpconfig.Config{}, fmt.Errorf("node %s not found", w.node)
-	}
-	n := obj.(*v1.Node)
-	s, found, err := bgpconfig.FromAnnotations(w.prefix, n.Annotations)
-	if err != nil {
-		return bgpconfig.Config{}, err
-	}
-	if !found {
-		return resolveBGP(w.base, w.pw, nil)
-	}
-	return resolveBGP(w.base, w.pw, &s)
-}
-
-func (w *nodeWatch) report(err error) {
-	if err.Error() == w.lastErr {
-		return
-	}
-	w.lastErr = err.Error()
-	w.log.Info("BGP settings from the node's annotations are not usable", "prefix", w.prefix, "err", err.Error())
-	w.rec.Eventf(nodeRef(w.node), v1.EventTypeWarning, reasonConfigInvalid, "BGP annotations under %s/: %v", w.prefix, err)
-}
-
-// start waits until the node's annotations, laid over the flags, give a
-// complete configuration (as kube-vip does), and returns it.
-func (w *nodeWatch) start(ctx context.Context) (bgpconfig.Config, error) {
-	w.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
-		return bgpconfig.Config{}, fmt.Errorf("waiting for node %s: %w", w.node, ctx.Err())
-	}
-	for {
-		c, err := w.resolve()
-		if err == nil {
-			w.current, w.lastErr = c, ""
-			w.log.Info("BGP settings read from node annotations", "prefix", w.prefix, "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
-			return c, nil
-		}
-		w.report(err)
-		select {
-		case <-ctx.Done():
-			return bgpconfig.Config{}, ctx.Err()
-		case <-w.changed:
-		}
-	}
-}
-
-// follow applies annotation changes until ctx ends; a bad change keeps the
-// last good configuration.
-func (w *nodeWatch) follow(ctx context.Context, apply func(context.Context, bgpconfig.Config) error) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.changed:
-		}
-		c, err := w.resolve()
-		if err != nil {
-			w.report(err)
-			continue
-		}
-		w.lastErr = ""
-		if reflect.DeepEqual(c, w.current) {
-			continue
-		}
-		if err := apply(ctx, c); err != nil {
-			w.report(err)
-			continue
-		}
-		w.current = c
-		w.log.Info("BGP settings changed by node annotations", "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
 	}
 }

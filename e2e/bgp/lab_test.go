@@ -3,17 +3,13 @@
 package bgp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,160 +98,6 @@ func (l *bgpLab) ip6(seg string, host int) netip.Addr {
 // pool4 and pool6 are the Service pools.
 func (l *bgpLab) pool4() netip.Prefix { return netip.PrefixFrom(l.ip4(8, 0), 22) }
 func (l *bgpLab) pool6() netip.Prefix { return netip.PrefixFrom(l.ip6("8", 0), 120) }
-
-// run executes a command and returns its output; errors carry the output.
-func run(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
-
-func ipc(args ...string) error {
-	_, err := run("ip", args...)
-	return err
-}
-
-func sysctl(ns string, kv ...string) error {
-	for i := 0; i+1 < len(kv); i += 2 {
-		if _, err := run("ip", "netns", "exec", ns, "sysctl", "-qw", kv[i]+"="+kv[i+1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// inNetns runs fn on a locked thread inside namespace name; sockets fn
-// opens stay there.
-func inNetns(name string, fn func() error) error {
-	res := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			res <- errors.Join(ferr, err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		res <- ferr
-	}()
-	return <-res
-}
-
-// proc is a program run inside a namespace with `ip netns exec` (which
-// execs, so the PID is the program's own).
-type proc struct {
-	name, ns, log, bin string
-	args, env          []string
-	user               *syscall.Credential
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *proc) start() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		select {
-		case <-p.done:
-		default:
-			return fmt.Errorf("%s already running", p.name)
-		}
-	}
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fmt.Fprintf(f, "==== %s %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
-	cmd := exec.Command("ip", append([]string{"netns", "exec", p.ns, p.bin}, p.args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), p.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", p.name, err)
-	}
-	done := make(chan struct{})
-	p.cmd, p.done = cmd, done
-	go func() { _ = cmd.Wait(); close(done) }()
-	return nil
-}
-
-func (p *proc) pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.Process == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
-
-func (p *proc) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop signals the program by PID and waits for it; after timeout it is
-// killed.
-func (p *proc) stop(sig syscall.Signal, timeout time.Duration) {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 func (l *bgpLab) track(p *proc) *proc {
 	l.mu.Lock()
@@ -682,29 +524,5 @@ func (l *bgpLab) close() {
 	}
 	if l.dir != "" && os.Getenv("VIP_E2E_KEEP") != "1" {
 		_ = os.RemoveAll(l.dir)
-	}
-}
-
-// frrUser is the frr account's credentials (FRR's daemons drop to it).
-func frrUser() (uid, gid int, err error) {
-	u, err := user.Lookup("frr")
-	if err != nil {
-		return 0, 0, err
-	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-	return uid, gid, nil
-}
-
-// dialIn returns a dialer opening its sockets in namespace ns.
-func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := inNetns(ns, func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
 	}
 }
