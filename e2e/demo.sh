@@ -54,6 +54,7 @@ ip netns list >/dev/null 2>&1 || fail "network namespaces are not usable here"
 
 step "building etcd, kube-apiserver, vip-ccm and vip-agent (only what is missing or changed)"
 if [ ! -x "$BIN/etcd" ] || [ ! -x "$BIN/kube-apiserver" ]; then
+  [ "$BIN" = "$ROOT/bin" ] || fail "etcd or kube-apiserver missing in $BIN (VIP_BIN_DIR); unset it to build them into bin/"
   echo "    etcd/kube-apiserver missing in $BIN: building them (a few minutes the first time)"
   make --no-print-directory bin/etcd bin/kube-apiserver || fail "building the API server binaries"
 fi

@@ -180,6 +180,8 @@ func (d *demo) run(ctx context.Context) error {
 	d.say("%s's heartbeat went stale; %s took the Lease %v after the cut and announced %s", owner, next, tLease.Round(time.Millisecond), vip)
 
 	d.begin("traffic continues from the new owner")
+	d.say("client-observed outage: %v (first failed probe -> first answer from %s; %d of %d probes failed)",
+		outage.Round(time.Millisecond), next, fails, len(rs))
 	for i := 0; i < 3; i++ {
 		d.curl(ctx, vip)
 	}
@@ -189,7 +191,6 @@ func (d *demo) run(ctx context.Context) error {
 	d.show(d.kubectl(ctx, "get", "lease", lab.LeasePrefix+svcName, "-o",
 		"custom-columns=LEASE:.metadata.name,HOLDER:.spec.holderIdentity,REASON:.metadata.annotations.vip\\.io/reason"))
 	d.show(d.events(ctx))
-	d.say("client-observed outage: %v (%d of %d probes failed)", outage.Round(time.Millisecond), fails, len(rs))
 
 	d.begin("bringing " + owner + " back")
 	if err := l.RestorePort(owner); err != nil {
@@ -198,7 +199,20 @@ func (d *demo) run(ctx context.Context) error {
 	if err := l.WaitSettled(ctx, time.Minute); err != nil {
 		return err
 	}
-	d.say("%s is alive again; it gets %s back once it has been up for the settle time (10 s by default)", owner, svcName)
+	back := time.Now()
+	d.say("%s is alive again; it is the preferred node of %s, which moves back once %s has been up for the settle time (10 s by default)",
+		owner, svcName, owner)
+	bctx, bcancel := context.WithTimeout(ctx, time.Minute)
+	defer bcancel()
+	if _, err := l.WaitHolder(bctx, ns, svcName, func(h string) bool { return h == owner }); err != nil {
+		return d.withLogs(err)
+	}
+	if _, err := l.WaitServedBy(bctx, vip, lab.ServicePort, func(n string) bool { return n == owner }); err != nil {
+		return d.withLogs(err)
+	}
+	d.say("handed back to %s %v after it returned (withdrawn by %s first, then announced by %s)",
+		owner, time.Since(back).Round(100*time.Millisecond), next, owner)
+	d.curl(ctx, vip)
 	return nil
 }
 
