@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -211,9 +213,37 @@ func resolveBGP(base bgpconfig.Config, pw bgpconfig.Passwords, node *bgpconfig.N
 	return c, c.Validate()
 }
 
+// unsupportedBGPEnv are kube-vip BGP settings vip does not implement.
+var unsupportedBGPEnv = map[string]string{
+	"bgp_mpbgp_nexthop": "--bgp-nexthop / --bgp-nexthop6", "bgp_mpbgp_ipv4": "--bgp-nexthop", "bgp_mpbgp_ipv6": "--bgp-nexthop6",
+}
+
+// checkBGPEnv refuses environment variables that look like BGP settings but
+// are not ones vip reads, so a typo or an unsupported kube-vip setting stops
+// the agent instead of being ignored.
+func checkBGPEnv(environ []string) error {
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "bgp_") || name == "bgp_enable" {
+			continue
+		}
+		if _, ok := bgpEnvFlags[name]; ok {
+			continue
+		}
+		if instead, ok := unsupportedBGPEnv[name]; ok {
+			return badBGP("environment %s is not supported; use %s", name, instead)
+		}
+		return badBGP("environment %s is not a BGP setting vip knows (see docs/bgp.md)", name)
+	}
+	return nil
+}
+
 // validate checks the BGP settings at start. With --annotations the node
 // may still supply the AS, router ID and peers, so only the rest is checked.
 func (b *bgpConfig) validate() error {
+	if err := checkBGPEnv(os.Environ()); err != nil {
+		return err
+	}
 	base, pw, err := b.static()
 	if err != nil {
 		return err

@@ -148,3 +148,18 @@ func TestBGPConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckBGPEnv(t *testing.T) {
+	ok := []string{"PATH=/bin", "bgp_enable=true", "bgp_peers=10.0.0.1:1", "bgp_hold_time=9", "vip_arp=false"}
+	if err := checkBGPEnv(ok); err != nil {
+		t.Fatal(err)
+	}
+	for env, want := range map[string]string{
+		"bgp_mpbgp_nexthop=fixed": "--bgp-nexthop",
+		"bgp_peer_as=1":           "bgp_peer_as is not a BGP setting",
+	} {
+		if err := checkBGPEnv(append(ok, env)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v; want %q", env, err, want)
+		}
+	}
+}
