@@ -323,3 +323,85 @@ func TestInstanceMetadata(t *testing.T) {
 		t.Errorf("kept providerID: %q", md.ProviderID)
 	}
 }
+
+func TestNodeAddressesForbidUntilRemoved(t *testing.T) {
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.0"}}}}
+	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/31"}, node)
+	if ips, err := ensureIPs(t, lb, lbSvc("default", "a")); err != nil || ips[0] != "10.0.0.1" {
+		t.Fatalf("got %v %v, want 10.0.0.1 (10.0.0.0 is the node's)", ips, err)
+	}
+	// A status update that keeps the address changes nothing.
+	same := node.DeepCopy()
+	same.Status.Addresses = append(same.Status.Addresses, v1.NodeAddress{Type: v1.NodeHostName, Address: "n1"})
+	lb.nodeAddrs(node, same)
+	if _, err := ensureIPs(t, lb, lbSvc("default", "b")); err == nil {
+		t.Fatal("the node's address was handed out")
+	}
+	// The node changes its address: 10.0.0.0 is free.
+	moved := same.DeepCopy()
+	moved.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.9.9.9"}}
+	lb.nodeAddrs(same, moved)
+	if ips, err := ensureIPs(t, lb, lbSvc("default", "c")); err != nil || ips[0] != "10.0.0.0" {
+		t.Fatalf("got %v %v, want the freed 10.0.0.0", ips, err)
+	}
+}
+
+func TestClassController(t *testing.T) {
+	const class = "kube-vip.io/kube-vip-class"
+	opts := DefaultOptions()
+	opts.Class = lbsvc.ClassRule{Name: class}
+	classed := lbSvc("default", "c", func(s *v1.Service) { c := class; s.Spec.LoadBalancerClass = &c })
+	plain := lbSvc("default", "p")
+	client := fake.NewClientset(classed, plain,
+		&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: opts.ConfigMapName, Namespace: opts.ConfigMapNamespace}, Data: map[string]string{"cidr-global": "10.0.0.0/30"}})
+	lb := newLoadBalancer(opts, nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	lb.start(client, record.NewFakeRecorder(100), stop)
+	f := informers.NewSharedInformerFactory(client, 0)
+	lb.setInformers(f)
+	cc := NewClassController(class, lb, client, f.Core().V1().Services())
+	f.Start(stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go cc.Run(ctx, 2)
+
+	get := func(name string) *v1.Service {
+		s, err := client.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out: %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitUntil("classed Service served", func() bool {
+		s := get("c")
+		return len(s.Status.LoadBalancer.Ingress) == 1 && len(s.Finalizers) == 1 && s.Finalizers[0] == FinalizerLoadBalancerCleanup
+	})
+	if s := get("p"); len(s.Status.LoadBalancer.Ingress) != 0 || len(s.Finalizers) != 0 {
+		t.Errorf("the class controller touched an unclassed Service: %+v", s)
+	}
+	// Type change away from LoadBalancer (the API server clears the class).
+	s := get("c")
+	s.Spec.Type = v1.ServiceTypeClusterIP
+	s.Spec.LoadBalancerClass = nil
+	if _, err := client.CoreV1().Services("default").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("finalizer and status removed", func() bool {
+		s := get("c")
+		return len(s.Finalizers) == 0 && len(s.Status.LoadBalancer.Ingress) == 0
+	})
+	if _, ok, _ := lb.GetLoadBalancer(ctx, "", s); ok {
+		t.Error("address not released")
+	}
+}

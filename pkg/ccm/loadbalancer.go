@@ -132,19 +132,13 @@ func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
 func (lb *LoadBalancer) nodeAddrs(old, cur any) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
-	before := len(lb.nodeIPs)
 	removed := false
-	defer func() {
-		// An address that is no longer a node's may be handed out again: make
-		// the allocator search the pools from the start once more.
-		if removed || len(lb.nodeIPs) < before {
-			lb.alloc.SetForbidden(lb.forbidden)
-		}
-	}()
+	// The new addresses are counted before the old ones are dropped, so an
+	// address a node keeps never drops to zero on the way.
 	for _, o := range []struct {
 		obj any
 		d   int
-	}{{old, -1}, {cur, 1}} {
+	}{{cur, 1}, {old, -1}} {
 		if tomb, ok := o.obj.(cache.DeletedFinalStateUnknown); ok {
 			o.obj = tomb.Obj
 		}
@@ -161,6 +155,11 @@ func (lb *LoadBalancer) nodeAddrs(old, cur any) {
 				}
 			}
 		}
+	}
+	if removed {
+		// An address that is no longer a node's may be handed out again:
+		// make the allocator search the pools from the start once more.
+		lb.alloc.SetForbidden(lb.forbidden)
 	}
 }
 
