@@ -376,6 +376,7 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
 	}
+	go releaseStartupPages(ctx, log, ag.Synced)
 	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers))
 	runErr := ag.Run(ctx)
 
