@@ -32,6 +32,7 @@ import (
 
 	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/announce"
+	"github.com/vip-lb/vip/pkg/controlplane"
 	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -76,12 +77,16 @@ func run(args []string) error {
 		return fmt.Errorf("%w: logging: %v", errConfig, err)
 	}
 	log := klog.Background().WithName("vip-agent")
-	if cfg.leaseDuration != 5 || cfg.renewDeadline != 3 || cfg.retryPeriod != 1 {
-		log.Info("kube-vip lease timings accepted but unused: vip detects dead nodes by heartbeat",
+	if !cfg.controlPlane && (cfg.leaseDuration != controlplane.DefaultLeaseDuration ||
+		cfg.renewDeadline != controlplane.DefaultRenewDeadline || cfg.retryPeriod != controlplane.DefaultRetryPeriod) {
+		log.Info("kube-vip lease timings accepted but unused: they time the control-plane Lease, and vip detects dead nodes by heartbeat",
 			"heartbeatPeriod", cfg.heartbeatPeriod, "heartbeatTimeout", cfg.heartbeatTimeout)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if cfg.controlPlane && !cfg.services {
+		return serveControlPlane(ctx, cfg, log)
+	}
 	if cfg.bgp {
 		return serveBGP(ctx, cfg, log)
 	}
@@ -117,7 +122,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	bcast := record.NewBroadcaster(record.WithContext(ctx))
+	bcast := record.NewBroadcaster(record.WithContext(context.Background())) // outlives SIGTERM: the stop writes Events too
 	bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer bcast.Shutdown()
 	rec := bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "vip-agent", Host: c.nodeName})
@@ -186,7 +191,13 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	log.Info("started", "node", c.nodeName, "mode", "arp", "heartbeatPeriod", c.heartbeatPeriod,
 		"heartbeatTimeout", c.heartbeatTimeout, "health", health)
 	go releaseStartupPages(ctx, log, ag.Synced)
+	cpWait, err := startControlPlane(ctx, c, l2, reg, log)
+	if err != nil {
+		elCancel()
+		return err
+	}
 	runErr := ag.Run(ctx)
+	cpWait() // the control-plane VIP is withdrawn and its Lease released
 
 	// Graceful stop: withdraw first, then hand the Leases to successors, so
 	// no address is ever announced from two nodes and the successors take
