@@ -75,7 +75,7 @@ unit: bin/etcd bin/kube-apiserver ## go test ./... (-race except RACE_SKIP packa
 
 e2e: bin/etcd bin/kube-apiserver build ## end-to-end tests in e2e/ (root only; build tag e2e)
 ifeq ($(IS_ROOT),yes)
-	@if [ -n "$(HAVE_E2E)" ]; then set -x; $(TEST_ENV) $(GO) test -tags e2e -count=1 -timeout 30m ./e2e/...; \
+	@if [ -n "$(HAVE_E2E)" ]; then set -x; $(TEST_ENV) $(GO) test -tags e2e -p 1 -count=1 -timeout 30m ./e2e/...; \
 	else echo "e2e: no Go files in e2e/ yet, skipped"; fi
 else
 	@echo "e2e: skipped (needs root for network namespaces)"
@@ -92,7 +92,7 @@ bench: bin/etcd bin/kube-apiserver build ## unit + e2e benchmarks: figures -> _o
 	@{ echo "# vip benchmarks $$(date -u +%FT%TZ) $$($(GO) version) $$(nproc) cpu"; \
 	  $(TEST_ENV) $(GO) test -run '^$$' -bench . -benchmem ./...; \
 	  if [ "$(IS_ROOT)" = yes ] && [ -n "$(HAVE_E2E)" ]; then \
-	    $(TEST_ENV) $(GO) test -tags e2e -run '^$$' -bench . -benchmem -timeout 30m ./e2e/...; \
+	    $(TEST_ENV) $(GO) test -tags e2e -p 1 -run '^$$' -bench . -benchmem -timeout 30m ./e2e/...; \
 	  else echo "# e2e benchmarks skipped (need root and e2e/*.go)"; fi; } 2>&1 | tee _out/bench.log
 	@grep '^Benchmark' _out/bench.log >> _out/bench.txt || true
 	@echo "figures: _out/bench.txt (go test output: _out/bench.log)"
