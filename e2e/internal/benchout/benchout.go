@@ -1,6 +1,6 @@
 // Package benchout records the figures of the end-to-end benchmarks in
 // _out/bench.txt, one block per benchmark, each starting with a header line
-// (benchmark name, time, Go version, CPUs).
+// (benchmark name, time, Go version, CPUs, load averages).
 //
 // `make bench` already pipes the whole `go test -bench` output through
 // `tee _out/bench.txt`; a second writer appending to that file would be
@@ -26,7 +26,8 @@ const EnvOut = "VIP_BENCH_OUT"
 // Write records the lines of one benchmark under a header line.
 func Write(name string, lines ...string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "## %s  %s  %s  %d cpu\n", name, time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.NumCPU())
+	fmt.Fprintf(&b, "## %s  %s  %s  %d cpu  load %s\n", name, time.Now().UTC().Format(time.RFC3339),
+		runtime.Version(), runtime.NumCPU(), loadavg())
 	for _, l := range lines {
 		for _, s := range strings.Split(strings.TrimRight(l, "\n"), "\n") {
 			fmt.Fprintf(&b, "   %s\n", s)
@@ -57,6 +58,20 @@ func Write(name string, lines ...string) error {
 		werr = cerr
 	}
 	return werr
+}
+
+// loadavg is the 1, 5 and 15 minute load averages (the machine may be
+// shared: figures measured under load are worse).
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // repoDir is the nearest folder at or above the working directory with a go.mod.
