@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/vip-lb/vip/pkg/controlplane"
 )
 
 // errConfig marks a configuration the agent refuses to start with.
@@ -34,10 +36,13 @@ type config struct {
 	workers                           int
 	qps                               float32
 	burst                             int
-	// kube-vip's lease timings, validated and reported but not used: vip
-	// judges liveness by node heartbeats.
+	// kube-vip's lease timings: they time the control-plane Lease; Service
+	// failover follows node heartbeats instead. In BGP mode leaderElection
+	// says whether only the Lease holder advertises the control-plane VIP.
 	leaderElection, svcElection               bool
-	leaseDuration, renewDeadline, retryPeriod int
+	leaseDuration, renewDeadline, retryPeriod time.Duration
+	// cp is the control-plane part (controlplane.go).
+	cp cpConfig
 	// bgpc is the BGP mode's part (bgp.go).
 	bgpc bgpConfig
 }
@@ -50,7 +55,9 @@ func defaultConfig() config {
 		metricsAddr: ":2112", cmName: "kubevip", cmNamespace: "kube-system",
 		garpCount: 3, garpInterval: 150 * time.Millisecond, workers: 8, qps: 100, burst: 200,
 		className:      "kube-vip.io/kube-vip-class",
-		leaderElection: true, svcElection: true, leaseDuration: 5, renewDeadline: 3, retryPeriod: 1,
+		leaderElection: true, svcElection: true, leaseDuration: controlplane.DefaultLeaseDuration,
+		renewDeadline: controlplane.DefaultRenewDeadline, retryPeriod: controlplane.DefaultRetryPeriod,
+		cp:   defaultCPConfig(),
 		bgpc: defaultBGPConfig(),
 	}
 }
@@ -83,9 +90,10 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.burst, "kube-api-burst", c.burst, "Client burst towards the API server.")
 	fs.BoolVar(&c.leaderElection, "leader-election", c.leaderElection, "kube-vip compatibility (env vip_leaderelection); vip always elects per Service.")
 	fs.BoolVar(&c.svcElection, "service-election", c.svcElection, "kube-vip compatibility (env svc_election); vip always elects per Service.")
-	fs.IntVar(&c.leaseDuration, "lease-duration", c.leaseDuration, "kube-vip compatibility (env vip_leaseduration, seconds); see --heartbeat-timeout.")
-	fs.IntVar(&c.renewDeadline, "lease-renew-deadline", c.renewDeadline, "kube-vip compatibility (env vip_renewdeadline, seconds).")
-	fs.IntVar(&c.retryPeriod, "lease-retry-period", c.retryPeriod, "kube-vip compatibility (env vip_retryperiod, seconds).")
+	fs.Var(secondsOrDuration{&c.leaseDuration}, "lease-duration", "Control-plane Lease duration: whole seconds as kube-vip, or a duration (env vip_leaseduration). Service failover follows --heartbeat-timeout.")
+	fs.Var(secondsOrDuration{&c.renewDeadline}, "lease-renew-deadline", "Control-plane Lease renew deadline (env vip_renewdeadline).")
+	fs.Var(secondsOrDuration{&c.retryPeriod}, "lease-retry-period", "Control-plane Lease renewal period (env vip_retryperiod).")
+	c.cp.flags(fs)
 	c.bgpc.flags(fs)
 }
 
@@ -111,14 +119,13 @@ var unsupportedEnv = map[string]string{
 	"egress_servicecidr": "Service egress", "egress_withnftables": "Service egress", "lb_enable": "the IPVS control-plane load balancer",
 	"zebra_enable": "Zebra integration", "mirror_dest_interface": "traffic mirroring", "enable_service_security": "service security rules",
 	"cp_detect": "control-plane address detection", "enable_upnp": "UPnP port mappings", "vip_ddns": "dynamic DNS",
-	"vip_address": "the control-plane VIP",
-	"address":     "the control-plane VIP",
 }
 
 // applyEnv sets every flag not given on the command line from env.
 func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
 	all := maps.Clone(envFlags)
 	maps.Copy(all, bgpEnvFlags)
+	maps.Copy(all, cpEnvFlags)
 	names := make([]string, 0, len(all))
 	for k := range all {
 		names = append(names, k)
@@ -167,19 +174,21 @@ func (c *config) validate() error {
 		}
 	}
 	if c.controlPlane {
-		return fmt.Errorf("%w: --controlplane (cp_enable): the control-plane VIP is not available in this build", errConfig)
+		if err := c.cp.validate(c); err != nil {
+			return err
+		}
 	}
-	if !c.services {
-		return fmt.Errorf("%w: --services=false (svc_enable=false) leaves nothing to do", errConfig)
+	if !c.services && !c.controlPlane {
+		return fmt.Errorf("%w: --services=false (svc_enable=false) without --controlplane (cp_enable) leaves nothing to do", errConfig)
 	}
-	if c.arp && c.metricsAddr == "" {
+	if c.arp && c.services && c.metricsAddr == "" {
 		return fmt.Errorf("%w: --metrics-address (prometheus_server) must not be empty in ARP mode: peers probe this agent's health there before deciding it is cut off", errConfig)
 	}
 	if c.heartbeatPeriod <= 0 || c.heartbeatTimeout < 2*c.heartbeatPeriod {
 		return fmt.Errorf("%w: --heartbeat-timeout (%v) must be at least twice --heartbeat-period (%v)", errConfig, c.heartbeatTimeout, c.heartbeatPeriod)
 	}
 	if c.leaseDuration <= 0 || c.renewDeadline <= 0 || c.retryPeriod <= 0 || c.renewDeadline >= c.leaseDuration || c.retryPeriod >= c.renewDeadline {
-		return fmt.Errorf("%w: lease timings must satisfy 0 < retry (%d) < renew deadline (%d) < duration (%d)", errConfig, c.retryPeriod, c.renewDeadline, c.leaseDuration)
+		return fmt.Errorf("%w: lease timings must satisfy 0 < retry (%v) < renew deadline (%v) < duration (%v)", errConfig, c.retryPeriod, c.renewDeadline, c.leaseDuration)
 	}
 	if c.garpCount < 1 || c.garpInterval < 0 || c.workers < 1 {
 		return fmt.Errorf("%w: --garp-count and --workers must be positive", errConfig)
