@@ -378,7 +378,13 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	}
 	go releaseStartupPages(ctx, log, ag.Synced)
 	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers))
+	cpWait, err := startControlPlane(ctx, c, sp, reg, log)
+	if err != nil {
+		_ = sp.Close()
+		return err
+	}
 	runErr := ag.Run(ctx)
+	cpWait() // the control-plane VIP is withdrawn before the speaker closes
 
 	// Graceful stop: one withdrawal of every route and a NOTIFICATION to
 	// every peer, so the routers drop this node at once; then the addresses
