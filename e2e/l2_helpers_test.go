@@ -38,7 +38,9 @@ func l2Lab(t testing.TB, o lab.Options) *lab.Lab {
 		t.Fatalf("lab: %v", err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
+		// A test failure shows the programs' logs; a benchmark fails for a
+		// missed target, which its figures already explain.
+		if _, isTest := t.(*testing.T); isTest && t.Failed() {
 			t.Logf("lab logs (folder %s):\n%s", l.Dir, l.Logs(60))
 		}
 		if err := l.Close(); err != nil {
