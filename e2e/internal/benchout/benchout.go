@@ -2,12 +2,10 @@
 // _out/bench.txt, one block per benchmark, each starting with a header line
 // (benchmark name, time, Go version, CPUs, load averages).
 //
-// `make bench` already pipes the whole `go test -bench` output through
-// `tee _out/bench.txt`; a second writer appending to that file would be
-// overwritten by tee, so under make (MAKELEVEL set) the block goes to
-// standard output only, and tee puts it in the file. Run directly
-// (`go test -tags e2e -bench ...`), the block is printed and appended to
-// $VIP_BENCH_OUT, or to <repo>/_out/bench.txt.
+// The block is printed and appended to $VIP_BENCH_OUT, or to
+// <repo>/_out/bench.txt. `make bench` keeps that file (go test's own output
+// goes to _out/bench.log) and appends the Benchmark result lines after the
+// run.
 package benchout
 
 import (
@@ -35,9 +33,6 @@ func Write(name string, lines ...string) error {
 	}
 	block := b.String()
 	_, _ = io.WriteString(os.Stdout, block)
-	if os.Getenv("MAKELEVEL") != "" && os.Getenv(EnvOut) == "" {
-		return nil
-	}
 	path := os.Getenv(EnvOut)
 	if path == "" {
 		dir, err := repoDir()
