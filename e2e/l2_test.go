@@ -5,6 +5,7 @@ package e2e
 import (
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -36,6 +37,7 @@ func TestL2(t *testing.T) {
 		{"RollingRestart", s.rolling},
 		{"ServiceDeleted", s.deleted},
 		{"APIServerDown", s.apiDown},
+		{"APIServerDownPeersPause", s.apiDownPeersPause},
 	} {
 		if !t.Run(st.name, st.f) && st.name == "Spread" {
 			t.Fatal("the Services the other subtests move could not be set up")
@@ -507,6 +509,64 @@ func (s *l2Suite) apiDown(t *testing.T) {
 		} else {
 			t.Logf("%s: all %d probes answered during the API server outage", name, len(rs))
 		}
+	}
+}
+
+// apiDownPeersPause: while the API server is down, the peers of one node
+// stop answering for 400 ms (SIGSTOP of their agents: a GC pause, CPU
+// starvation or a short network blip look the same to it). Nobody can
+// take over while the API server is down, so that node must keep its VIPs.
+func (s *l2Suite) apiDownPeersPause(t *testing.T) {
+	s.needSpread(t)
+	if os.Getenv("VIP_E2E_FENCE_REPRO") != "1" {
+		t.Skip("known bug in pkg/election self-fencing (one unanswered probe round fences); VIP_E2E_FENCE_REPRO=1 runs it")
+	}
+	l := s.l
+	holders := l2CurrentHolders(t, l, s.svcs)
+	victim, _ := l2Pick(holders)
+	before, err := l.NodeVIPs(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.StartAPIServer(l2Ctx(t, 2*time.Minute)); err != nil {
+			t.Errorf("restarting the API server: %v", err)
+		}
+		if err := l.WaitSettled(l2Ctx(t, time.Minute), time.Minute); err != nil {
+			t.Error(err)
+		}
+		l2WaitHome(t, l, s.svcs, s.home)
+	}()
+	time.Sleep(2 * time.Second)
+	var peers []*lab.Node
+	for _, n := range l.Nodes {
+		if n.Name != victim {
+			peers = append(peers, n)
+		}
+	}
+	for _, n := range peers {
+		if err := n.Agent.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(400 * time.Millisecond)
+	for _, n := range peers {
+		if err := n.Agent.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	after, err := l.NodeVIPs(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fenced, _ := l.AgentMetric(l2Ctx(t, 5*time.Second), victim, "vip_fenced", nil)
+	if !slices.Equal(before, after) || fenced != 0 {
+		t.Errorf("API server down, peers paused 400ms: %s fenced=%v and withdrew %d of its %d VIPs while nobody could take over",
+			victim, fenced, len(before)-len(after), len(before))
 	}
 }
 
