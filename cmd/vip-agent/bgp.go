@@ -339,6 +339,14 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	if err := sp.Cleanup(ctx); err != nil {
 		log.Error(err, "removing addresses left by a previous run")
 	}
+	// The control-plane VIP starts before anything waits for the API: the
+	// kubeconfig's server may be that VIP (kubeadm's admin.conf).
+	stopCP, err := startControlPlane(ctx, c, sp, reg, log)
+	if err != nil {
+		_ = sp.Close()
+		return err
+	}
+	defer stopCP()
 	if nw != nil {
 		go nw.follow(ctx, sp.Reconfigure)
 	}
@@ -378,13 +386,8 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	}
 	go releaseStartupPages(ctx, log, ag.Synced)
 	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers))
-	cpWait, err := startControlPlane(ctx, c, sp, reg, log)
-	if err != nil {
-		_ = sp.Close()
-		return err
-	}
 	runErr := ag.Run(ctx)
-	cpWait() // the control-plane VIP is withdrawn before the speaker closes
+	stopCP() // the control-plane VIP is withdrawn before the speaker closes
 
 	// Graceful stop: one withdrawal of every route and a NOTIFICATION to
 	// every peer, so the routers drop this node at once; then the addresses

@@ -147,9 +147,10 @@ func localRestConfig(c config) (*rest.Config, error) {
 }
 
 // startControlPlane runs the control-plane VIP next to Service mode on the
-// same announcer when --controlplane is set. The returned function waits
-// until, after ctx ended, the VIP is withdrawn and the Lease released.
-func startControlPlane(ctx context.Context, c config, ann announce.Announcer, reg prometheus.Registerer, log logr.Logger) (wait func(), err error) {
+// same announcer when --controlplane is set. The returned function stops
+// it: the VIP is withdrawn and the Lease released when it returns (it may
+// be called more than once).
+func startControlPlane(ctx context.Context, c config, ann announce.Announcer, reg prometheus.Registerer, log logr.Logger) (stop func(), err error) {
 	if !c.controlPlane {
 		return func() {}, nil
 	}
@@ -157,12 +158,13 @@ func startControlPlane(ctx context.Context, c config, ann announce.Announcer, re
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = ctl.Run(ctx)
 	}()
-	return func() { <-done }, nil
+	return func() { cancel(); <-done }, nil
 }
 
 func newControlPlane(c config, ann announce.Announcer, reg prometheus.Registerer, log logr.Logger) (*controlplane.Controller, error) {

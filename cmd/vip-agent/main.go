@@ -137,6 +137,13 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	if err := l2.Cleanup(ctx); err != nil {
 		log.Error(err, "removing addresses left by a previous run")
 	}
+	// The control-plane VIP starts before anything waits for the API: the
+	// kubeconfig's server may be that VIP (kubeadm's admin.conf).
+	stopCP, err := startControlPlane(ctx, c, l2, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopCP()
 
 	var ag *agent.Agent
 	health := healthURL(c, rc)
@@ -191,13 +198,8 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	log.Info("started", "node", c.nodeName, "mode", "arp", "heartbeatPeriod", c.heartbeatPeriod,
 		"heartbeatTimeout", c.heartbeatTimeout, "health", health)
 	go releaseStartupPages(ctx, log, ag.Synced)
-	cpWait, err := startControlPlane(ctx, c, l2, reg, log)
-	if err != nil {
-		elCancel()
-		return err
-	}
 	runErr := ag.Run(ctx)
-	cpWait() // the control-plane VIP is withdrawn and its Lease released
+	stopCP() // the control-plane VIP is withdrawn and its Lease released
 
 	// Graceful stop: withdraw first, then hand the Leases to successors, so
 	// no address is ever announced from two nodes and the successors take

@@ -27,7 +27,7 @@ func benchRuns() int {
 // its API server and agent), then 10 times only its API server dies. The
 // figures (median, min, max) go to _out/bench.txt.
 func BenchmarkControlPlaneFailover(b *testing.B) {
-	c := newCluster(b)
+	c := newCluster(b, false)
 	p := c.startProber()
 	defer p.close()
 	c.leader(b, nil, 60*time.Second)

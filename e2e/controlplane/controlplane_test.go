@@ -332,7 +332,7 @@ func (c *cluster) failover(t testing.TB, p *prober, f failure) (time.Duration, *
 // moves when the node holding it dies, is cut off, or only loses its API
 // server.
 func TestControlPlane(t *testing.T) {
-	c := newCluster(t)
+	c := newCluster(t, false)
 	dup := c.watchDuplicates()
 	defer dup.check(t)
 	p := c.startProber()
@@ -388,6 +388,49 @@ func TestControlPlane(t *testing.T) {
 		c.restart(t, old)
 		c.settled(t, 60*time.Second)
 	})
+}
+
+// TestControlPlaneWithServices runs the agents as kube-vip's usual static
+// Pod (--controlplane --services) with the VIP as the kubeconfig's server:
+// the control-plane VIP must come up from a cold start although Service
+// mode waits for the API through it, and fail over as in control-plane-only
+// mode.
+func TestControlPlaneWithServices(t *testing.T) {
+	c := newCluster(t, true)
+	dup := c.watchDuplicates()
+	defer dup.check(t)
+	p := c.startProber()
+	defer p.close()
+	defer func() {
+		if t.Failed() {
+			t.Logf("agent logs:\n%s", c.logs(40))
+		}
+	}()
+	first := c.leader(t, nil, 60*time.Second)
+	t.Logf("VIP %s on %s", c.vip, first.name)
+	eventually(t, 60*time.Second, "Service informers synced through the VIP on every node", func() bool {
+		for _, n := range c.nodes {
+			if !strings.Contains(n.agent.tail(400), "informers synced") {
+				return false
+			}
+		}
+		return true
+	})
+	d, old, next := c.failover(t, p, killNode)
+	if next == old || d > 6*time.Second {
+		t.Errorf("failover %s -> %s, outage %v", old.name, next.name, d)
+	}
+}
+
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func TestOutageComputation(t *testing.T) {

@@ -187,8 +187,10 @@ func (c *cluster) ip4(host int) netip.Addr {
 
 // newCluster builds the lab: namespaces and bridge, certificates, etcd,
 // three API servers, and an agent per node run with the environment of the
-// static Pod `vip-agent manifest pod` prints.
-func newCluster(t testing.TB) *cluster {
+// static Pod `vip-agent manifest pod` prints (with services, the agents
+// also serve LoadBalancer Services, through the VIP as kubeadm's
+// admin.conf would have them).
+func newCluster(t testing.TB, services bool) *cluster {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -242,7 +244,7 @@ func newCluster(t testing.TB) *cluster {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	env := c.manifestEnv(agentBin)
+	env := c.manifestEnv(agentBin, services)
 	for _, n := range c.nodes {
 		n.agent = c.track(&proc{
 			name: "vip-agent " + n.name, ns: n.ns, log: filepath.Join(c.dir, n.name+"-agent.log"), bin: agentBin,
@@ -262,9 +264,12 @@ func newCluster(t testing.TB) *cluster {
 
 // manifestEnv is the container environment of the static Pod the
 // generator prints for this lab, with the node-specific values left out.
-func (c *cluster) manifestEnv(agentBin string) []string {
-	out, err := exec.Command(agentBin, "manifest", "pod", "--arp", "--controlplane", "--interface", "eth0",
-		"--address", c.vip.String(), "--leaderElection").Output()
+func (c *cluster) manifestEnv(agentBin string, services bool) []string {
+	args := []string{"manifest", "pod", "--arp", "--controlplane", "--interface", "eth0", "--address", c.vip.String(), "--leaderElection"}
+	if services {
+		args = append(args, "--services")
+	}
+	out, err := exec.Command(agentBin, args...).Output()
 	if err != nil {
 		c.t.Fatalf("vip-agent manifest pod: %v", err)
 	}
