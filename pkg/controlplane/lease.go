@@ -3,8 +3,8 @@ package controlplane
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -102,14 +102,9 @@ func (e *elector) observe(l *coordv1.Lease) {
 // newerRV reports whether a is newer than b (etcd revisions are integers;
 // anything else compares as not newer).
 func newerRV(a, b string) bool {
-	var x, y uint64
-	if _, err := fmt.Sscan(a, &x); err != nil {
-		return false
-	}
-	if _, err := fmt.Sscan(b, &y); err != nil {
-		return false
-	}
-	return x > y
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	return errA == nil && errB == nil && x > y
 }
 
 func (e *elector) current() observed {
