@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,6 +53,9 @@ func BenchmarkCCMServices(b *testing.B) {
 				b.ReportMetric(r.lag.Seconds(), "s/lag")
 				b.ReportMetric(per(r.catchup), "ms/svc-catchup")
 				b.ReportMetric(float64(r.dups), "duplicates")
+				b.ReportMetric(per(r.ccmCPUBurst), "ccm-cpu-ms/svc")
+				b.ReportMetric(per(r.ccmCPUCatchup), "ccm-cpu-ms/svc-catchup")
+				b.ReportMetric(per(r.apiCPUCatchup), "apiserver-cpu-ms/svc-catchup")
 				if r.baseline > 0 {
 					b.ReportMetric(r.baseline.Seconds(), "s/creates-baseline")
 				}
@@ -59,9 +63,12 @@ func BenchmarkCCMServices(b *testing.B) {
 				if r.baseline > 0 {
 					base = fmt.Sprintf("%.2fs", r.baseline.Seconds())
 				}
-				line := fmt.Sprintf("vip-ccm %5d Services, default flags, %d cpu: burst: all addressed %.2fs after the first create = %.2f ms/Service (last create returned at %.2fs, lag %.3fs; API server alone creating them: %s); catch-up of %d pending after a restart: %.2fs = %.2f ms/Service; %d distinct addresses, %d duplicates",
-					n, runtime.NumCPU(), r.all.Seconds(), per(r.all), r.created.Seconds(), r.lag.Seconds(), base,
-					n, r.catchup.Seconds(), per(r.catchup), r.distinct, r.dups)
+				line := fmt.Sprintf("vip-ccm %5d Services, default flags, %d cpu, load %s: "+
+					"burst: all addressed %.2fs after the first create = %.2f ms/Service (last create returned at %.2fs, lag %.3fs; API server alone creating them: %s; CPU per Service: vip-ccm %.2f ms, kube-apiserver %.2f ms); "+
+					"catch-up of %d pending after a restart: %.2fs = %.2f ms/Service (CPU per Service: vip-ccm %.2f ms, kube-apiserver %.2f ms); "+
+					"%d distinct addresses, %d duplicates",
+					n, runtime.NumCPU(), loadAvg(), r.all.Seconds(), per(r.all), r.created.Seconds(), r.lag.Seconds(), base, per(r.ccmCPUBurst), per(r.apiCPUBurst),
+					n, r.catchup.Seconds(), per(r.catchup), per(r.ccmCPUCatchup), per(r.apiCPUCatchup), r.distinct, r.dups)
 				b.Log(line)
 				appendBenchFile(b, line)
 				if r.dups > 0 {
@@ -75,6 +82,10 @@ func BenchmarkCCMServices(b *testing.B) {
 type benchResult struct {
 	created, all, lag, catchup, baseline time.Duration
 	distinct, dups                       int
+	// CPU time of vip-ccm and of kube-apiserver during the burst and the
+	// catch-up: unlike wall-clock time, hardly affected by other load on
+	// the machine.
+	ccmCPUBurst, apiCPUBurst, ccmCPUCatchup, apiCPUCatchup time.Duration
 }
 
 // addressWatcher counts the Services of one namespace that have an address,
@@ -167,6 +178,8 @@ func benchCCM(b *testing.B, n int) benchResult {
 		b.Fatal(err)
 	}
 	w := watchAddresses(cs, ns, n)
+	apiPID := findPID(b, "kube-apiserver", h.Env.Dir())
+	ccm0, api0 := procCPU(ccm.PID()), procCPU(apiPID)
 	b.StartTimer()
 	t0 := time.Now()
 	if err := ccmtest.CreateServices(ctx, cs, ns, "svc", 0, n, 32); err != nil {
@@ -177,6 +190,7 @@ func benchCCM(b *testing.B, n int) benchResult {
 	r.all = time.Since(t0)
 	r.lag = r.all - r.created
 	b.StopTimer()
+	r.ccmCPUBurst, r.apiCPUBurst = procCPU(ccm.PID())-ccm0, procCPU(apiPID)-api0
 	close(w.stop)
 	if ok, err := ccm.Exited(); ok {
 		b.Fatalf("vip-ccm exited: %v", err)
@@ -194,10 +208,12 @@ func benchCCM(b *testing.B, n int) benchResult {
 	if c := w.count(); c != 0 {
 		b.Fatalf("%d Services still have an address after clearing", c)
 	}
+	api1 := procCPU(apiPID)
 	t1 := time.Now()
-	h.StartCCM("vip-ccm-2")
+	ccm2 := h.StartCCM("vip-ccm-2")
 	w.wait(b, 30*time.Minute)
 	r.catchup = time.Since(t1)
+	r.ccmCPUCatchup, r.apiCPUCatchup = procCPU(ccm2.PID()), procCPU(apiPID)-api1
 	close(w.stop)
 
 	l, err := cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
@@ -293,6 +309,57 @@ func clearStatuses(b *testing.B, ctx context.Context, cs kubernetes.Interface, n
 		b.Fatal(err)
 	default:
 	}
+}
+
+// procCPU returns the user+system CPU time of a process (0 if unknown).
+func procCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are the
+	// 14th and 15th fields of the line, in clock ticks (100 per second).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// findPID returns the PID of the process whose command line contains both
+// strings, or 0.
+func findPID(b *testing.B, a, c string) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cl, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cl), a) && strings.Contains(string(cl), c) {
+			return pid
+		}
+	}
+	b.Logf("no process with %q and %q in its command line", a, c)
+	return 0
+}
+
+// loadAvg returns the 1-minute load average, as a hint of other load.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 // appendBenchFile appends line to <repo>/_out/bench.txt. Under make (whose
