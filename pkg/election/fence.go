@@ -103,6 +103,27 @@ func httpProbe(timeout time.Duration) ProbeFunc {
 	}
 }
 
+// cutOffRounds is how many consecutive probe rounds without any answer
+// make a node conclude it is cut off.
+const cutOffRounds = 2
+
+// probeTimeout bounds one probe: long enough for a loaded machine to answer
+// a tiny HTTP request, short enough that two rounds fit well inside the
+// time the successor needs to take over.
+func probeTimeout(heartbeatTimeout time.Duration) time.Duration {
+	return max(heartbeatTimeout/2, 200*time.Millisecond)
+}
+
+// noneAnswered reports whether every probe of a round failed.
+func noneAnswered(rs []probeResult) bool {
+	for _, r := range rs {
+		if r.err == nil {
+			return false
+		}
+	}
+	return len(rs) > 0
+}
+
 // probeResult is one peer's answer.
 type probeResult struct {
 	node   string
@@ -161,7 +182,20 @@ func (e *Elector) checkFence(ctx context.Context) {
 	}
 	e.mu.Unlock()
 
-	fence, why := decideFence(e.o.HeartbeatTimeout, e.probePeers(ctx, peers))
+	results := e.probePeers(ctx, peers)
+	fence, why := decideFence(e.o.HeartbeatTimeout, results)
+	e.mu.Lock()
+	if fence && noneAnswered(results) {
+		// A busy machine can miss one round of probes: being cut off must
+		// be seen twice in a row before this node stops announcing.
+		e.hb.silentRounds++
+		if e.hb.silentRounds < cutOffRounds {
+			fence, why = false, fmt.Sprintf("no peer answered %d probe round(s); asking again", e.hb.silentRounds)
+		}
+	} else {
+		e.hb.silentRounds = 0
+	}
+	e.mu.Unlock()
 	if !fence {
 		e.log.V(1).Info("heartbeat renewals failing, not fencing", "reason", why)
 		return
@@ -178,7 +212,7 @@ func (e *Elector) checkFence(ctx context.Context) {
 	e.evaluate()
 }
 
-// probePeers asks every peer in parallel, each for at most half a period,
+// probePeers asks every peer in parallel, each for at most probeTimeout,
 // naming this node in the query. A peer without a usable health URL counts
 // as unreachable.
 func (e *Elector) probePeers(ctx context.Context, peers map[string]string) []probeResult {
@@ -194,7 +228,7 @@ func (e *Elector) probePeers(ctx context.Context, peers map[string]string) []pro
 				q := u.Query()
 				q.Set(QueryNode, e.self)
 				u.RawQuery = q.Encode()
-				pctx, cancel := context.WithTimeout(ctx, e.o.HeartbeatPeriod/2)
+				pctx, cancel := context.WithTimeout(ctx, probeTimeout(e.o.HeartbeatTimeout))
 				r.health, r.err = e.o.Probe(pctx, u.String())
 				cancel()
 			}

@@ -69,11 +69,12 @@ func TestFencing(t *testing.T) {
 		peers  map[string]probe
 		fence  bool
 		probed bool
+		rounds int // probe rounds needed before fencing (0 = 1)
 	}{
 		{name: "cut off while peers renew", peers: map[string]probe{"b": {api: true, age: 350 * time.Millisecond}, "c": {api: true, age: 400 * time.Millisecond}}, fence: true, probed: true},
 		{name: "API server down for everyone", peers: map[string]probe{"b": {age: -1}, "c": {age: -1}}, probed: true},
 		{name: "API server just back for peers", peers: map[string]probe{"b": {api: true, age: 50 * time.Millisecond}, "c": {api: true, age: -1}}, probed: true},
-		{name: "no peer reachable", peers: map[string]probe{"b": {err: true}, "c": {err: true}}, fence: true, probed: true},
+		{name: "no peer reachable", peers: map[string]probe{"b": {err: true}, "c": {err: true}}, fence: true, probed: true, rounds: cutOffRounds},
 		{name: "single node", peers: map[string]probe{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,6 +123,14 @@ func TestFencing(t *testing.T) {
 			u.checkFence(ctx)
 			if got := probes.Load() > 0; got != tc.probed {
 				t.Errorf("probed = %v, want %v", got, tc.probed)
+			}
+			for r := 1; r < tc.rounds; r++ {
+				if u.Fenced() {
+					t.Fatalf("fenced after %d silent probe round(s), want %d", r, tc.rounds)
+				}
+				u.clk.Step(period)
+				u.renew(ctx)
+				u.checkFence(ctx)
 			}
 			if u.Fenced() != tc.fence {
 				t.Fatalf("Fenced = %v, want %v", u.Fenced(), tc.fence)

@@ -21,6 +21,7 @@ type heartbeat struct {
 	fenced        bool
 	recoverRV     string    // while fenced: version of our first renewal that worked again
 	lastProbe     time.Time // when peers were last asked
+	silentRounds  int       // consecutive probe rounds in which no peer answered
 }
 
 // heartbeatName is this node's heartbeat Lease name.
@@ -59,7 +60,7 @@ func (e *Elector) renew(ctx context.Context) {
 	if err == nil {
 		first, recovered = !e.hb.everOK, !e.hb.failingSince.IsZero()
 		e.hb.lease, e.hb.everOK, e.hb.lastOK, e.hb.lastAttemptOK = l, true, start, true
-		e.hb.failingSince = time.Time{}
+		e.hb.failingSince, e.hb.silentRounds = time.Time{}, 0
 		if e.hb.fenced {
 			e.hb.recoverRV = l.ResourceVersion
 		}
