@@ -135,7 +135,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Clock = clock.RealClock{}
 	}
 	if o.Probe == nil {
-		o.Probe = httpProbe(o.HeartbeatPeriod / 2)
+		o.Probe = httpProbe(probeTimeout(o.HeartbeatTimeout))
 	}
 	if o.OnServiceLeaseChange == nil {
 		o.OnServiceLeaseChange = func(string, string) {}
