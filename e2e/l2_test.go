@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -504,7 +505,15 @@ func (s *l2Suite) apiDown(t *testing.T) {
 		rs := p.Stop()
 		if f := lab.Failures(rs); f > 0 {
 			worst, _ := l2Gaps(rs)
-			t.Errorf("%s: %d of %d probes failed during the API server outage (longest gap %v)", name, f, len(rs), worst)
+			var fails []string
+			for i, r := range rs {
+				if r.Err != nil {
+					fails = append(fails, fmt.Sprintf("#%d at +%v took %v: %v", i, r.At.Sub(rs[0].At).Round(time.Millisecond),
+						r.Took.Round(time.Millisecond), r.Err))
+				}
+			}
+			t.Errorf("%s: %d of %d probes failed during the API server outage (longest gap %v):\n%s",
+				name, f, len(rs), worst, strings.Join(fails, "\n"))
 		} else {
 			t.Logf("%s: all %d probes answered during the API server outage", name, len(rs))
 		}
