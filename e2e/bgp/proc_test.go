@@ -5,20 +5,18 @@ package bgp
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/vip-lb/vip/pkg/testbed"
 )
 
 // run executes a command and returns its output; errors carry the output.
@@ -46,42 +44,6 @@ func sysctl(ns string, kv ...string) error {
 		}
 	}
 	return nil
-}
-
-// inNetns runs fn on a locked thread inside namespace name; sockets fn
-// opens stay there.
-func inNetns(name string, fn func() error) error {
-	res := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			res <- errors.Join(ferr, err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		res <- ferr
-	}()
-	return <-res
 }
 
 // proc is a program run inside a namespace with `ip netns exec` (which
@@ -179,7 +141,7 @@ func tail(path string, n int) string {
 func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
-		err := inNetns(ns, func() (err error) {
+		err := testbed.InNetns(ns, func() (err error) {
 			var d net.Dialer
 			c, err = d.DialContext(ctx, network, addr)
 			return err

@@ -28,7 +28,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +37,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
@@ -353,7 +351,7 @@ func (c *cluster) network() {
 	}
 	leg("client", 100)
 	// The client learns the VIP's new owner from gratuitous ARP.
-	if err := inNetns(c.client, func() error {
+	if err := testbed.InNetns(c.client, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_accept", []byte("1"), 0o644)
 	}); err != nil {
 		c.t.Fatal(err)
@@ -442,7 +440,7 @@ func (c *cluster) startEtcd() {
 	if err := c.etcdProc.start(); err != nil {
 		c.t.Fatal(err)
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: dialerIn(c.etcd)}, Timeout: 2 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{DialContext: testbed.DialerIn(c.etcd)}, Timeout: 2 * time.Second}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := hc.Get(c.etcdURL() + "/health")
@@ -520,7 +518,7 @@ func (c *cluster) transport(ns string, keepAlive bool) *http.Transport {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(c.caPEM)
 	return &http.Transport{
-		DialContext:       dialerIn(ns),
+		DialContext:       testbed.DialerIn(ns),
 		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		DisableKeepAlives: !keepAlive,
 	}
@@ -639,54 +637,5 @@ func killNetnsPids(name string) {
 		if pid, err := strconv.Atoi(s); err == nil && pid > 1 && pid != os.Getpid() {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-	}
-}
-
-// inNetns runs fn on a locked OS thread inside namespace name; sockets it
-// opens stay there.
-func inNetns(name string, fn func() error) error {
-	res := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		target, err := os.Open(filepath.Join("/run/netns", name))
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		defer target.Close()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			res <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			res <- errors.Join(ferr, err) // stays locked: the thread is dropped
-			return
-		}
-		runtime.UnlockOSThread()
-		res <- ferr
-	}()
-	return <-res
-}
-
-func dialerIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := inNetns(ns, func() error {
-			var d net.Dialer
-			var err error
-			conn, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
 	}
 }

@@ -8,15 +8,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/vip-lb/vip/pkg/testbed"
 )
 
 // InNetns runs fn on a locked OS thread that has entered the network
@@ -24,51 +22,15 @@ import (
 // that namespace after the thread switches back. A thread that cannot
 // switch back is discarded.
 func InNetns(name string, fn func() error) error {
-	res := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		target, err := os.Open(filepath.Join("/run/netns", name))
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- fmt.Errorf("open netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			res <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			res <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", name, err))
-			return // stays locked: the runtime ends the thread
-		}
-		runtime.UnlockOSThread()
-		res <- ferr
-	}()
-	return <-res
+	if name == "" {
+		return fmt.Errorf("open netns: %w", os.ErrNotExist)
+	}
+	return testbed.InNetns(name, fn)
 }
 
 // DialerIn returns a DialContext that opens its sockets in netns name.
 func DialerIn(name string) func(ctx context.Context, network, address string) (net.Conn, error) {
-	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		var c net.Conn
-		err := InNetns(name, func() error {
-			var d net.Dialer
-			var err error
-			c, err = d.DialContext(ctx, network, address)
-			return err
-		})
-		return c, err
-	}
+	return testbed.DialerIn(name)
 }
 
 // run executes a command and returns its combined output; the error

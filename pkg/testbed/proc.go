@@ -115,11 +115,11 @@ func tailFile(path string, n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// inNetns runs fn on a fresh OS thread that has entered the network namespace
+// InNetns runs fn on a fresh OS thread that has entered the network namespace
 // name (from `ip netns add`); with an empty name it just calls fn. Sockets
 // created by fn stay in that namespace after the thread switches back. If the
 // thread cannot switch back it is discarded (its goroutine exits locked).
-func inNetns(name string, fn func() error) error {
+func InNetns(name string, fn func() error) error {
 	if name == "" {
 		return fn()
 	}
@@ -162,7 +162,7 @@ func inNetns(name string, fn func() error) error {
 // server then fails with "address already in use".
 func freePort(netns, addr string) (int, error) {
 	var port int
-	err := inNetns(netns, func() error {
+	err := InNetns(netns, func() error {
 		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 		if err != nil {
 			return err
@@ -202,7 +202,7 @@ func dialer(netns string) func(ctx context.Context, network, address string) (ne
 	}
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		var c net.Conn
-		err := inNetns(netns, func() error {
+		err := InNetns(netns, func() error {
 			var err error
 			c, err = d.DialContext(ctx, network, address)
 			return err
@@ -213,3 +213,18 @@ func dialer(netns string) func(ctx context.Context, network, address string) (ne
 
 // hostPort joins an IP and a port for URLs (brackets for IPv6).
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
+
+// DialerIn returns a DialContext that opens its sockets in network
+// namespace name (see InNetns).
+func DialerIn(name string) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		var c net.Conn
+		err := InNetns(name, func() error {
+			var d net.Dialer
+			var err error
+			c, err = d.DialContext(ctx, network, address)
+			return err
+		})
+		return c, err
+	}
+}
