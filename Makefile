@@ -62,6 +62,9 @@ bin/kube-apiserver: ## kube-apiserver from hack/kube (pinned; built only when mi
 	cd hack/kube && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/.kube-apiserver.tmp k8s.io/kubernetes/cmd/kube-apiserver
 	mv $(BIN)/.kube-apiserver.tmp $@
 
+bin/miniupnpd: ## miniupnpd rebuilt from Debian's source for the UPnP e2e test (root; only when missing)
+	hack/miniupnpd.sh $@
+
 build: ## bin/vip-ccm, bin/vip-agent (each cmd/* folder that has Go files)
 	@mkdir -p $(BIN)
 	@for d in cmd/*/; do n=$$(basename $$d); \
@@ -80,7 +83,7 @@ unit: bin/etcd bin/kube-apiserver ## go test ./... (-race except RACE_SKIP packa
 	if [ -n "$$race" ]; then echo "go test -race -count=1 ($$(wc -w <<<"$$race") packages)"; $(TEST_ENV) $(GO) test -race -count=1 $$race; fi; \
 	if [ -n "$$norace" ]; then echo "go test -count=1 ($$(wc -w <<<"$$norace") packages, no -race)"; $(TEST_ENV) $(GO) test -count=1 $$norace; fi
 
-e2e: bin/etcd bin/kube-apiserver build ## end-to-end tests in e2e/ (root only; build tag e2e)
+e2e: bin/etcd bin/kube-apiserver build $(if $(IS_ROOT),bin/miniupnpd) ## end-to-end tests in e2e/ (root only; build tag e2e)
 ifeq ($(IS_ROOT),yes)
 	@if [ -n "$(HAVE_E2E)" ]; then set -x; $(TEST_ENV) $(GO) test -tags e2e -p 1 -count=1 -timeout 30m ./e2e/...; \
 	else echo "e2e: no Go files in e2e/ yet, skipped"; fi
