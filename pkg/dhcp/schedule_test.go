@@ -44,8 +44,8 @@ func TestNext(t *testing.T) {
 func TestTimesFrom(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	for _, tc := range []struct {
-		name                string
-		lease, t1, t2       time.Duration
+		name                 string
+		lease, t1, t2        time.Duration
 		wantL, wantT1, want2 time.Duration
 	}{
 		{"defaults", 100 * time.Second, 0, 0, 100 * time.Second, 50 * time.Second, 87500 * time.Millisecond},
