@@ -40,6 +40,18 @@ func (e *Env) ApplyFile(ctx context.Context, path string) error {
 // "default". Resources are mapped through discovery, so any kind the server
 // serves works (RBAC, ServiceAccount, ConfigMap, Deployment, DaemonSet, ...).
 func (e *Env) ApplyYAML(ctx context.Context, data []byte) error {
+	return e.apply(ctx, data, nil)
+}
+
+// DryRunYAML server-side applies every object as ApplyYAML does, but with
+// dryRun=All: the API server validates and admits each object (defaulting,
+// schema, admission) and stores nothing. Kinds whose CRD is not installed
+// fail to map.
+func (e *Env) DryRunYAML(ctx context.Context, data []byte) error {
+	return e.apply(ctx, data, []string{metav1.DryRunAll})
+}
+
+func (e *Env) apply(ctx context.Context, data []byte, dryRun []string) error {
 	objs, err := decodeObjects(data)
 	if err != nil {
 		return err
@@ -83,7 +95,7 @@ func (e *Env) ApplyYAML(ctx context.Context, data []byte) error {
 			}
 			ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
 		}
-		if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+		if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true, DryRun: dryRun}); err != nil {
 			return fmt.Errorf("testbed: apply %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
 		}
 	}

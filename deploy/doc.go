@@ -1,0 +1,7 @@
+// Package deploy holds vip's installation sources: the manifests in ccm/ and
+// agent/, the kustomize base and overlays, and the Helm chart in helm/vip.
+// It has no code; its tests render every form (with the kustomize and Helm
+// libraries built from hack/render), check that they agree with each other
+// and with the RBAC the end-to-end tests run the programs with, and have the
+// real API server validate the result with a server-side dry run.
+package deploy
