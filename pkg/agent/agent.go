@@ -43,6 +43,7 @@ type Agent struct {
 	leases  map[string]string                // service key -> lease name
 	holders map[string]string                // service key -> last known holder
 	ifaces  *ipam.Config                     // interface-<ns> settings
+	ports   portMapState                     // UPnP settings warnings (portmap.go)
 }
 
 // New builds an agent; Run starts it.

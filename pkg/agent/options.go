@@ -81,6 +81,9 @@ type Options struct {
 	Recorder     record.EventRecorder
 	Logger       logr.Logger
 	Registerer   prometheus.Registerer
+
+	// PortMap configures UPnP port mappings (portmap.go; off when Mapper is nil).
+	PortMap PortMapOptions
 }
 
 // Validate checks the options.

@@ -232,6 +232,7 @@ func (a *Agent) announce(ctx context.Context, key string, svc *v1.Service, addrs
 		a.rec.Event(svc, v1.EventTypeNormal, ReasonAnnouncing, msg)
 		a.log.Info("announcing", "service", key, "vip", strings.Join(fresh, ","), "iface", iface, "reason", reason)
 	}
+	a.mapPorts(key, svc)
 	if err := errors.Join(errs...); err != nil {
 		a.rec.Event(svc, v1.EventTypeWarning, ReasonAnnounceFail, err.Error())
 		return err
@@ -253,6 +254,7 @@ func (a *Agent) withdrawOne(ctx context.Context, key string, addr netip.Addr) {
 
 // withdrawAll removes every address announced for key; svc may be nil.
 func (a *Agent) withdrawAll(ctx context.Context, key string, svc *v1.Service, why string) {
+	a.unmapPorts(key)
 	a.mu.Lock()
 	cur := a.held[key]
 	addrs := make([]netip.Addr, 0, len(cur))

@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/pkg/upnp"
+)
+
+func TestWantPorts(t *testing.T) {
+	v4 := netip.MustParseAddr("10.77.0.200")
+	v6 := netip.MustParseAddr("fd00:77::200")
+	svc := func(ann map[string]string, ports ...v1.ServicePort) *v1.Service {
+		return &v1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", Annotations: ann},
+			Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, Ports: ports}}
+	}
+	tcp := func(p int32) v1.ServicePort { return v1.ServicePort{Port: p, Protocol: v1.ProtocolTCP} }
+	udp := func(p int32) v1.ServicePort { return v1.ServicePort{Port: p, Protocol: v1.ProtocolUDP} }
+	on := map[string]string{AnnotationForwardUPNP: "true"}
+	with := func(k, v string) map[string]string { return map[string]string{AnnotationForwardUPNP: "true", k: v} }
+	tests := []struct {
+		name     string
+		svc      *v1.Service
+		vips     []netip.Addr
+		opts     PortMapOptions
+		want     []string
+		lease    time.Duration
+		problems []string
+	}{
+		{name: "no annotation: nothing", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}},
+		{name: "annotation false: nothing", svc: svc(map[string]string{AnnotationForwardUPNP: "false"}, tcp(80)), vips: []netip.Addr{v4}},
+		{name: "no annotation, all Services", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{AllServices: true},
+			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour},
+		{name: "TCP and UDP ports, default lease", svc: svc(on, tcp(80), udp(53), v1.ServicePort{Port: 8080}), vips: []netip.Addr{v4},
+			want: []string{"TCP/80→10.77.0.200", "UDP/53→10.77.0.200", "TCP/8080→10.77.0.200"}, lease: time.Hour},
+		{name: "agent default lease", svc: svc(on, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{Lease: 5 * time.Minute},
+			want: []string{"TCP/80→10.77.0.200"}, lease: 5 * time.Minute},
+		{name: "lease annotation", svc: svc(with(AnnotationUPNPLeaseDuration, "30s"), tcp(80)), vips: []netip.Addr{v4},
+			want: []string{"TCP/80→10.77.0.200"}, lease: 30 * time.Second},
+		{name: "lease annotation 0: permanent", svc: svc(with(AnnotationUPNPLeaseDuration, "0s"), tcp(80)), vips: []netip.Addr{v4},
+			want: []string{"TCP/80→10.77.0.200"}, lease: 0},
+		{name: "bad lease annotation: default and a problem", svc: svc(with(AnnotationUPNPLeaseDuration, "soon"), tcp(80)), vips: []netip.Addr{v4},
+			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour, problems: []string{"is not a duration"}},
+		{name: "negative lease annotation", svc: svc(with(AnnotationUPNPLeaseDuration, "-5m"), tcp(80)), vips: []netip.Addr{v4},
+			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour, problems: []string{"is negative"}},
+		{name: "SCTP skipped with a problem", svc: svc(on, v1.ServicePort{Port: 9, Protocol: v1.ProtocolSCTP}, tcp(80)), vips: []netip.Addr{v4},
+			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour, problems: []string{"9/SCTP not forwarded"}},
+		{name: "dual-stack: IPv4 mapped, IPv6 reported", svc: svc(on, tcp(80)), vips: []netip.Addr{v6, v4},
+			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour, problems: []string{"fd00:77::200 not forwarded"}},
+		{name: "no address held: no mapping", svc: svc(on, tcp(80)), lease: time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, problems := wantPorts(tt.svc, tt.vips, tt.opts)
+			var got []string
+			for _, m := range w.Mappings {
+				got = append(got, m.String())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("mappings %q, want %q", got, tt.want)
+			}
+			if len(w.Mappings) > 0 && w.Lease != tt.lease {
+				t.Errorf("lease %v, want %v", w.Lease, tt.lease)
+			}
+			if len(problems) != len(tt.problems) {
+				t.Fatalf("problems %q, want ones containing %q", problems, tt.problems)
+			}
+			for i, p := range tt.problems {
+				if !strings.Contains(problems[i], p) {
+					t.Errorf("problem %q does not contain %q", problems[i], p)
+				}
+			}
+		})
+	}
+	var _ PortMapper = (*upnp.Mapper)(nil)
+}
