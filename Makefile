@@ -47,7 +47,10 @@ KUBE_MINOR   := $(word 2,$(subst ., ,$(KUBE_VERSION)))
 KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
 	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=$(KUBE_MINOR) -X $(p).gitTreeState=clean)
 
-.PHONY: help build test unit e2e fuzz-short fuzz bench demo deps clean distclean
+# The release, from git tags (v1.2.3), else v0.0.0-<commit>: `make chart`.
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
+
+.PHONY: help build test unit e2e fuzz-short fuzz bench demo deps clean distclean chart
 
 help: ## list targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_\/.-]+:.*## /{printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,6 +112,10 @@ bench: bin/etcd bin/kube-apiserver build ## unit + e2e benchmarks: figures -> _o
 
 demo: bin/etcd bin/kube-apiserver build ## the lab demo: e2e/demo.sh (root)
 	@if [ -f e2e/demo.sh ]; then VIP_BIN_DIR=$(BIN) bash e2e/demo.sh; else echo "demo: e2e/demo.sh not present yet"; fi
+
+chart: ## package deploy/helm/vip as _out/vip-<VERSION>.tgz (version, appVersion and image tags from VERSION)
+	cd hack/render && $(GO) build -o $(BIN)/vip-render .
+	$(BIN)/vip-render package deploy/helm/vip _out $(VERSION)
 
 deps: ## install missing Debian packages (LAB.md section 1, openssl, build basics; root)
 	@hack/deps.sh

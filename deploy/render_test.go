@@ -425,3 +425,24 @@ func TestVersionOneSource(t *testing.T) {
 		t.Errorf("--app-version v1.2.3: agent image %v", got)
 	}
 }
+
+// TestHelmPackage: `make chart` packages the chart with the build's version,
+// and the package holds the linked deploy/ files themselves.
+func TestHelmPackage(t *testing.T) {
+	dir := t.TempDir()
+	out := strings.TrimSpace(string(render(t, "package", "deploy/helm/vip", dir, "v1.2.3-rc.1")))
+	if filepath.Base(out) != "vip-1.2.3-rc.1.tgz" {
+		t.Fatalf("packaged as %s", out)
+	}
+	got := objects(t, render(t, "helm", out))
+	img := dig(t, got["Deployment kube-system/vip-ccm"], "spec", "template", "spec", "containers", 0, "image")
+	if img != "ghcr.io/vip-lb/vip-ccm:v1.2.3-rc.1" {
+		t.Errorf("packaged chart's vip-ccm image %v", img)
+	}
+	sameObjects(t, "packaged chart", rbacOf(got), "deploy/*/rbac.yaml", shippedRBAC(t))
+	if _, stderr, err := tryRender(t, "package", "deploy/helm/vip", dir, "not-a-version"); err == nil {
+		t.Error("version not-a-version was accepted")
+	} else if !strings.Contains(stderr, "not-a-version") {
+		t.Errorf("bad version: %s", stderr)
+	}
+}

@@ -4,8 +4,11 @@
 //
 //	vip-render kustomize DIR
 //	vip-render helm CHART_DIR [-f values.yaml]... [--set key=value]... [--version v] [--app-version v]
+//	vip-render package CHART_DIR OUT_DIR VERSION
 //
-// The YAML stream goes to stdout. The tests in deploy/ build and run it; an
+// The YAML stream goes to stdout. package writes OUT_DIR/<name>-<version>.tgz
+// with version VERSION (a leading "v" dropped) and appVersion VERSION, the
+// links in the chart (files/ -> deploy/) replaced by the files. The tests in deploy/ build and run it; an
 // operator can use it instead of the kustomize and helm CLIs.
 package main
 
@@ -28,7 +31,7 @@ import (
 )
 
 // errUsage marks a wrong command line.
-var errUsage = errors.New("usage: vip-render kustomize DIR | vip-render helm CHART_DIR [-f values.yaml]... [--set k=v]... [--version v] [--app-version v]")
+var errUsage = errors.New("usage: vip-render kustomize DIR | vip-render helm CHART_DIR [-f values.yaml]... [--set k=v]... [--version v] [--app-version v] | vip-render package CHART_DIR OUT_DIR VERSION")
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -52,6 +55,11 @@ func run(args []string, out io.Writer) error {
 		return kustomize(args[1], out)
 	case "helm":
 		return helm(args[1:], out)
+	case "package":
+		if len(args) != 4 {
+			return errUsage
+		}
+		return pkg(args[1], args[2], args[3], out)
 	}
 	return errUsage
 }
@@ -93,7 +101,7 @@ func helm(args []string, out io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
 		return errUsage
 	}
-	chrt, err := loader.Load(dir)
+	chrt, err := loader.Load(dir) // a directory or a packaged .tgz
 	if err != nil {
 		return fmt.Errorf("loading chart %s: %w", dir, err)
 	}
@@ -140,4 +148,23 @@ func helm(args []string, out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// pkg packages a chart directory as `helm package --version --app-version`.
+func pkg(dir, outDir, version string, out io.Writer) error {
+	chrt, err := loader.Load(dir)
+	if err != nil {
+		return fmt.Errorf("loading chart %s: %w", dir, err)
+	}
+	chrt.Metadata.Version = strings.TrimPrefix(version, "v")
+	chrt.Metadata.AppVersion = version
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	name, err := chartutil.Save(chrt, outDir)
+	if err != nil {
+		return fmt.Errorf("packaging %s: %w", dir, err)
+	}
+	_, err = fmt.Fprintln(out, name)
+	return err
 }
