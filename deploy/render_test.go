@@ -385,9 +385,15 @@ func TestHelmRejectsBadValues(t *testing.T) {
 	for _, tc := range []struct {
 		set, want string
 	}{
-		{"mode=l3", `mode "l3": must be arp or bgp`},
+		{"mode=l3", "mode"},
 		{"mode=bgp,bgp.peers=null", "mode bgp needs at least one entry in bgp.peers"},
 		{"ccm.loadBalancerClassOnly=true", "ccm.loadBalancerClassOnly needs ccm.loadBalancerClass"},
+		// values.schema.json: types, ranges, typos.
+		{"agent.metricsPort=0", "metricsPort"},
+		{"agent.heartbeatPeriod=fast", "heartbeatPeriod"},
+		{"agent.logFormat=xml", "logFormat"},
+		{"agnet.interface=eth0", "agnet"},
+		{"bgp.peers[0].address=10.0.0.1,bgp.peers[0].as=0", "as"},
 	} {
 		_, stderr, err := tryRender(t, "helm", "deploy/helm/vip", "--set", tc.set)
 		if err == nil || !strings.Contains(stderr, tc.want) {
