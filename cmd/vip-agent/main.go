@@ -30,9 +30,11 @@ import (
 	_ "k8s.io/component-base/logs/json/register"
 	"k8s.io/klog/v2"
 
+	"github.com/vip-lb/vip/internal/version"
 	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/announce"
 	"github.com/vip-lb/vip/pkg/controlplane"
+	"github.com/vip-lb/vip/pkg/dhcp"
 	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -61,8 +63,13 @@ func run(args []string) error {
 	cfg.flags(fs)
 	logCfg := logsapi.NewLoggingConfiguration()
 	logsapi.AddFlags(logCfg, fs)
+	showVersion := fs.Bool("version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	if *showVersion {
+		fmt.Println("vip-agent", version.Version)
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
@@ -146,6 +153,27 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	defer stopCP()
 
 	var ag *agent.Agent
+	portMap, stopUPnP, err := startUPnP(ctx, c, reg, log.WithName("upnp"), func(key string, warning bool, reason, msg string) {
+		if ag != nil {
+			ag.PortMapEvent(key, warning, reason, msg)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer stopUPnP() // after the agent stops: removes the gateway's mappings
+	dm, err := dhcp.New(dhcp.Options{Logger: log.WithName("dhcp"), Registerer: reg,
+		OnEvent: func(key string, e dhcp.Event) {
+			if ag != nil {
+				ag.OnDHCPEvent(key, e)
+			}
+		}})
+	if err != nil {
+		return fmt.Errorf("starting the DHCP client: %w", err)
+	}
+	if err := dm.Cleanup(ctx); err != nil {
+		log.Error(err, "removing macvlans left by a previous run")
+	}
 	health := healthURL(c, rc)
 	el, err := election.New(election.Options{
 		Client: client, Namespace: c.namespace, NodeName: c.nodeName,
@@ -169,10 +197,11 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	ag, err = agent.New(agent.Options{
 		Client: client, NodeName: c.nodeName, Mode: agent.ModeARP,
 		Class:     lbsvc.ClassRule{Name: c.className, Only: c.classOnly},
-		Announcer: l2, Elector: agent.FromElection(el),
+		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm,
 		Interface: c.iface, ServicesInterface: c.servicesIface,
 		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace,
 		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
+		PortMap: portMap,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
@@ -208,6 +237,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ag.WithdrawEverything(sctx)
+	_ = dm.Close() // leases kept for the successors; macvlans removed before the hand-off
 	if err := el.Shutdown(sctx); err != nil {
 		log.Error(err, "handing Leases off")
 	}

@@ -44,6 +44,9 @@ type Agent struct {
 	holders map[string]string                // service key -> last known holder
 	ifaces  *ipam.Config                     // interface-<ns> settings
 	ports   portMapState                     // UPnP settings warnings (portmap.go)
+
+	// dhcpRecorded is the DHCP record last written per Service Lease.
+	dhcpRecorded map[string]string
 }
 
 // New builds an agent; Run starts it.
@@ -59,6 +62,8 @@ func New(o Options) (*Agent, error) {
 		held:    map[string]map[netip.Addr]string{},
 		leases:  map[string]string{},
 		holders: map[string]string{},
+
+		dhcpRecorded: map[string]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](20*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-agent-services"}),

@@ -67,6 +67,9 @@ type Options struct {
 	Announcer announce.Announcer
 	// Elector decides ownership in ModeARP; unused in ModeBGP.
 	Elector Elector
+	// DHCP obtains the addresses of Services that request 0.0.0.0 (ModeARP
+	// only); nil leaves them pending.
+	DHCP DHCP
 	// Interface is the default announcing interface ("" = the interface
 	// whose subnet covers the address). ServicesInterface overrides it for
 	// Services (kube-vip's vip_servicesinterface).

@@ -44,14 +44,19 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	}
 	if apierrors.IsNotFound(err) || !lbsvc.Wants(svc, a.o.Class) {
 		a.withdrawAll(ctx, key, svc, "the Service no longer wants a load balancer")
+		a.stopDHCP(key, true)
 		return a.forgetLease(ctx, key, ns)
+	}
+	dhcpWanted := a.wantsDHCP(svc)
+	if !dhcpWanted {
+		a.stopDHCP(key, true)
 	}
 	addrs := announceable(lbsvc.IngressIPs(svc))
 	lease := lbsvc.LeaseName(svc)
 	a.mu.Lock()
 	a.leases[key] = lease
 	a.mu.Unlock()
-	if len(addrs) == 0 {
+	if len(addrs) == 0 && !dhcpWanted {
 		a.withdrawAll(ctx, key, svc, "no address in status")
 		return nil
 	}
@@ -65,6 +70,7 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	}
 	if a.o.Elector.Fenced() {
 		a.withdrawAll(ctx, key, svc, "this node cannot renew its heartbeat (self-fenced)")
+		a.stopDHCP(key, false)
 		return nil
 	}
 	d, err := a.o.Elector.Ensure(ctx, ns, lease, key, cands)
@@ -81,6 +87,7 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	switch {
 	case d.HandOffTo != "":
 		a.withdrawAll(ctx, key, svc, "handing over: "+d.Reason)
+		a.stopDHCP(key, false)
 		if err := a.o.Elector.Release(ctx, ns, lease, d.HandOffTo); err != nil {
 			return fmt.Errorf("handing %s to %s: %w", key, d.HandOffTo, err)
 		}
@@ -89,6 +96,8 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 			d.HandOffTo = ""
 		}
 		return nil
+	case d.Announce && dhcpWanted:
+		return a.announceDHCP(ctx, key, svc, lease, addrs, d.Reason, d.Changed)
 	case d.Announce:
 		return a.announce(ctx, key, svc, addrs, d.Reason, d.Changed)
 	default:
@@ -97,6 +106,7 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 			why = "no owner elected yet"
 		}
 		a.withdrawAll(ctx, key, svc, why)
+		a.stopDHCP(key, false)
 		return nil
 	}
 }
@@ -186,7 +196,12 @@ func (a *Agent) interfaceFor(svc *v1.Service) string {
 }
 
 func (a *Agent) announce(ctx context.Context, key string, svc *v1.Service, addrs []netip.Addr, reason string, changed bool) error {
-	iface := a.interfaceFor(svc)
+	return a.announceOn(ctx, key, svc, addrs, a.interfaceFor(svc), reason, changed)
+}
+
+// announceOn announces addrs on iface and withdraws the key's other
+// addresses.
+func (a *Agent) announceOn(ctx context.Context, key string, svc *v1.Service, addrs []netip.Addr, iface, reason string, changed bool) error {
 	a.mu.Lock()
 	cur := a.held[key]
 	a.mu.Unlock()
