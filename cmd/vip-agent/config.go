@@ -45,6 +45,8 @@ type config struct {
 	cp cpConfig
 	// bgpc is the BGP mode's part (bgp.go).
 	bgpc bgpConfig
+	// upnp is the UPnP part (upnp.go).
+	upnp upnpConfig
 }
 
 func defaultConfig() config {
@@ -59,6 +61,7 @@ func defaultConfig() config {
 		renewDeadline: controlplane.DefaultRenewDeadline, retryPeriod: controlplane.DefaultRetryPeriod,
 		cp:   defaultCPConfig(),
 		bgpc: defaultBGPConfig(),
+		upnp: defaultUPnPConfig(),
 	}
 }
 
@@ -95,6 +98,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.Var(secondsOrDuration{&c.retryPeriod}, "lease-retry-period", "Control-plane Lease renewal period (env vip_retryperiod).")
 	c.cp.flags(fs)
 	c.bgpc.flags(fs)
+	c.upnp.flags(fs)
 }
 
 // envFlags maps kube-vip's environment variables onto flags. A flag given on
@@ -118,7 +122,7 @@ var unsupportedEnv = map[string]string{
 	"vip_wireguard": "WireGuard tunnels", "vip_routingtable": "routing-table mode", "egress_podcidr": "Service egress",
 	"egress_servicecidr": "Service egress", "egress_withnftables": "Service egress", "lb_enable": "the IPVS control-plane load balancer",
 	"zebra_enable": "Zebra integration", "mirror_dest_interface": "traffic mirroring", "enable_service_security": "service security rules",
-	"cp_detect": "control-plane address detection", "enable_upnp": "UPnP port mappings", "vip_ddns": "dynamic DNS",
+	"cp_detect": "control-plane address detection", "vip_ddns": "dynamic DNS",
 }
 
 // applyEnv sets every flag not given on the command line from env.
@@ -126,6 +130,7 @@ func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
 	all := maps.Clone(envFlags)
 	maps.Copy(all, bgpEnvFlags)
 	maps.Copy(all, cpEnvFlags)
+	maps.Copy(all, upnpEnvFlags)
 	names := make([]string, 0, len(all))
 	for k := range all {
 		names = append(names, k)
@@ -177,6 +182,9 @@ func (c *config) validate() error {
 		if err := c.cp.validate(c); err != nil {
 			return err
 		}
+	}
+	if err := c.upnp.validate(c); err != nil {
+		return err
 	}
 	if !c.services && !c.controlPlane {
 		return fmt.Errorf("%w: --services=false (svc_enable=false) without --controlplane (cp_enable) leaves nothing to do", errConfig)

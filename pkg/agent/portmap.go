@@ -42,7 +42,8 @@ type PortMapOptions struct {
 	// AllServices maps every announced Service, not only the ones with
 	// kube-vip.io/forwardUPNP: "true".
 	AllServices bool
-	// Lease is the default mapping lease (default 1 h, kube-vip's).
+	// Lease is the mapping lease unless the Service sets one (0 asks for
+	// permanent mappings; vip-agent's default is kube-vip's 1 h).
 	Lease time.Duration
 }
 
@@ -104,10 +105,7 @@ func wantPorts(svc *v1.Service, vips []netip.Addr, o PortMapOptions) (upnp.Want,
 		return upnp.Want{}, nil
 	}
 	var problems []string
-	w := upnp.Want{Lease: o.Lease}
-	if w.Lease <= 0 {
-		w.Lease = time.Hour
-	}
+	w := upnp.Want{Lease: max(o.Lease, 0)}
 	if raw, ok := svc.Annotations[AnnotationUPNPLeaseDuration]; ok {
 		d, err := time.ParseDuration(strings.TrimSpace(raw))
 		switch {

@@ -35,7 +35,7 @@ func TestWantPorts(t *testing.T) {
 	}{
 		{name: "no annotation: nothing", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}},
 		{name: "annotation false: nothing", svc: svc(map[string]string{AnnotationForwardUPNP: "false"}, tcp(80)), vips: []netip.Addr{v4}},
-		{name: "no annotation, all Services", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{AllServices: true},
+		{name: "no annotation, all Services", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{AllServices: true, Lease: time.Hour},
 			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour},
 		{name: "TCP and UDP ports, default lease", svc: svc(on, tcp(80), udp(53), v1.ServicePort{Port: 8080}), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200", "UDP/53→10.77.0.200", "TCP/8080→10.77.0.200"}, lease: time.Hour},
@@ -57,6 +57,9 @@ func TestWantPorts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.opts.Lease == 0 {
+				tt.opts.Lease = time.Hour // vip-agent's default
+			}
 			w, problems := wantPorts(tt.svc, tt.vips, tt.opts)
 			var got []string
 			for _, m := range w.Mappings {
