@@ -46,6 +46,7 @@ type bgpConfig struct {
 	gracefulRestart                bool
 	restartTime                    int
 	nextHop, nextHop6, annotations string
+	peerSelectors                  []string
 }
 
 func defaultBGPConfig() bgpConfig {
@@ -58,6 +59,7 @@ var bgpEnvFlags = map[string]string{
 	"bgp_as": "localAS", "bgp_peeras": "peerAS", "bgp_peeraddress": "peerAddress", "bgp_peerpass": "peerPass",
 	"bgp_multihop": "multihop", "bgp_peers": "bgppeers", "bgp_sourceip": "sourceIP", "bgp_sourceif": "sourceIF",
 	"bgp_hold_time": "bgp-hold-time", "bgp_keepalive_interval": "bgp-keepalive-interval", "annotation": "annotations",
+	"bgp_peer_node_selectors": "bgp-peer-node-selector",
 }
 
 func (b *bgpConfig) flags(fs *pflag.FlagSet) {
@@ -83,6 +85,7 @@ func (b *bgpConfig) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&b.restartTime, "bgp-restart-time", b.restartTime, "Graceful restart time in seconds.")
 	fs.StringVar(&b.nextHop, "bgp-nexthop", b.nextHop, "Next hop of IPv4 routes (default: each session's local address); makes IPv6 sessions carry IPv4 too.")
 	fs.StringVar(&b.nextHop6, "bgp-nexthop6", b.nextHop6, "Next hop of IPv6 routes (default: each session's local address); makes IPv4 sessions carry IPv6 too.")
+	fs.StringArrayVar(&b.peerSelectors, "bgp-peer-node-selector", b.peerSelectors, "Limit a peer to nodes whose labels match: address=label-selector, e.g. 10.0.0.1=rack=a (repeatable, or ';'-separated; env bgp_peer_node_selectors). Peers without a selector peer with every node.")
 	fs.StringVar(&b.annotations, "annotations", b.annotations, "Read per-node BGP settings from Node annotations under this prefix, e.g. kube-vip.io (env annotation).")
 }
 
@@ -199,8 +202,18 @@ func (b *bgpConfig) static() (bgpconfig.Config, bgpconfig.Passwords, error) {
 	return c, pw, nil
 }
 
-// resolve lays node settings and passwords over base and checks the result.
-func resolveBGP(base bgpconfig.Config, pw bgpconfig.Passwords, node *bgpconfig.NodeSettings) (bgpconfig.Config, error) {
+// selectors parses --bgp-peer-node-selector.
+func (b *bgpConfig) selectors() (bgpconfig.PeerSelectors, error) {
+	sel, err := bgpconfig.ParsePeerSelectors(b.peerSelectors)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --bgp-peer-node-selector (bgp_peer_node_selectors): %v", errConfig, err)
+	}
+	return sel, nil
+}
+
+// resolveBGP lays node settings and passwords over base, keeps the peers
+// whose node selectors match nodeLabels, and checks the result.
+func resolveBGP(base bgpconfig.Config, pw bgpconfig.Passwords, node *bgpconfig.NodeSettings, sel bgpconfig.PeerSelectors, nodeLabels map[string]string) (bgpconfig.Config, error) {
 	c := base
 	if node != nil {
 		c = node.Apply(base)
@@ -208,6 +221,9 @@ func resolveBGP(base bgpconfig.Config, pw bgpconfig.Passwords, node *bgpconfig.N
 	var err error
 	if c.Peers, err = pw.Apply(c.Peers); err != nil {
 		return c, err
+	}
+	if len(c.Peers) > 0 {
+		c = sel.Select(c, nodeLabels)
 	}
 	c = c.Normalize()
 	return c, c.Validate()
@@ -248,6 +264,9 @@ func (b *bgpConfig) validate() error {
 	if err != nil {
 		return err
 	}
+	if _, err := b.selectors(); err != nil {
+		return err
+	}
 	if b.annotations != "" {
 		if !base.RouterID.IsValid() {
 			base.RouterID = netip.MustParseAddr("192.0.2.1") // placeholder: the src-ip annotation may set it
@@ -256,7 +275,7 @@ func (b *bgpConfig) validate() error {
 			base.Peers = []bgpconfig.Peer{{Address: netip.MustParseAddr("192.0.2.2"), AS: 1}}
 		}
 	}
-	if _, err := resolveBGP(base, pw, nil); err != nil {
+	if _, err := resolveBGP(base, pw, nil, nil, nil); err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	return nil
@@ -273,6 +292,7 @@ const (
 	reasonSessionUp     = "BGPSessionEstablished"
 	reasonConfigInvalid = "BGPConfigInvalid"
 	reasonStopped       = "BGPStopped"
+	reasonNoPeers       = "BGPNoPeerSelected"
 )
 
 // serveBGP runs the agent in BGP mode: every eligible node advertises the
@@ -300,14 +320,19 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	sel, err := c.bgpc.selectors()
+	if err != nil {
+		return err
+	}
 	cfg := base
 	var nw *nodeWatch
-	if c.bgpc.annotations != "" {
-		nw = newNodeWatch(client, c.nodeName, c.bgpc.annotations, base, pw, log.WithName("bgp-node"), rec)
+	if c.bgpc.annotations != "" || len(sel) > 0 {
+		// Annotations and peer node selectors both depend on this Node.
+		nw = newNodeWatch(client, c.nodeName, c.bgpc.annotations, base, pw, sel, log.WithName("bgp-node"), rec)
 		if cfg, err = nw.start(ctx); err != nil {
 			return err
 		}
-	} else if cfg, err = resolveBGP(base, pw, nil); err != nil {
+	} else if cfg, err = resolveBGP(base, pw, nil, nil, nil); err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	if unused := pw.Unused(cfg.Peers); len(unused) > 0 {
@@ -385,7 +410,7 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 		defer srv.Close()
 	}
 	go releaseStartupPages(ctx, log, ag.Synced)
-	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers))
+	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers), "deselectedPeers", len(cfg.Deselected))
 	runErr := ag.Run(ctx)
 	stopCP() // the control-plane VIP is withdrawn before the speaker closes
 

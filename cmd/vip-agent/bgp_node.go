@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"reflect"
+	"slices"
 
 	"github.com/go-logr/logr"
 	v1 "k8s.io/api/core/v1"
@@ -16,12 +18,14 @@ import (
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 )
 
-// nodeWatch follows this node's BGP annotations.
+// nodeWatch follows this node's BGP annotations (under prefix, when set)
+// and its labels (for peer node selectors).
 type nodeWatch struct {
 	client       kubernetes.Interface
 	node, prefix string
 	base         bgpconfig.Config
 	pw           bgpconfig.Passwords
+	sel          bgpconfig.PeerSelectors
 	log          logr.Logger
 	rec          record.EventRecorder
 	informer     cache.SharedIndexInformer
@@ -29,13 +33,15 @@ type nodeWatch struct {
 	changed      chan struct{}
 	lastErr      string
 	current      bgpconfig.Config
+	// warnedUnknown is set once selectors for non-peers were reported.
+	warnedUnknown bool
 }
 
-func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconfig.Config, pw bgpconfig.Passwords, log logr.Logger, rec record.EventRecorder) *nodeWatch {
+func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconfig.Config, pw bgpconfig.Passwords, sel bgpconfig.PeerSelectors, log logr.Logger, rec record.EventRecorder) *nodeWatch {
 	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = "metadata.name=" + node
 	}))
-	w := &nodeWatch{client: client, node: node, prefix: prefix, base: base, pw: pw, log: log, rec: rec,
+	w := &nodeWatch{client: client, node: node, prefix: prefix, base: base, pw: pw, sel: sel, log: log, rec: rec,
 		factory: f, informer: f.Core().V1().Nodes().Informer(), changed: make(chan struct{}, 1)}
 	poke := func(any) {
 		select {
@@ -47,7 +53,8 @@ func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconf
 	return w
 }
 
-// resolve computes the configuration from the node's current annotations.
+// resolve computes the configuration from the node's current annotations
+// and labels.
 func (w *nodeWatch) resolve() (bgpconfig.Config, error) {
 	obj, ok, err := w.informer.GetStore().GetByKey(w.node)
 	if err != nil || !ok {
@@ -58,10 +65,41 @@ func (w *nodeWatch) resolve() (bgpconfig.Config, error) {
 	if err != nil {
 		return bgpconfig.Config{}, err
 	}
-	if !found {
-		return resolveBGP(w.base, w.pw, nil)
+	var node *bgpconfig.NodeSettings
+	if found {
+		node = &s
 	}
-	return resolveBGP(w.base, w.pw, &s)
+	c, err := resolveBGP(w.base, w.pw, node, w.sel, n.Labels)
+	if err == nil {
+		if unknown := w.sel.Unknown(append(slices.Clone(c.Peers), peersOf(c.Deselected)...)); len(unknown) > 0 && !w.warnedUnknown {
+			w.warnedUnknown = true
+			w.log.Info("peer node selectors name addresses that are not peers", "addresses", unknown)
+		}
+	}
+	return c, err
+}
+
+func peersOf(addrs []netip.Addr) []bgpconfig.Peer {
+	out := make([]bgpconfig.Peer, len(addrs))
+	for i, a := range addrs {
+		out[i] = bgpconfig.Peer{Address: a}
+	}
+	return out
+}
+
+// logSelection says which peers this node's labels select.
+func (w *nodeWatch) logSelection(what string, c bgpconfig.Config) {
+	if len(w.sel) == 0 {
+		return
+	}
+	peers := make([]string, len(c.Peers))
+	for i, p := range c.Peers {
+		peers[i] = p.Key()
+	}
+	w.log.Info(what, "peers", peers, "deselected", c.Deselected, "selectors", w.sel.String())
+	if len(c.Peers) == 0 {
+		w.rec.Eventf(nodeRef(w.node), v1.EventTypeNormal, reasonNoPeers, "no BGP peer selects this node (%s): it advertises nothing", w.sel.String())
+	}
 }
 
 func (w *nodeWatch) report(err error) {
@@ -70,6 +108,10 @@ func (w *nodeWatch) report(err error) {
 	}
 	w.lastErr = err.Error()
 	w.log.Info("BGP settings from the node's annotations are not usable", "prefix", w.prefix, "err", err.Error())
+	if w.prefix == "" {
+		w.rec.Eventf(nodeRef(w.node), v1.EventTypeWarning, reasonConfigInvalid, "BGP settings for this node: %v", err)
+		return
+	}
 	w.rec.Eventf(nodeRef(w.node), v1.EventTypeWarning, reasonConfigInvalid, "BGP annotations under %s/: %v", w.prefix, err)
 }
 
@@ -84,7 +126,10 @@ func (w *nodeWatch) start(ctx context.Context) (bgpconfig.Config, error) {
 		c, err := w.resolve()
 		if err == nil {
 			w.current, w.lastErr = c, ""
-			w.log.Info("BGP settings read from node annotations", "prefix", w.prefix, "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
+			if w.prefix != "" {
+				w.log.Info("BGP settings read from node annotations", "prefix", w.prefix, "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
+			}
+			w.logSelection("BGP peers selected by node labels", c)
 			return c, nil
 		}
 		w.report(err)
@@ -118,7 +163,11 @@ func (w *nodeWatch) follow(ctx context.Context, apply func(context.Context, bgpc
 			w.report(err)
 			continue
 		}
+		old := w.current
 		w.current = c
-		w.log.Info("BGP settings changed by node annotations", "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
+		w.log.Info("BGP settings changed by the node's annotations or labels", "as", c.AS, "routerID", c.RouterID, "peers", len(c.Peers))
+		if !reflect.DeepEqual(old.Peers, c.Peers) {
+			w.logSelection("BGP peers selected by node labels changed", c)
+		}
 	}
 }

@@ -104,6 +104,13 @@ func TestBGPConfig(t *testing.T) {
 				}
 			}},
 		{name: "annotations may supply the rest", args: []string{"--bgp", "--annotations", "kube-vip.io"}},
+		{name: "peer node selectors", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1,10.0.0.2:1", "--bgp-peer-node-selector", "10.0.0.1=rack=a"},
+			env: map[string]string{"bgp_peer_node_selectors": "10.0.0.9=x"},
+			want: func(t *testing.T, c bgpconfig.Config) { // the test's node is in rack b
+				if len(c.Peers) != 1 || c.Peers[0].Address != a("10.0.0.2") || len(c.Deselected) != 1 || c.Deselected[0] != a("10.0.0.1") {
+					t.Fatalf("peers %v, deselected %v", c.Peers, c.Deselected)
+				}
+			}},
 
 		{name: "both modes", args: []string{"--bgp", "--arp"}, err: "choose one"},
 		{name: "router ID twice", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_routerinterface": "lo", "bgp_peers": "10.0.0.2:1"}, err: "bgp_routerinterface"},
@@ -117,6 +124,8 @@ func TestBGPConfig(t *testing.T) {
 		{name: "inline and file password", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1:x", "--bgp-password-file", pwFile}, err: "keep one"},
 		{name: "bad community", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1", "--bgp-communities", "1:2:3"}, err: "--bgp-communities"},
 		{name: "bad AS env", env: map[string]string{"bgp_enable": "true", "bgp_as": "x"}, err: "bgp_as"},
+		{name: "bad peer node selector", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1", "--bgp-peer-node-selector", "10.0.0.1=rack in a"}, err: "--bgp-peer-node-selector"},
+		{name: "peer node selector twice", env: map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.1", "bgp_peers": "10.0.0.2:1", "bgp_peer_node_selectors": "10.0.0.2=a;10.0.0.2=b"}, err: "two node selectors"},
 		{name: "missing password file", args: []string{"--bgp", "--bgpRouterID", "10.0.0.11", "--bgppeers", "10.0.0.1:1", "--bgp-password-file", "/nonexistent"}, err: "--bgp-password-file"},
 	}
 	for _, tt := range tests {
@@ -139,7 +148,11 @@ func TestBGPConfig(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				cfg, err := resolveBGP(base, pw, nil)
+				sel, err := c.bgpc.selectors()
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg, err := resolveBGP(base, pw, nil, sel, map[string]string{"rack": "b"})
 				if err != nil {
 					t.Fatal(err)
 				}

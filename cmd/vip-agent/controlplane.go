@@ -263,8 +263,12 @@ func controlPlaneSpeaker(ctx context.Context, c config, reg prometheus.Registere
 	if err != nil {
 		return nil, err
 	}
+	sel, err := c.bgpc.selectors()
+	if err != nil {
+		return nil, err
+	}
 	cfg := base
-	if c.bgpc.annotations != "" {
+	if c.bgpc.annotations != "" || len(sel) > 0 {
 		rc, err := restConfig(c)
 		if err != nil {
 			return nil, err
@@ -276,11 +280,11 @@ func controlPlaneSpeaker(ctx context.Context, c config, reg prometheus.Registere
 		bcast := record.NewBroadcaster(record.WithContext(ctx))
 		bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 		rec := bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "vip-agent", Host: c.nodeName})
-		nw := newNodeWatch(client, c.nodeName, c.bgpc.annotations, base, pw, log.WithName("bgp-node"), rec)
+		nw := newNodeWatch(client, c.nodeName, c.bgpc.annotations, base, pw, sel, log.WithName("bgp-node"), rec)
 		if cfg, err = nw.start(ctx); err != nil {
 			return nil, err
 		}
-	} else if cfg, err = resolveBGP(base, pw, nil); err != nil {
+	} else if cfg, err = resolveBGP(base, pw, nil, nil, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
 	iface := c.servicesIface

@@ -87,6 +87,10 @@ type Config struct {
 	LocalPref uint32
 	// Peers are the neighbours.
 	Peers []Peer
+	// Deselected are configured peers that peer node selectors leave out
+	// for this node (see PeerSelectors.Select). With some, an empty Peers
+	// is valid: the node has no session.
+	Deselected []netip.Addr
 }
 
 // Normalize fills zero timers with their defaults and returns c.
@@ -131,7 +135,7 @@ func (c Config) Validate() error {
 		return bad("router ID is not set (bgp_routerid, bgp_routerinterface or the src-ip annotation)")
 	case !c.RouterID.Is4() || c.RouterID.IsUnspecified():
 		return bad("router ID %s must be a non-zero IPv4 address", c.RouterID)
-	case len(c.Peers) == 0:
+	case len(c.Peers) == 0 && len(c.Deselected) == 0:
 		return bad("no peers (bgp_peers, bgp_peeraddress or the peer-ip annotation)")
 	case c.ListenPort < -1 || c.ListenPort == 0 || c.ListenPort > 65535:
 		return bad("listen port %d must be -1 (do not listen) or 1-65535", c.ListenPort)
