@@ -14,9 +14,11 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	coordlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
@@ -57,6 +59,11 @@ type LoadBalancer struct {
 	recorder record.EventRecorder
 	svcs     corelisters.ServiceLister
 	synced   []cache.InformerSynced
+
+	// DHCP Services (dhcp.go).
+	leases    coordlisters.LeaseLister
+	dhcpQueue workqueue.TypedRateLimitingInterface[string]
+	dhcp      map[string]*dhcpState
 }
 
 var _ cloudprovider.LoadBalancer = (*LoadBalancer)(nil)
@@ -69,6 +76,9 @@ func newLoadBalancer(opts Options, reg prometheus.Registerer) *LoadBalancer {
 		pools:    newPoolState(),
 		nodeIPs:  map[netip.Addr]int{},
 		recorder: &record.FakeRecorder{},
+
+		dhcpQueue: newDHCPQueue(),
+		dhcp:      map[string]*dhcpState{},
 	}
 	lb.alloc.SetForbidden(lb.forbidden)
 	lb.metrics.observe(lb)
@@ -103,6 +113,11 @@ func (lb *LoadBalancer) start(client kubernetes.Interface, rec record.EventRecor
 	})
 	lb.synced = append(lb.synced, inf.HasSynced)
 	f.Start(stop)
+	// Only the Service Leases that carry a DHCP record.
+	lf := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1ListOptions) { o.LabelSelector = lbsvc.LabelDHCP + "=true" }))
+	lb.startDHCP(lf, stop)
+	lf.Start(stop)
 }
 
 func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
@@ -198,9 +213,6 @@ func (lb *LoadBalancer) restoreLocked() error {
 		}
 		addrs := lbsvc.IngressIPs(svc)
 		if len(addrs) == 0 {
-			continue
-		}
-		if req, err := lbsvc.Requested(svc); err == nil && req.DHCP {
 			continue
 		}
 		lb.alloc.Restore(lbsvc.Key(svc), svc.Namespace, addrs, ipamPorts(svc), lb.cfg != nil && lb.cfg.Shareable(svc.Namespace))
@@ -348,7 +360,9 @@ func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBala
 	for _, a := range addrs {
 		if a.IsUnspecified() {
 			// The pool is the 0.0.0.0/32 DHCP marker: the agent obtains
-			// the address.
+			// the address. dhcpStatus takes lb.mu itself.
+			lb.mu.Unlock()
+			defer lb.mu.Lock()
 			return lb.dhcpStatus(svc)
 		}
 	}
@@ -358,13 +372,6 @@ func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBala
 		lb.metrics.allocations.Inc()
 	}
 	return statusFor(addrs), nil
-}
-
-// dhcpStatus handles a 0.0.0.0 request: the owning agent obtains the
-// address by DHCP; until it has, the Service stays pending.
-func (lb *LoadBalancer) dhcpStatus(svc *v1.Service) (*v1.LoadBalancerStatus, error) {
-	lb.recorder.Event(svc, v1.EventTypeNormal, ReasonWaitingForDHCP, "address 0.0.0.0 requested: waiting for a DHCP lease")
-	return nil, api.NewRetryError("waiting for a DHCP lease", lb.opts.RetryAfter)
 }
 
 // UpdateLoadBalancer has nothing to do: the addresses do not depend on the
@@ -385,6 +392,7 @@ func (lb *LoadBalancer) release(key string) bool {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	lb.maybeRestoreLocked()
+	lb.forgetDHCPLocked(key)
 	if len(lb.alloc.Assigned(key)) == 0 {
 		return false
 	}

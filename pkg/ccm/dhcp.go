@@ -1,0 +1,233 @@
+package ccm
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"time"
+
+	coordv1 "k8s.io/api/coordination/v1"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/cloud-provider/api"
+	"k8s.io/klog/v2"
+
+	"github.com/vip-lb/vip/pkg/election"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// Event reasons of DHCP-sourced Services.
+const (
+	ReasonDHCPAddressRejected = "DHCPAddressRejected"
+)
+
+// DHCP hand-over: the vip-agent that owns a 0.0.0.0 Service takes a DHCP
+// lease and records it on the Service's Lease (lbsvc.DHCPRecord). vip-ccm
+// watches those Leases, checks the address like any requested one and
+// returns it from EnsureLoadBalancer, so status stays vip-ccm's alone. The
+// stock service controller only calls EnsureLoadBalancer again on Service
+// changes, so a Lease change is pushed to status by dhcpSync, and a pending
+// Service is retried quickly (dhcpRetry) in case the Lease event came first.
+
+// dhcpWaitMin and dhcpWaitMax bound the retry delay of a Service waiting
+// for its lease: quick at first (the owner usually leases within a second),
+// then slower.
+const (
+	dhcpWaitMin = 250 * time.Millisecond
+	dhcpWaitMax = 5 * time.Second
+)
+
+// dhcpState is vip-ccm's memory of one DHCP Service.
+type dhcpState struct {
+	waits   int        // consecutive pending answers
+	told    string     // the last Event given, to say it once
+	granted netip.Addr // the address last returned
+}
+
+func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan struct{}) {
+	li := f.Coordination().V1().Leases()
+	lb.leases = li.Lister()
+	enqueue := func(o any) {
+		if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = tomb.Obj
+		}
+		if l, ok := o.(*coordv1.Lease); ok {
+			lb.dhcpQueue.Add(l.Namespace + "/" + l.Labels[election.LabelService])
+		}
+	}
+	_, _ = li.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, o any) { enqueue(o) },
+		DeleteFunc: enqueue,
+	})
+	lb.synced = append(lb.synced, li.Informer().HasSynced)
+	go func() {
+		ctx := contextFor(stop)
+		defer lb.dhcpQueue.ShutDown()
+		if !cache.WaitForCacheSync(stop, li.Informer().HasSynced) {
+			return
+		}
+		go wait.UntilWithContext(ctx, func(ctx context.Context) {
+			for lb.nextDHCP(ctx) {
+			}
+		}, time.Second)
+		<-stop
+	}()
+}
+
+func newDHCPQueue() workqueue.TypedRateLimitingInterface[string] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-ccm-dhcp-leases"})
+}
+
+func (lb *LoadBalancer) nextDHCP(ctx context.Context) bool {
+	key, quit := lb.dhcpQueue.Get()
+	if quit {
+		return false
+	}
+	defer lb.dhcpQueue.Done(key)
+	if err := lb.dhcpSync(ctx, key); err != nil {
+		klog.FromContext(ctx).Info("writing a DHCP address to status failed; will retry", "service", key, "err", err)
+		lb.dhcpQueue.AddRateLimited(key)
+		return true
+	}
+	lb.dhcpQueue.Forget(key)
+	return true
+}
+
+// dhcpSync writes the leased address of a DHCP Service to its status as
+// soon as the owner records it, without waiting for the service controller's
+// next pass.
+func (lb *LoadBalancer) dhcpSync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil || name == "" || lb.svcs == nil || !lb.hasSynced() {
+		return nil
+	}
+	svc, err := lb.svcs.Services(ns).Get(name)
+	if err != nil {
+		return nil // gone: the service controller releases it
+	}
+	if svc.DeletionTimestamp != nil || !lbsvc.Wants(svc, lb.opts.Class) || !lbsvc.WantsDHCP(svc) {
+		return nil
+	}
+	st, err := lb.EnsureLoadBalancer(ctx, "", svc, nil)
+	if err != nil {
+		return nil // still pending or refused; Events say why
+	}
+	if reflect.DeepEqual(svc.Status.LoadBalancer, *st) {
+		return nil
+	}
+	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": st}})
+	if err != nil {
+		return err
+	}
+	_, err = lb.client.CoreV1().Services(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("writing status of %s: %w", key, err)
+	}
+	return nil
+}
+
+// dhcpStatus handles a 0.0.0.0 request: it returns the address the owning
+// agent leased, once that is recorded and passes the checks; until then
+// the Service stays pending and is retried soon.
+func (lb *LoadBalancer) dhcpStatus(svc *v1.Service) (*v1.LoadBalancerStatus, error) {
+	rec, ok, err := lb.dhcpRecord(svc)
+	if err != nil {
+		return lb.dhcpPending(svc, v1.EventTypeWarning, ReasonDHCPAddressRejected, err.Error())
+	}
+	if !ok {
+		return lb.dhcpPending(svc, v1.EventTypeNormal, ReasonWaitingForDHCP, "address 0.0.0.0 requested: waiting for a DHCP lease")
+	}
+	lb.mu.Lock()
+	refusal, err := lb.grantDHCPLocked(svc, rec)
+	lb.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if refusal != "" {
+		return lb.dhcpPending(svc, v1.EventTypeWarning, ReasonDHCPAddressRejected, refusal)
+	}
+	return statusFor([]netip.Addr{rec.Addr}), nil
+}
+
+// grantDHCPLocked checks a leased address like a requested one and records
+// it; a non-empty refusal says why it cannot be used.
+func (lb *LoadBalancer) grantDHCPLocked(svc *v1.Service, rec lbsvc.DHCPRecord) (refusal string, err error) {
+	key := lbsvc.Key(svc)
+	if err := lb.restoreLocked(); err != nil {
+		return "", err
+	}
+	if why := lb.whyForbiddenLocked([]netip.Addr{rec.Addr}); why != "" || lb.forbidden(rec.Addr) {
+		return "leased address " + rec.Addr.String() + " refused" + why, nil
+	}
+	for _, h := range lb.alloc.Holders(rec.Addr) {
+		if h != key {
+			return fmt.Sprintf("leased address %s is already held by %s", rec.Addr, h), nil
+		}
+	}
+	lb.alloc.Restore(key, svc.Namespace, []netip.Addr{rec.Addr}, ipamPorts(svc), false)
+	st := lb.dhcp[key]
+	if st == nil {
+		st = &dhcpState{}
+		lb.dhcp[key] = st
+	}
+	st.waits, st.told = 0, ""
+	if st.granted != rec.Addr {
+		st.granted = rec.Addr
+		lb.recorder.Eventf(svc, v1.EventTypeNormal, ReasonAllocated, "Assigned %s (DHCP lease, MAC %s)", rec.Addr, rec.MAC)
+		lb.metrics.allocations.Inc()
+	}
+	return "", nil
+}
+
+// dhcpRecord reads the record on the Service's Lease.
+func (lb *LoadBalancer) dhcpRecord(svc *v1.Service) (lbsvc.DHCPRecord, bool, error) {
+	if lb.leases == nil {
+		return lbsvc.DHCPRecord{}, false, nil
+	}
+	l, err := lb.leases.Leases(svc.Namespace).Get(lbsvc.LeaseName(svc))
+	if err != nil {
+		return lbsvc.DHCPRecord{}, false, nil
+	}
+	if l.Labels[election.LabelService] != svc.Name {
+		return lbsvc.DHCPRecord{}, false, fmt.Errorf("Lease %s/%s belongs to Service %q, not %q", l.Namespace, l.Name,
+			l.Labels[election.LabelService], svc.Name)
+	}
+	return lbsvc.ParseDHCPRecord(l.Annotations)
+}
+
+// dhcpPending records an Event once per distinct message and asks for a
+// retry, quickly at first.
+func (lb *LoadBalancer) dhcpPending(svc *v1.Service, typ, reason, msg string) (*v1.LoadBalancerStatus, error) {
+	key := lbsvc.Key(svc)
+	lb.mu.Lock()
+	st := lb.dhcp[key]
+	if st == nil {
+		st = &dhcpState{}
+		lb.dhcp[key] = st
+	}
+	tell := st.told != reason+msg
+	st.told = reason + msg
+	delay := min(dhcpWaitMin<<min(st.waits, 8), dhcpWaitMax)
+	st.waits++
+	lb.mu.Unlock()
+	if tell {
+		lb.recorder.Event(svc, typ, reason, msg)
+		if typ == v1.EventTypeWarning {
+			lb.metrics.failures.WithLabelValues(reason).Inc()
+		}
+	}
+	return nil, api.NewRetryError(msg, min(delay, lb.opts.RetryAfter))
+}
+
+// forgetDHCPLocked drops what vip-ccm remembers of a deleted Service.
+func (lb *LoadBalancer) forgetDHCPLocked(key string) { delete(lb.dhcp, key) }
