@@ -116,6 +116,14 @@ func (f *vipFlags) complete() (ccm.Options, error) {
 }
 
 func main() {
+	// The command's own --version prints the Kubernetes libraries' version;
+	// vip-ccm reports its own release.
+	for _, a := range os.Args[1:] {
+		if a == "--version" || a == "--version=true" {
+			fmt.Println("vip-ccm", version.Version)
+			return
+		}
+	}
 	vf := &vipFlags{opts: ccm.DefaultOptions()}
 	if err := vf.fromEnv(); err != nil {
 		fmt.Fprintln(os.Stderr, "vip-ccm:", err)
