@@ -250,6 +250,9 @@ func (m *Mapper) step(ctx context.Context) {
 		}
 		err := m.apply(ctx, op, now)
 		if err == nil {
+			if r := m.retries[op.Owner]; r != nil && r.n > 0 && op.Kind != OpDelete {
+				added[op.Owner] = true // recovered: say so
+			}
 			m.succeeded(op.Owner)
 			if op.Kind == OpDelete {
 				removed[op.Owner] = append(removed[op.Owner], op.ID)
@@ -323,6 +326,15 @@ func (m *Mapper) discover(ctx context.Context) bool {
 	}
 	m.gw, m.gwName, m.gwRetry, m.permanentOnly = gw, gw.String(), retry{}, false
 	m.log.Info("UPnP gateway found", "gateway", gw.String())
+	// The gateway may be a new one, or have restarted without its
+	// mappings: every held mapping is added again now.
+	now := m.o.Now()
+	m.mu.Lock()
+	for id, h := range m.held {
+		h.RenewAt = now
+		m.held[id] = h
+	}
+	m.mu.Unlock()
 	return true
 }
 
@@ -414,6 +426,7 @@ func (m *Mapper) warn(owner string, err error, now time.Time, backoff bool) {
 	}
 	if backoff {
 		r.fail(now, m.o.RetryMin, m.o.RetryMax)
+		delete(m.reported, owner) // the next success is reported again
 	}
 	msg := err.Error()
 	if r.last == msg {

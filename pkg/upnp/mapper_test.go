@@ -297,6 +297,9 @@ func TestMapperGatewayGoesAway(t *testing.T) {
 		t.Errorf("discovered %d times, want 2", h.discover)
 	}
 	h.wantCalls("add TCP/80→10.77.0.200 1m0s", "add TCP/80→10.77.0.200 1m0s") // failed, then retried
+	if rs := h.takeReports(); len(rs) != 1 || rs[0].warning || rs[0].reason != ReasonMapped {
+		t.Fatalf("recovery not reported as Mapped: %+v", rs)
+	}
 }
 
 // A refused mapping (another host holds the port) is a Warning on that
