@@ -126,7 +126,8 @@ type SSDPOptions struct {
 	// interface). The search is sent from each of its IPv4 addresses that
 	// is not a /32 (virtual IPs are).
 	Interface string
-	// Window is how long to collect answers (default 2 s).
+	// Window is how long to collect answers (default 2 s, at least 1 s:
+	// SSDP's MX header counts whole seconds).
 	Window time.Duration
 	// HTTPTimeout bounds each SOAP call (default 10 s).
 	HTTPTimeout time.Duration
@@ -139,6 +140,7 @@ func SSDP(o SSDPOptions) Discoverer {
 	if o.Window <= 0 {
 		o.Window = 2 * time.Second
 	}
+	o.Window = max(o.Window, time.Second)
 	if o.HTTPTimeout <= 0 {
 		o.HTTPTimeout = 10 * time.Second
 	}
@@ -156,7 +158,9 @@ func SSDP(o SSDPOptions) Discoverer {
 			defer c.Close()
 			clients = append(clients, c)
 		}
-		sctx, cancel := context.WithTimeout(ctx, o.Window)
+		// A little past the window, so the MX computed from the deadline is
+		// still the window's whole seconds.
+		sctx, cancel := context.WithTimeout(ctx, o.Window+250*time.Millisecond)
 		defer cancel()
 		resps, err := ssdp.RawSearch(sctx, httpu.NewMultiClientCtx(clients), ssdp.UPNPRootDevice, 2)
 		if err != nil {
