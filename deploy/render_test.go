@@ -18,6 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/diff"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/vip-lb/vip/pkg/bgpconfig"
+	"github.com/vip-lb/vip/pkg/ipam"
 )
 
 // repoRoot is the repository, one level up from this package.
@@ -60,13 +63,29 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// render runs vip-render with args from the repository root.
+var (
+	cacheMu sync.Mutex
+	cache   = map[string][]byte{}
+)
+
+// render runs vip-render with args from the repository root (once per
+// distinct command line and test binary).
 func render(t *testing.T, args ...string) []byte {
 	t.Helper()
+	k := strings.Join(args, "\x00")
+	cacheMu.Lock()
+	out, ok := cache[k]
+	cacheMu.Unlock()
+	if ok {
+		return out
+	}
 	out, stderr, err := tryRender(t, args...)
 	if err != nil {
 		t.Fatalf("vip-render %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	}
+	cacheMu.Lock()
+	cache[k] = out
+	cacheMu.Unlock()
 	return out
 }
 
@@ -450,5 +469,36 @@ func TestHelmPackage(t *testing.T) {
 		t.Error("version not-a-version was accepted")
 	} else if !strings.Contains(stderr, "not-a-version") {
 		t.Errorf("bad version: %s", stderr)
+	}
+}
+
+// TestRenderedSettingsParse: the pools and BGP peers every rendering ships
+// are accepted by the parsers vip-ccm and vip-agent use.
+func TestRenderedSettingsParse(t *testing.T) {
+	for name, data := range renderings(t) {
+		m := objects(t, data)
+		pools := m["ConfigMap kube-system/kubevip"]
+		if pools == nil {
+			t.Errorf("%s: no pools ConfigMap", name)
+			continue
+		}
+		cm := map[string]string{}
+		for k, v := range dig(t, pools, "data").(map[string]any) {
+			s, ok := v.(string)
+			if !ok {
+				t.Errorf("%s: pools key %s is %T, not a string", name, k, v)
+			}
+			cm[k] = s
+		}
+		if _, errs := ipam.ParseConfig(cm); len(errs) > 0 {
+			t.Errorf("%s: pools do not parse: %v", name, errs)
+		}
+		if bgp := m["ConfigMap kube-system/vip-agent-bgp"]; bgp != nil {
+			s, _ := dig(t, bgp, "data", "bgp_peers").(string)
+			peers, err := bgpconfig.ParsePeers(s)
+			if err != nil || len(peers) == 0 {
+				t.Errorf("%s: bgp_peers %q: %d peers, %v", name, s, len(peers), err)
+			}
+		}
 	}
 }
