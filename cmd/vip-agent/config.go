@@ -122,7 +122,7 @@ var unsupportedEnv = map[string]string{
 	"vip_wireguard": "WireGuard tunnels", "vip_routingtable": "routing-table mode", "egress_podcidr": "Service egress",
 	"egress_servicecidr": "Service egress", "egress_withnftables": "Service egress", "lb_enable": "the IPVS control-plane load balancer",
 	"zebra_enable": "Zebra integration", "mirror_dest_interface": "traffic mirroring", "enable_service_security": "service security rules",
-	"cp_detect": "control-plane address detection", "vip_ddns": "dynamic DNS",
+	"cp_detect": "control-plane address detection",
 }
 
 // applyEnv sets every flag not given on the command line from env.

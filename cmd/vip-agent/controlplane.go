@@ -29,6 +29,7 @@ import (
 	"github.com/vip-lb/vip/pkg/announce/bgp"
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 	"github.com/vip-lb/vip/pkg/controlplane"
+	"github.com/vip-lb/vip/pkg/dhcp"
 )
 
 // cpConfig is the control-plane part of the command line and environment.
@@ -41,6 +42,7 @@ type cpConfig struct {
 	resolvePeriod  time.Duration
 	probePeriod    time.Duration
 	probeTimeout   time.Duration
+	ddns           bool
 }
 
 func defaultCPConfig() cpConfig {
@@ -53,7 +55,7 @@ func defaultCPConfig() cpConfig {
 // cpEnvFlags maps kube-vip's control-plane environment variables onto flags.
 var cpEnvFlags = map[string]string{
 	"address": "address", "vip_address": "address", "port": "port", "vip_cidr": "vip-cidr",
-	"vip_leasename": "lease-name", "kubernetes_addr": "local-apiserver",
+	"vip_leasename": "lease-name", "kubernetes_addr": "local-apiserver", "vip_ddns": "ddns",
 }
 
 func (p *cpConfig) flags(fs *pflag.FlagSet) {
@@ -65,6 +67,7 @@ func (p *cpConfig) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&p.resolvePeriod, "address-refresh", p.resolvePeriod, "How often a DNS --address is resolved again.")
 	fs.DurationVar(&p.probePeriod, "apiserver-probe-period", p.probePeriod, "How often the local API server's /readyz is asked; two failures in a row give the VIP up.")
 	fs.DurationVar(&p.probeTimeout, "apiserver-probe-timeout", p.probeTimeout, "Timeout of one /readyz request.")
+	fs.BoolVar(&p.ddns, "ddns", p.ddns, "Dynamic DNS (env vip_ddns): obtain the address of the DNS name in --address by DHCP on a macvlan of --interface, sending the name's first label as host name.")
 }
 
 // validate checks the control-plane settings (with --controlplane only).
@@ -82,6 +85,16 @@ func (p *cpConfig) validate(c *config) error {
 		}
 	} else if errs := validation.IsDNS1123Subdomain(strings.TrimSuffix(p.address, ".")); len(errs) > 0 {
 		return bad("--address %q is neither an IP address nor a DNS name", p.address)
+	}
+	if p.ddns {
+		switch _, err := netip.ParseAddr(p.address); {
+		case err == nil:
+			return bad("--ddns (vip_ddns, dynamic DNS) needs a DNS name in --address, not the address %s", p.address)
+		case c.iface == "":
+			return bad("--ddns (vip_ddns, dynamic DNS) needs --interface (vip_interface): the DHCP lease is taken on a macvlan of it")
+		case c.bgp && !c.leaderElection:
+			return bad("--ddns (vip_ddns, dynamic DNS) with BGP needs --leader-election: one node holds the DHCP lease")
+		}
 	}
 	if p.port < 1 || p.port > 65535 {
 		return bad("--port %d is not a TCP port", p.port)
@@ -180,6 +193,19 @@ func newControlPlane(c config, ann announce.Announcer, reg prometheus.Registerer
 	if c.bgp {
 		iface = "" // the speaker's own interface (lo by default)
 	}
+	var ddns controlplane.DDNS
+	if c.cp.ddns {
+		// Its own link prefix, so that the Service leases' cleanup and
+		// this one leave each other's macvlans alone.
+		dm, err := dhcp.New(dhcp.Options{Prefix: "vipc", Logger: log.WithName("ddns")})
+		if err != nil {
+			return nil, fmt.Errorf("dynamic DNS: %w", err)
+		}
+		if err := dm.Cleanup(context.Background()); err != nil {
+			log.Error(err, "removing macvlans left by a previous run")
+		}
+		ddns = dm
+	}
 	if c.cp.cidr != "" && c.cp.cidr != "32" && c.cp.cidr != "128" && c.cp.cidr != "/32" && c.cp.cidr != "/128" {
 		log.Info("vip_cidr is ignored: the control-plane VIP is bound as a host address", "vip_cidr", c.cp.cidr)
 	}
@@ -190,6 +216,7 @@ func newControlPlane(c config, ann announce.Announcer, reg prometheus.Registerer
 		LeaseDuration:  c.leaseDuration, RenewDeadline: c.renewDeadline, RetryPeriod: c.retryPeriod,
 		ProbePeriod: c.cp.probePeriod, ProbeTimeout: c.cp.probeTimeout, ResolvePeriod: c.cp.resolvePeriod,
 		Logger: log.WithName("control-plane"), Registerer: reg,
+		DDNS: ddns, DDNSInterface: c.iface,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)

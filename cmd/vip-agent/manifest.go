@@ -69,7 +69,7 @@ func parseSecondsOrDuration(s string) (time.Duration, error) {
 type manifestFlags struct {
 	o                        manifest.Options
 	vip, address             string
-	k3s, ddns, loadBalancer  bool
+	k3s, loadBalancer        bool
 	servicesElection, slices bool
 }
 
@@ -105,7 +105,7 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 	fs.StringVar(&o.PeerAddress, "peerAddress", "", "A single BGP peer.")
 	fs.StringVar(&o.Peers, "bgppeers", "", "BGP peers as address:AS:password:multihop,…")
 	fs.StringVar(&o.Annotations, "annotations", "", "Read per-node BGP settings from Node annotations under this prefix.")
-	fs.BoolVar(&m.ddns, "ddns", false, "Obtain --address by DHCP (not available in this build).")
+	fs.BoolVar(&o.DDNS, "ddns", false, "Obtain the address of the DNS name in --address by DHCP, sending the name as host name (dynamic DNS).")
 	fs.BoolVar(&m.loadBalancer, "enableLoadBalancer", false, "kube-vip's IPVS control-plane balancer (not provided by vip).")
 	fs.BoolVar(&m.servicesElection, "servicesElection", false, "Accepted for kube-vip compatibility: vip always elects per Service.")
 	fs.BoolVar(&m.slices, "enableEndpointSlices", false, "Accepted for kube-vip compatibility: vip always reads EndpointSlices.")
@@ -119,8 +119,6 @@ func (m *manifestFlags) options(kind string) (manifest.Form, manifest.Options, e
 	switch {
 	case m.vip != "" && m.address != "" && m.vip != m.address:
 		return "", o, errors.New("--vip and --address differ: give one")
-	case m.ddns:
-		return "", o, errors.New("--ddns: obtaining the control-plane address by DHCP is not available in this build")
 	case m.loadBalancer:
 		return "", o, errors.New("--enableLoadBalancer: vip does not provide kube-vip's IPVS control-plane balancer")
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/vip-lb/vip/pkg/dhcp"
 )
 
 // Controller holds the control-plane VIP on this node while it should.
@@ -72,7 +74,30 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.ready, c.leading = false, false
 	c.syncLocked(context.Background())
 	c.mu.Unlock()
+	c.ddns(false)
 	return nil
+}
+
+// ddns keeps the DHCP lease of the address while this node leads; a
+// successor asks for the same address with the same MAC and client ID.
+func (c *Controller) ddns(leading bool) {
+	if c.o.DDNS == nil {
+		return
+	}
+	key := c.o.ddnsKey()
+	if !leading {
+		c.o.DDNS.Stop(key, false)
+		return
+	}
+	c.mu.Lock()
+	want := c.vip
+	c.mu.Unlock()
+	p := dhcp.Params{Parent: c.o.DDNSInterface, Hostname: c.o.ddnsHostname(), Want: want}
+	if err := c.o.DDNS.Ensure(key, p); err != nil {
+		c.log.Error(err, "starting the DHCP client for dynamic DNS")
+		return
+	}
+	c.log.Info("dynamic DNS: keeping a DHCP lease for the address", "hostname", p.Hostname, "iface", p.Parent)
 }
 
 // Announced returns the VIP this node announces now (invalid: none).
@@ -116,7 +141,8 @@ func (c *Controller) electLoop(ctx context.Context) {
 func (c *Controller) waitFor(ctx context.Context, want bool) bool {
 	for {
 		c.mu.Lock()
-		ok := c.ready && c.vip.IsValid()
+		// With DDNS the holder obtains the address, so it campaigns first.
+		ok := c.ready && (c.vip.IsValid() || c.o.DDNS != nil)
 		c.mu.Unlock()
 		if ok == want {
 			return true
@@ -139,6 +165,7 @@ func (c *Controller) notify() {
 // setLeading is the elector's callback: it returns once the VIP is
 // announced or withdrawn accordingly.
 func (c *Controller) setLeading(leading bool) {
+	c.ddns(leading)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.leading = leading

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/vip-lb/vip/pkg/announce"
+	"github.com/vip-lb/vip/pkg/dhcp"
 )
 
 // Defaults for zero Options fields.
@@ -78,6 +80,13 @@ type Options struct {
 	ProbeFailures             int
 	// ResolvePeriod is how often a DNS Address is resolved again (10s).
 	ResolvePeriod time.Duration
+	// DDNS, when set, obtains the address of a DNS-name Address by DHCP
+	// (kube-vip's --ddns): the node holding the Lease keeps a lease on
+	// DDNSInterface with the name's first label as host name, so a DHCP
+	// server that registers host names in DNS (dnsmasq does) makes the name
+	// resolve to the leased address, which the resolver then follows.
+	DDNS          DDNS
+	DDNSInterface string
 	// Probe replaces the /readyz request (tests).
 	Probe ProbeFunc
 	// Resolve replaces the DNS resolver (tests).
@@ -129,6 +138,13 @@ func (o Options) withDefaults() (Options, error) {
 		return bad("renew deadline %v must be shorter than the lease duration %v", o.RenewDeadline, o.LeaseDuration)
 	case o.RetryPeriod >= o.RenewDeadline:
 		return bad("retry period %v must be shorter than the renew deadline %v", o.RetryPeriod, o.RenewDeadline)
+	case o.DDNS != nil && o.EveryReadyNode:
+		return bad("dynamic DNS needs one elected holder of the address, not every ready node")
+	case o.DDNS != nil && o.DDNSInterface == "":
+		return bad("dynamic DNS needs the interface to take the DHCP lease on")
+	}
+	if _, err := netip.ParseAddr(o.Address); err == nil && o.DDNS != nil {
+		return bad("dynamic DNS needs a DNS name as the address, not %s", o.Address)
 	}
 	if a, err := netip.ParseAddr(o.Address); err == nil {
 		if err := checkVIP(a.Unmap()); err != nil {
@@ -148,6 +164,19 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
+
+// DDNS is what the controller needs from *dhcp.Manager.
+type DDNS interface {
+	Ensure(key string, p dhcp.Params) error
+	Stop(key string, release bool)
+}
+
+// ddnsKey is the DHCP key of the control-plane address: the same on every
+// node, so the holder's successor gets the same MAC, client ID and address.
+func (o Options) ddnsKey() string { return "control-plane/" + strings.TrimSuffix(o.Address, ".") }
+
+// ddnsHostname is the host name sent in option 12: the name's first label.
+func (o Options) ddnsHostname() string { return strings.SplitN(o.Address, ".", 2)[0] }
 
 // checkVIP refuses addresses that cannot be a virtual IP.
 func checkVIP(a netip.Addr) error {

@@ -34,7 +34,7 @@ type client struct {
 
 func newClient(m *Manager, key string, p Params) *client {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &client{m: m, key: key, p: p, link: LinkName(key), mac: MAC(key), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &client{m: m, key: key, p: p, link: linkName(m.o.Prefix, key), mac: MAC(key), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 // current returns the lease while it is valid.

@@ -44,6 +44,10 @@ type Options struct {
 	Retries int
 	// Backoff spaces failed exchanges; zero means 1s doubling to 30s.
 	Backoff Backoff
+	// Prefix starts the macvlan names: four characters, LinkPrefix when
+	// empty. Managers with different prefixes leave each other's links
+	// alone in Cleanup.
+	Prefix string
 }
 
 // Params say what a client asks for.
@@ -120,6 +124,12 @@ func New(o Options) (*Manager, error) {
 	}
 	if o.Retries <= 0 {
 		o.Retries = 3
+	}
+	if o.Prefix == "" {
+		o.Prefix = LinkPrefix
+	}
+	if len(o.Prefix) != len(LinkPrefix) {
+		return nil, fmt.Errorf("link prefix %q: want %d characters", o.Prefix, len(LinkPrefix))
 	}
 	if o.Backoff.Min <= 0 {
 		o.Backoff.Min = time.Second
@@ -210,7 +220,7 @@ func (m *Manager) Stop(key string, release bool) {
 	}
 }
 
-// Cleanup deletes the macvlans named like LinkName that no running client
+// Cleanup deletes the macvlans named with the Manager's prefix that no running client
 // holds: what a crashed or killed predecessor left.
 func (m *Manager) Cleanup(_ context.Context) error {
 	ls, err := m.h.LinkList()
@@ -226,7 +236,7 @@ func (m *Manager) Cleanup(_ context.Context) error {
 	var errs []error
 	for _, l := range ls {
 		name := l.Attrs().Name
-		if _, ok := l.(*netlink.Macvlan); !ok || !isOurs(name) || held[name] {
+		if _, ok := l.(*netlink.Macvlan); !ok || !isOurs(m.o.Prefix, name) || held[name] {
 			continue
 		}
 		if err := deleteLink(m.h, name); err != nil {

@@ -29,8 +29,11 @@ func MAC(key string) net.HardwareAddr {
 }
 
 // LinkName derives the macvlan's name from key: LinkPrefix and 11 hex digits.
-func LinkName(key string) string {
-	return LinkPrefix + hex.EncodeToString(digest(key))[:maxLinkName-len(LinkPrefix)]
+func LinkName(key string) string { return linkName(LinkPrefix, key) }
+
+// linkName is prefix (4 characters) and 11 hex digits of key's digest.
+func linkName(prefix, key string) string {
+	return prefix + hex.EncodeToString(digest(key))[:maxLinkName-len(prefix)]
 }
 
 // ClientID is the DHCP client identifier (option 61) sent with mac:
@@ -39,11 +42,11 @@ func ClientID(mac net.HardwareAddr) []byte {
 	return append([]byte{1}, mac...)
 }
 
-// isOurs reports whether a link name has the form LinkName produces.
-func isOurs(name string) bool {
-	if !strings.HasPrefix(name, LinkPrefix) || len(name) != maxLinkName {
+// isOurs reports whether a link name has the form linkName(prefix, …).
+func isOurs(prefix, name string) bool {
+	if !strings.HasPrefix(name, prefix) || len(name) != maxLinkName {
 		return false
 	}
-	_, err := hex.DecodeString(name[len(LinkPrefix):] + "0")
+	_, err := hex.DecodeString(name[len(prefix):] + "0")
 	return err == nil
 }

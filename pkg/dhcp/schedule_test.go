@@ -78,7 +78,7 @@ func TestMACAndLinkName(t *testing.T) {
 		if MAC(k).String() != mac.String() || LinkName(k) != link {
 			t.Errorf("%q: derivation is not stable", k)
 		}
-		if len(link) > 15 || !isOurs(link) {
+		if len(link) > 15 || !isOurs(LinkPrefix, link) {
 			t.Errorf("LinkName(%q) = %q: too long or not recognisable", k, link)
 		}
 		if o, dup := seenMAC[mac.String()]; dup {
@@ -98,7 +98,7 @@ func TestMACAndLinkName(t *testing.T) {
 		t.Errorf("MAC(default/web) = %s, pinned %s", got, pinnedMAC)
 	}
 	for _, n := range []string{"eth0", "vipd", "vipdxyz12345678", "vipd0123456789a0"} {
-		if isOurs(n) {
+		if isOurs(LinkPrefix, n) {
 			t.Errorf("isOurs(%q) = true", n)
 		}
 	}

@@ -187,6 +187,9 @@ func env(o Options) []corev1.EnvVar {
 	// Lease holder advertises the control-plane VIP.
 	add("vip_leaderelection", strconv.FormatBool(o.ARP || o.LeaderElection))
 	if o.ControlPlane {
+		if o.DDNS {
+			add("vip_ddns", "true")
+		}
 		add("vip_leasename", o.LeaseName)
 		for _, d := range []struct {
 			name string

@@ -66,6 +66,9 @@ type Options struct {
 	Interface string
 	// Address is the control-plane VIP: an IP address or a DNS name.
 	Address string
+	// DDNS obtains the address of a DNS-name Address by DHCP, sending the
+	// name as host name (kube-vip's --ddns).
+	DDNS bool
 	// Port is the API server port (default 6443).
 	Port int
 	// LocalAPIServer is the URL of this node's API server, used to elect
@@ -161,6 +164,18 @@ func (o Options) withDefaults(form Form) (Options, error) {
 	if o.Address != "" {
 		if err := checkAddress(o.Address); err != nil {
 			return bad("--address %q: %v", o.Address, err)
+		}
+	}
+	if o.DDNS {
+		switch _, err := netip.ParseAddr(o.Address); {
+		case !o.ControlPlane:
+			return bad("--ddns obtains the control-plane address: it needs --controlplane")
+		case err == nil:
+			return bad("--ddns needs a DNS name in --address (sent as DHCP host name), not the address %s", o.Address)
+		case o.Interface == "":
+			return bad("--ddns needs --interface: the DHCP lease is taken on a macvlan of that interface")
+		case o.BGP && !o.LeaderElection:
+			return bad("--ddns with --bgp needs --leaderElection: one node holds the DHCP lease")
 		}
 	}
 	if errs := validation.IsDNS1123Subdomain(o.LeaseName); len(errs) > 0 {
