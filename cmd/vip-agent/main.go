@@ -30,6 +30,7 @@ import (
 	_ "k8s.io/component-base/logs/json/register"
 	"k8s.io/klog/v2"
 
+	"github.com/vip-lb/vip/internal/listwatch"
 	"github.com/vip-lb/vip/internal/version"
 	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/announce"
@@ -113,7 +114,7 @@ func restConfig(c config) (*rest.Config, error) {
 	}
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.UserAgent = "vip-agent"
-	rc.Wrap(retryListWatch)
+	rc.Wrap(listwatch.Retry)
 	return rc, nil
 }
 

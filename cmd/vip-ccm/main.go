@@ -156,6 +156,9 @@ func newCommand(vf *vipFlags) (*cobra.Command, error) {
 			klog.Fatalf("%v", err)
 		}
 		klog.InfoS("vip-ccm", "version", version.Version)
+		if err := reconnectFast(c); err != nil {
+			klog.Fatalf("building the informers' client: %v", err)
+		}
 		o, err := vf.complete()
 		if err != nil {
 			klog.Fatalf("invalid vip options: %v", err)

@@ -1,27 +1,31 @@
-package main
+// Package listwatch keeps client-go informers connected through API server
+// outages: their list and watch requests retry a failed connection every
+// Interval instead of falling into the reflector's exponential backoff.
+package listwatch
 
 import (
 	"net/http"
 	"time"
 )
 
-// listWatchRetry is the pause between attempts of a list or watch request
+// Interval is the pause between attempts of a list or watch request
 // that could not reach the API server.
-const listWatchRetry = 250 * time.Millisecond
+const Interval = 250 * time.Millisecond
 
-// retryListWatch makes informer list and watch requests retry a failed
-// connection every listWatchRetry until it works or the request's context
+// Retry makes informer list and watch requests retry a failed
+// connection every Interval until it works or the request's context
 // ends, instead of failing at once.
 //
 // Why: client-go's reflector backs off exponentially after failures (0.8 s
 // doubling to 30 s, plus up to 100% jitter), and its backoff is not
 // configurable through shared informers. After an API server outage of 30 s
-// an agent therefore stayed blind for up to a minute after the server came
-// back: it saw no heartbeats (so no failover) and no Service changes. With
+// a vip-agent therefore stayed blind for up to a minute after the server came
+// back (no heartbeats, so no failover, and no Service changes), and vip-ccm
+// assigned no addresses. With
 // the retry here the reflector never sees the outage as a failure and
-// resumes within listWatchRetry of the server's return. Single-object GETs
+// resumes within Interval of the server's return. Single-object GETs
 // and writes are not retried: their callers handle errors themselves.
-func retryListWatch(rt http.RoundTripper) http.RoundTripper {
+func Retry(rt http.RoundTripper) http.RoundTripper {
 	return &listWatchRetrier{next: rt}
 }
 
@@ -36,7 +40,7 @@ func (r *listWatchRetrier) RoundTrip(req *http.Request) (*http.Response, error) 
 		if err == nil || req.Context().Err() != nil {
 			return resp, err
 		}
-		t := time.NewTimer(listWatchRetry)
+		t := time.NewTimer(Interval)
 		select {
 		case <-req.Context().Done():
 			t.Stop()

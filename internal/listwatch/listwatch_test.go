@@ -1,4 +1,4 @@
-package main
+package listwatch
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func TestRetryListWatch(t *testing.T) {
 	} {
 		rt := &flakyRT{fails: 2}
 		req, _ := http.NewRequest(tc.method, tc.url, nil)
-		resp, err := retryListWatch(rt).RoundTrip(req)
+		resp, err := Retry(rt).RoundTrip(req)
 		if tc.retried {
 			if err != nil || resp.StatusCode != http.StatusOK || rt.calls != 3 {
 				t.Errorf("%s %s: err %v, calls %d; want success after 3 calls", tc.method, tc.url, err, rt.calls)
@@ -44,12 +44,12 @@ func TestRetryListWatch(t *testing.T) {
 }
 
 func TestRetryListWatchStopsWithContext(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*listWatchRetry/2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*Interval/2)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api/api/v1/nodes?watch=true", nil)
 	t0 := time.Now()
-	_, err := retryListWatch(&flakyRT{fails: 1 << 30}).RoundTrip(req)
-	if err == nil || time.Since(t0) > 5*listWatchRetry {
+	_, err := Retry(&flakyRT{fails: 1 << 30}).RoundTrip(req)
+	if err == nil || time.Since(t0) > 5*Interval {
 		t.Fatalf("err %v after %v; want the error once the context ends", err, time.Since(t0))
 	}
 }
