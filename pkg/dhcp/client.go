@@ -13,6 +13,10 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 )
 
+// releaseDrain is how long a DHCPRELEASE is given to leave before the
+// macvlan is deleted.
+const releaseDrain = 50 * time.Millisecond
+
 // client keeps the lease of one key.
 type client struct {
 	m    *Manager
@@ -59,16 +63,20 @@ func (c *client) run() {
 	defer close(c.done)
 	log := c.m.log.WithValues("service", c.key, "iface", c.link)
 	var nc *nclient4.Client
+	var conn net.PacketConn
 	defer func() {
 		c.mu.Lock()
 		release, lease, had := c.release, c.lease, c.cur.Addr.IsValid()
 		c.mu.Unlock()
 		if nc != nil {
 			if release && lease != nil {
-				if err := nc.Release(lease, dhcpv4.WithOption(dhcpv4.OptClientIdentifier(ClientID(c.mac)))); err != nil {
+				if err := c.sendRelease(conn, lease); err != nil {
 					log.Error(err, "sending DHCPRELEASE")
 				} else {
 					log.Info("released DHCP lease", "vip", lease.ACK.YourIPAddr)
+					// The frame is only queued: deleting the macvlan at once
+					// would drop it.
+					time.Sleep(releaseDrain)
 				}
 			}
 			_ = nc.Close()
@@ -83,7 +91,7 @@ func (c *client) run() {
 	for {
 		if nc == nil {
 			var err error
-			if nc, err = c.open(); err != nil {
+			if nc, conn, err = c.open(); err != nil {
 				c.failed(Acquire, err)
 				if !c.sleepUntil(time.Now().Add(c.m.o.Backoff.Delay(c.failureCount()))) {
 					return
@@ -128,15 +136,33 @@ func (c *client) run() {
 }
 
 // open creates the macvlan and the client on it.
-func (c *client) open() (*nclient4.Client, error) {
+func (c *client) open() (*nclient4.Client, net.PacketConn, error) {
 	if err := ensureLink(c.m.h, c.link, c.p.Parent, c.mac); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	nc, err := nclient4.New(c.link, nclient4.WithHWAddr(c.mac), nclient4.WithTimeout(c.m.o.Timeout), nclient4.WithRetry(c.m.o.Retries))
+	conn, err := nclient4.NewRawUDPConn(c.link, nclient4.ClientPort)
 	if err != nil {
-		return nil, fmt.Errorf("opening a DHCP socket on %s: %w", c.link, err)
+		return nil, nil, fmt.Errorf("opening a DHCP socket on %s: %w", c.link, err)
 	}
-	return nc, nil
+	nc, err := nclient4.NewWithConn(conn, c.mac, nclient4.WithTimeout(c.m.o.Timeout), nclient4.WithRetry(c.m.o.Retries))
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, fmt.Errorf("DHCP client on %s: %w", c.link, err)
+	}
+	return nc, conn, nil
+}
+
+// sendRelease broadcasts DHCPRELEASE. nclient4's Release unicasts it from
+// 0.0.0.0, which Linux servers drop as a martian source; a broadcast from
+// 0.0.0.0 is accepted, and the server identifier inside says which server
+// it is for.
+func (c *client) sendRelease(conn net.PacketConn, l *nclient4.Lease) error {
+	req, err := dhcpv4.NewReleaseFromACK(l.ACK, dhcpv4.WithOption(dhcpv4.OptClientIdentifier(ClientID(c.mac))))
+	if err != nil {
+		return fmt.Errorf("building DHCPRELEASE: %w", err)
+	}
+	_, err = conn.WriteTo(req.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort})
+	return err
 }
 
 // common are the options of every message.
