@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -32,6 +33,10 @@ const (
 type PortMapper interface {
 	// Set replaces what owner forwards; an empty Want removes it.
 	Set(owner string, w upnp.Want)
+	// Flush waits until what was Set for owner reached the gateway (or
+	// failed), so a withdrawn Service's mappings are deleted before the
+	// next owner adds its own.
+	Flush(ctx context.Context, owner string)
 }
 
 // PortMapOptions configure gateway port mappings. Only the node that
@@ -87,12 +92,16 @@ func (a *Agent) mapPorts(key string, svc *v1.Service) {
 	}
 }
 
-// unmapPorts removes key's mappings (this node stopped announcing it).
-func (a *Agent) unmapPorts(key string) {
+// unmapPorts removes key's mappings (this node stopped announcing it) and
+// waits, a few seconds at most, until the gateway has been told.
+func (a *Agent) unmapPorts(ctx context.Context, key string) {
 	if a.o.PortMap.Mapper == nil {
 		return
 	}
 	a.o.PortMap.Mapper.Set(key, upnp.Want{})
+	fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	a.o.PortMap.Mapper.Flush(fctx, key)
+	cancel()
 	a.ports.mu.Lock()
 	delete(a.ports.problems, key)
 	a.ports.mu.Unlock()

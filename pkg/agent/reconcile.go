@@ -269,7 +269,7 @@ func (a *Agent) withdrawOne(ctx context.Context, key string, addr netip.Addr) {
 
 // withdrawAll removes every address announced for key; svc may be nil.
 func (a *Agent) withdrawAll(ctx context.Context, key string, svc *v1.Service, why string) {
-	a.unmapPorts(key)
+	a.unmapPorts(ctx, key)
 	a.mu.Lock()
 	cur := a.held[key]
 	addrs := make([]netip.Addr, 0, len(cur))

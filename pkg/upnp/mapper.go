@@ -75,10 +75,15 @@ type Mapper struct {
 	log     logr.Logger
 	metrics *metrics
 	wake    chan struct{}
+	exited  chan struct{} // closed when Run returns
 
 	mu   sync.Mutex
 	want map[string]Want
 	held map[ID]Held
+	// Steps started and finished, and a channel closed (and replaced) when
+	// a step finishes: Flush waits on them.
+	started, finished uint64
+	stepped           chan struct{}
 
 	// Run's goroutine only.
 	gw            Gateway
@@ -129,7 +134,7 @@ func New(o Options) (*Mapper, error) {
 	}
 	return &Mapper{
 		o: o, log: o.Logger, metrics: newMetrics(o.Registerer),
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), exited: make(chan struct{}), stepped: make(chan struct{}),
 		want: map[string]Want{}, held: map[ID]Held{},
 		retries: map[string]*retry{}, reported: map[string]string{}, conflicts: map[string]string{},
 	}, nil
@@ -166,6 +171,38 @@ func (m *Mapper) Set(owner string, w Want) {
 // Delete forgets owner; its mappings are removed.
 func (m *Mapper) Delete(owner string) { m.Set(owner, Want{}) }
 
+// Flush waits until Run has acted on what owner wants now (after Set): it
+// returns once owner holds no mapping or a step begun after the call has
+// finished (the calls may have failed), when ctx ends, or when Run has
+// returned. A node handing a Service over calls it so that its deletion
+// cannot reach the gateway after the next owner's addition.
+func (m *Mapper) Flush(ctx context.Context, owner string) {
+	m.mu.Lock()
+	target := m.started + 1
+	m.mu.Unlock()
+	for {
+		m.mu.Lock()
+		holds := false
+		for _, h := range m.held {
+			holds = holds || h.Owner == owner
+		}
+		_, wants := m.want[owner]
+		done := m.finished >= target || (!holds && !wants)
+		ch := m.stepped
+		m.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-m.exited:
+			return
+		}
+	}
+}
+
 // Held returns the mappings held on the gateway, ordered by ID.
 func (m *Mapper) Held() []Held {
 	m.mu.Lock()
@@ -178,10 +215,20 @@ func (m *Mapper) Held() []Held {
 // Run keeps the gateway in line with what is wanted until ctx ends, then
 // removes every mapping it holds (within StopTimeout) and returns.
 func (m *Mapper) Run(ctx context.Context) error {
+	defer close(m.exited)
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		m.mu.Lock()
+		m.started++
+		n := m.started
+		m.mu.Unlock()
 		m.step(ctx)
+		m.mu.Lock()
+		m.finished = n
+		close(m.stepped)
+		m.stepped = make(chan struct{})
+		m.mu.Unlock()
 		t.Reset(m.nextWake())
 		select {
 		case <-ctx.Done():

@@ -350,6 +350,32 @@ func TestMapperRunRemovesAllOnStop(t *testing.T) {
 	}
 }
 
+// Flush returns once the owner's mappings are gone from the gateway, so a
+// node handing a Service over deletes before the next owner adds.
+func TestMapperFlush(t *testing.T) {
+	h := newHarness(t)
+	h.m.o.Now = time.Now
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.m.Run(ctx) }()
+	h.m.Flush(context.Background(), "ns/none") // nothing held or wanted: at once
+	h.m.Set("ns/a", Want{Lease: time.Hour, Mappings: []Mapping{mp(TCP, 80, vipA)}})
+	h.m.Flush(context.Background(), "ns/a")
+	h.wantEntries("TCP/80→10.77.0.200 1h0m0s")
+	h.m.Delete("ns/a")
+	h.m.Flush(context.Background(), "ns/a")
+	h.wantEntries()
+	cancel()
+	<-done
+	h.m.Set("ns/b", Want{Lease: time.Hour, Mappings: []Mapping{mp(TCP, 81, vipA)}})
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	h.m.Flush(fctx, "ns/b") // Run has returned: at once
+	if fctx.Err() != nil {
+		t.Fatal("Flush waited for a Mapper that no longer runs")
+	}
+}
+
 func TestNewRejectsMissingDiscover(t *testing.T) {
 	if _, err := New(Options{}); !errors.Is(err, ErrInvalidOptions) {
 		t.Fatalf("New without Discover: %v", err)
