@@ -199,6 +199,22 @@ func parsePool(key, scope, val string, skipEnd bool) (*pool, []error) {
 // parseEntry parses one pool entry into a range, or reports the DHCP marker,
 // or says why the entry is bad.
 func parseEntry(entry string, skipEnd bool) (r netipx.IPRange, dhcp bool, reason string) {
+	r, dhcp, reason = parseEntryRange(entry, skipEnd)
+	if reason == "" && !dhcp && wholeFamily(r) {
+		return netipx.IPRange{}, false, reasonWholeFamily
+	}
+	return r, dhcp, reason
+}
+
+const reasonWholeFamily = "covers every address of its family (a /0), including ones this network does not own; give the prefix the cluster really has"
+
+// wholeFamily reports whether r is 0.0.0.0-255.255.255.255 or ::-ffff:….
+func wholeFamily(r netipx.IPRange) bool {
+	p, ok := r.Prefix()
+	return r.IsValid() && ok && p.Bits() == 0
+}
+
+func parseEntryRange(entry string, skipEnd bool) (r netipx.IPRange, dhcp bool, reason string) {
 	if from, to, ok := strings.Cut(entry, "-"); ok {
 		a, reason := parseAddr(strings.TrimSpace(from))
 		if reason != "" {
@@ -226,6 +242,9 @@ func parseEntry(entry string, skipEnd bool) (r netipx.IPRange, dhcp bool, reason
 		}
 		if pfx == dhcpMarker {
 			return r, true, ""
+		}
+		if pfx.Bits() == 0 {
+			return r, false, reasonWholeFamily
 		}
 		r = netipx.RangeOfPrefix(pfx.Masked())
 		// Network and broadcast addresses exist only in IPv4 subnets of /30 or

@@ -92,6 +92,12 @@ func TestParseConfig(t *testing.T) {
 			errs:  []string{"cidr-global 10.0.0.300/24"},
 		},
 		{
+			name:  "a /0 is refused",
+			data:  map[string]string{"cidr-global": "0.0.0.0/0,10.0.0.0/30", "range-global": "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+			pools: []string{"cidr-global: 10.0.0.0-10.0.0.3", "range-global: "},
+			errs:  []string{"cidr-global 0.0.0.0/0", "range-global ::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+		},
+		{
 			name:  "reversed range",
 			data:  map[string]string{"range-global": "10.0.0.9-10.0.0.1,10.0.0.20-10.0.0.21"},
 			pools: []string{"range-global: 10.0.0.20-10.0.0.21"},
@@ -114,13 +120,13 @@ func TestParseConfig(t *testing.T) {
 		},
 		{
 			name:  "huge ranges stay ranges",
-			data:  map[string]string{"cidr-global": "0.0.0.0/0,::/0", "cidr-dev": "2001:db8::/64"},
-			pools: []string{"cidr-dev: 2001:db8::-2001:db8::ffff:ffff:ffff:ffff", "cidr-global: 0.0.0.0-255.255.255.255,::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+			data:  map[string]string{"cidr-global": "0.0.0.0/1,::/1", "cidr-dev": "2001:db8::/64"},
+			pools: []string{"cidr-dev: 2001:db8::-2001:db8::ffff:ffff:ffff:ffff", "cidr-global: 0.0.0.0-127.255.255.255,::-7fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
 			check: func(t *testing.T, c *Config) {
 				want := []PoolInfo{
 					{Name: "cidr-dev", Family: IPv6, Size: math.Exp2(64)},
-					{Name: "cidr-global", Family: IPv4, Size: math.Exp2(32)},
-					{Name: "cidr-global", Family: IPv6, Size: math.Exp2(128)},
+					{Name: "cidr-global", Family: IPv4, Size: math.Exp2(31)},
+					{Name: "cidr-global", Family: IPv6, Size: math.Exp2(127)},
 				}
 				if got := c.Pools(); !slices.Equal(got, want) {
 					t.Errorf("Pools() = %v, want %v", got, want)
@@ -289,6 +295,29 @@ func TestPoolOfSearchOrder(t *testing.T) {
 		got, ok := c.PoolOf(tc.ns, netip.MustParseAddr(tc.addr))
 		if got != tc.want || ok != (tc.want != "") {
 			t.Errorf("PoolOf(%s, %s) = %q, %v; want %q", tc.ns, tc.addr, got, ok, tc.want)
+		}
+	}
+}
+
+func TestWholeFamilyRefused(t *testing.T) {
+	for _, entry := range []string{"0.0.0.0/0", "::/0", "0.0.0.0-255.255.255.255", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "10.0.0.0/0"} {
+		for _, key := range []string{"cidr-global", "range-global"} {
+			for _, skip := range []string{"false", "true"} {
+				data := map[string]string{key: entry, "skip-end-ips-in-cidr": skip}
+				c, errs := ParseConfig(data)
+				if len(errs) == 0 || !strings.Contains(errs[0].Error(), "every address") {
+					t.Errorf("%s=%s (skip-end %q): errors %v, want the /0 refused", key, entry, skip, errs)
+				}
+				if len(c.Pools()) != 0 {
+					t.Errorf("%s=%s: pools %v, want none", key, entry, c.Pools())
+				}
+			}
+		}
+	}
+	// Large but real prefixes stay accepted.
+	for _, entry := range []string{"0.0.0.0/1", "fd00::/8", "::/1"} {
+		if _, errs := ParseConfig(map[string]string{"cidr-global": entry}); len(errs) != 0 {
+			t.Errorf("%s refused: %v", entry, errs)
 		}
 	}
 }
