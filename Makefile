@@ -50,7 +50,7 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 # The release, from git tags (v1.2.3), else v0.0.0-<commit>: `make chart`.
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
 
-.PHONY: help build test unit e2e fuzz-short fuzz bench demo deps clean distclean chart
+.PHONY: help build test unit e2e fuzz-short fuzz bench resilience demo deps clean distclean chart
 
 help: ## list targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_\/.-]+:.*## /{printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,6 +109,16 @@ bench: bin/etcd bin/kube-apiserver build ## unit + e2e benchmarks: figures -> _o
 	  else echo "# e2e benchmarks skipped (need root and e2e/*.go)"; fi; } 2>&1 | tee _out/bench.log
 	@grep '^Benchmark' _out/bench.log >> _out/bench.txt || true
 	@echo "figures: _out/bench.txt (go test output: _out/bench.log)"
+
+resilience: bin/etcd bin/kube-apiserver build ## fault scenarios with bursts of 1000 Services: table -> _out/resilience.md (root)
+ifeq ($(IS_ROOT),yes)
+	@mkdir -p _out
+	$(TEST_ENV) VIP_RESILIENCE_FULL=1 VIP_RESILIENCE_REPORT=$(CURDIR)/_out/resilience.md \
+	  $(GO) test -tags e2e -count=1 -timeout 60m -run '^TestResilience$$' -v ./e2e/ 2>&1 | tee _out/resilience.log
+	@echo "report: _out/resilience.md (go test output: _out/resilience.log)"
+else
+	@echo "resilience: needs root (network namespaces)"; exit 1
+endif
 
 demo: bin/etcd bin/kube-apiserver build ## the lab demo: e2e/demo.sh (root)
 	@if [ -f e2e/demo.sh ]; then VIP_BIN_DIR=$(BIN) bash e2e/demo.sh; else echo "demo: e2e/demo.sh not present yet"; fi

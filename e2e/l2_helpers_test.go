@@ -224,7 +224,13 @@ func l2StrayProblem(t testing.TB, l *lab.Lab, svcs []l2Service) string {
 		}
 	}
 	holders := map[string]string{}
-	for _, ns := range []string{"default", lab.ScaleNamespace} {
+	namespaces := []string{"default", lab.ScaleNamespace}
+	for _, s := range all {
+		if !slices.Contains(namespaces, s.NS) {
+			namespaces = append(namespaces, s.NS)
+		}
+	}
+	for _, ns := range namespaces {
 		h, err := l.Holders(ctx, ns)
 		if err != nil {
 			t.Fatal(err)

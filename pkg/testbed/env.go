@@ -29,6 +29,7 @@ type Env struct {
 	apiserverBin  string
 	sec           *secrets
 	etcdURL       string
+	etcdArgs      []string
 	apiPort       int
 	apiserverArgs []string
 
@@ -161,7 +162,7 @@ func (e *Env) startEtcd(ctx context.Context) error {
 			return err
 		}
 		e.mu.Lock()
-		e.etcd = p
+		e.etcd, e.etcdArgs = p, args
 		e.mu.Unlock()
 		err = e.waitReady(ctx, p, []string{client + "/health"}, false)
 		if err == nil {
@@ -206,6 +207,44 @@ func (e *Env) apiArgs() []string {
 		args = append(args, "--endpoint-reconciler-type", "none")
 	}
 	return append(args, e.opts.APIServerArgs...)
+}
+
+// StopEtcd kills etcd (SIGKILL by PID) and waits for it to exit; the API
+// server keeps running and fails its requests until StartEtcd.
+func (e *Env) StopEtcd() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return errors.New("testbed: env stopped")
+	}
+	e.etcd.kill()
+	return nil
+}
+
+// StartEtcd starts etcd again on the same ports and data (after StopEtcd)
+// and waits for its /health.
+func (e *Env) StartEtcd(ctx context.Context) error {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return errors.New("testbed: env stopped")
+	}
+	if e.etcd != nil && !e.etcd.exited() {
+		e.mu.Unlock()
+		return errors.New("testbed: etcd is already running")
+	}
+	p, err := startProc("etcd", e.etcdLog(), e.opts.Netns, e.etcdBin, e.etcdArgs)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	e.etcd = p
+	e.mu.Unlock()
+	if err := e.waitReady(ctx, p, []string{e.etcdURL + "/health"}, false); err != nil {
+		p.kill()
+		return err
+	}
+	return nil
 }
 
 // StopAPIServer kills kube-apiserver (SIGKILL by PID) and waits for it to
