@@ -281,6 +281,26 @@ func (b *bgpConfig) validate() error {
 	return nil
 }
 
+// nodeWatchClient is the client that reads this Node's BGP annotations and
+// labels. With the control-plane VIP it talks to the node's own API server:
+// the kubeconfig (kubeadm's admin.conf) may name the VIP, which is not up
+// before the speaker has the settings from the Node, so going through the
+// VIP would wait forever on a cold start.
+func nodeWatchClient(c config, client kubernetes.Interface) (kubernetes.Interface, error) {
+	if !c.controlPlane {
+		return client, nil
+	}
+	lc, err := localRestConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(lc)
+	if err != nil {
+		return nil, fmt.Errorf("building the local API server client: %w", err)
+	}
+	return cs, nil
+}
+
 // nodeRef is the object Node events are attached to.
 func nodeRef(node string) *v1.ObjectReference {
 	return &v1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)}
@@ -328,7 +348,11 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	var nw *nodeWatch
 	if c.bgpc.annotations != "" || len(sel) > 0 {
 		// Annotations and peer node selectors both depend on this Node.
-		nw = newNodeWatch(client, c.nodeName, c.bgpc.annotations, base, pw, sel, log.WithName("bgp-node"), rec)
+		nodeClient, err := nodeWatchClient(c, client)
+		if err != nil {
+			return err
+		}
+		nw = newNodeWatch(nodeClient, c.nodeName, c.bgpc.annotations, base, pw, sel, log.WithName("bgp-node"), rec)
 		if cfg, err = nw.start(ctx); err != nil {
 			return err
 		}

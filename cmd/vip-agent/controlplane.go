@@ -296,13 +296,14 @@ func controlPlaneSpeaker(ctx context.Context, c config, reg prometheus.Registere
 	}
 	cfg := base
 	if c.bgpc.annotations != "" || len(sel) > 0 {
-		rc, err := restConfig(c)
+		// The node's own API server, never the VIP: it is not up yet.
+		lc, err := localRestConfig(c)
 		if err != nil {
 			return nil, err
 		}
-		client, err := kubernetes.NewForConfig(rc)
+		client, err := kubernetes.NewForConfig(lc)
 		if err != nil {
-			return nil, fmt.Errorf("building client: %w", err)
+			return nil, fmt.Errorf("building the local API server client: %w", err)
 		}
 		bcast := record.NewBroadcaster(record.WithContext(ctx))
 		bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
