@@ -305,7 +305,11 @@ type reason struct {
 	types                      map[string]bool // Normal / Warning, where the code shows it
 }
 
-var reasonIdent = regexp.MustCompile(`^[Rr]eason[A-Z]`)
+var (
+	reasonIdent = regexp.MustCompile(`^[Rr]eason[A-Z]`)
+	// reasonValue is the form of an Event reason: one UpperCamelCase word.
+	reasonValue = regexp.MustCompile(`^[A-Z][A-Za-z0-9]+$`)
+)
 
 // reasonsInCode finds every constant named Reason*/reason* with a string
 // value, and the Event types it is recorded with.
@@ -327,8 +331,8 @@ func reasonsInCode(t *testing.T) map[string]*reason {
 						continue
 					}
 					v, ok := stringLit(vs.Values[i])
-					if !ok {
-						continue
+					if !ok || !reasonValue.MatchString(v) {
+						continue // not an Event reason (e.g. an error text)
 					}
 					r := &reason{value: v, ident: id.Name, program: program(path), pos: fset.Position(id.Pos()).String(), types: map[string]bool{}}
 					if prev, dup := out[v]; dup && prev.program != r.program {
