@@ -1,0 +1,351 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/e2e/lab"
+	"github.com/vip-lb/vip/pkg/dhcp"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// TestDHCP: Services requesting 0.0.0.0 get their address from dnsmasq on
+// the lab segment. One lab, subtests in order: lease → status → traffic,
+// renewals, DHCP server down for a while, owner node cut off (the successor
+// keeps the address), Service deleted (lease released, macvlan gone).
+func TestDHCP(t *testing.T) {
+	l := l2Lab(t, lab.Options{})
+	srv, err := l.StartDHCP(l2Ctx(t, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dnsmasq log:\n%s", srv.Proc.Tail(40))
+		}
+	})
+	s := &dhcpSuite{l: l, srv: srv, key: "default/dhcp1"}
+	for _, st := range []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"LeaseToStatus", s.leaseToStatus},
+		{"Renewal", s.renewal},
+		{"ServerDown", s.serverDown},
+		{"OwnerCutOff", s.ownerCutOff},
+		{"Deleted", s.deleted},
+	} {
+		if !t.Run(st.name, st.f) && st.name == "LeaseToStatus" {
+			t.Fatal("the DHCP Service the other subtests use could not be set up")
+		}
+	}
+}
+
+type dhcpSuite struct {
+	l     *lab.Lab
+	srv   *lab.DHCPServer
+	key   string
+	vip   netip.Addr
+	owner string
+}
+
+func (s *dhcpSuite) ns() string   { return strings.SplitN(s.key, "/", 2)[0] }
+func (s *dhcpSuite) name() string { return strings.SplitN(s.key, "/", 2)[1] }
+func (s *dhcpSuite) mac() string  { return dhcp.MAC(s.key).String() }
+
+func dhcpRequest() lab.ServiceOption {
+	return func(svc *v1.Service) {
+		svc.Annotations = map[string]string{lbsvc.AnnotationLoadBalancerIPs: "0.0.0.0"}
+	}
+}
+
+// waitStatus polls the Service every 10 ms until its status satisfies ok.
+func (s *dhcpSuite) waitStatus(ctx context.Context, ok func([]netip.Addr) bool) ([]netip.Addr, error) {
+	var got []netip.Addr
+	err := lab.Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		svc, err := s.l.Admin.CoreV1().Services(s.ns()).Get(ctx, s.name(), metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		got = lab.Ingress(svc)
+		return ok(got), nil
+	})
+	return got, err
+}
+
+func (s *dhcpSuite) events(t *testing.T, reason string) []string {
+	return l2Events(t, s.l, l2Service{NS: s.ns(), Name: s.name()}, reason)
+}
+
+func (s *dhcpSuite) waitEvent(t *testing.T, reason string, d time.Duration) string {
+	t.Helper()
+	var msg string
+	err := lab.Poll(l2Ctx(t, d), 100*time.Millisecond, func() (bool, error) {
+		ev := s.events(t, reason)
+		if len(ev) > 0 {
+			msg = ev[len(ev)-1]
+		}
+		return len(ev) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("no %s Event on %s within %v: %v", reason, s.key, d, err)
+	}
+	return msg
+}
+
+// leaseToStatus: the Service gets an address from the DHCP range in its
+// status, dnsmasq holds that lease for the Service's derived MAC, the
+// Service Lease records it, and the client reaches the owner on it.
+func (s *dhcpSuite) leaseToStatus(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, 2*time.Minute)
+	t0 := time.Now()
+	if _, err := l.CreateService(ctx, s.ns(), s.name(), dhcpRequest()); err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := s.waitStatus(ctx, func(a []netip.Addr) bool { return len(a) > 0 })
+	if err != nil {
+		t.Fatalf("no address in status: %v\n%s", err, l.Logs(40))
+	}
+	toStatus := time.Since(t0)
+	if len(addrs) != 1 || addrs[0].Compare(s.srv.First) < 0 || addrs[0].Compare(s.srv.Last) > 0 {
+		t.Fatalf("status %v: want one address in the DHCP range %s-%s", addrs, s.srv.First, s.srv.Last)
+	}
+	s.vip = addrs[0]
+	leased, ok, err := s.srv.LeaseFor(s.mac())
+	if err != nil || !ok || leased != s.vip {
+		t.Fatalf("dnsmasq lease for %s: %v %v %v; want %s", s.mac(), leased, ok, err, s.vip)
+	}
+	lease, err := l.Admin.CoordinationV1().Leases(s.ns()).Get(ctx, lbsvc.LeasePrefix+s.name(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, ok, err := lbsvc.ParseDHCPRecord(lease.Annotations)
+	if !ok || err != nil || rec.Addr != s.vip || rec.MAC.String() != s.mac() || lease.Labels[lbsvc.LabelDHCP] != "true" {
+		t.Fatalf("Lease record %v %v %v, labels %v; want %s with MAC %s", rec, ok, err, lease.Labels, s.vip, s.mac())
+	}
+	s.owner = *lease.Spec.HolderIdentity
+	served, err := l.WaitServedBy(ctx, s.vip, lab.ServicePort, func(string) bool { return true })
+	if err != nil {
+		t.Fatalf("client cannot reach %s: %v\n%s", s.vip, err, l.Logs(40))
+	}
+	reached := time.Since(t0)
+	if served != s.owner {
+		t.Errorf("answered by %s, Lease held by %s", served, s.owner)
+	}
+	links, err := l.Links(s.owner)
+	if err != nil || !slices.Contains(links, dhcp.LinkName(s.key)) {
+		t.Errorf("owner %s links %v (%v): want macvlan %s", s.owner, links, err, dhcp.LinkName(s.key))
+	}
+	if ev := s.events(t, "DHCPLeaseObtained"); len(ev) == 0 {
+		t.Errorf("no DHCPLeaseObtained Event")
+	}
+	t.Logf("%s: create → status %s in %v, client reached %s in %v", s.key, s.vip, toStatus.Round(time.Millisecond),
+		s.owner, reached.Round(time.Millisecond))
+}
+
+// renewal: the owner renews at T1 (8 s in the lab); the address stays.
+func (s *dhcpSuite) renewal(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, time.Minute)
+	renewals := func() float64 {
+		v, err := l.AgentMetric(ctx, s.owner, "vip_agent_dhcp_renewals_total", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := renewals()
+	err := lab.Poll(ctx, 250*time.Millisecond, func() (bool, error) { return renewals() > before, nil })
+	if err != nil {
+		t.Fatalf("no renewal within a minute (T1 is %v): %v", lab.DHCPT1, err)
+	}
+	if leased, ok, _ := s.srv.LeaseFor(s.mac()); !ok || leased != s.vip {
+		t.Errorf("after renewal dnsmasq holds %v (%v), want %s", leased, ok, s.vip)
+	}
+	if _, err := l.ClientGet(ctx, s.vip, lab.ServicePort, time.Second); err != nil {
+		t.Errorf("client after renewal: %v", err)
+	}
+}
+
+// serverDown: dnsmasq stopped past T1: renewals fail, a Warning Event says
+// so, and the address keeps working while the lease is valid; once dnsmasq
+// is back the lease is renewed.
+func (s *dhcpSuite) serverDown(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, 2*time.Minute)
+	if err := s.srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	msg := s.waitEvent(t, "DHCPFailed", lab.DHCPT2+30*time.Second)
+	if !strings.Contains(msg, s.vip.String()+" kept until") {
+		t.Errorf("DHCPFailed Event %q does not say the address is kept", msg)
+	}
+	if _, err := l.ClientGet(ctx, s.vip, lab.ServicePort, time.Second); err != nil {
+		t.Errorf("client while the DHCP server is down: %v", err)
+	}
+	if st, err := s.waitStatus(ctx, func([]netip.Addr) bool { return true }); err != nil || !slices.Equal(st, []netip.Addr{s.vip}) {
+		t.Errorf("status while the DHCP server is down: %v %v", st, err)
+	}
+	failures, err := l.AgentMetric(ctx, s.owner, "vip_agent_dhcp_failures_total", nil)
+	if err != nil || failures == 0 {
+		t.Errorf("vip_agent_dhcp_failures_total = %v (%v), want > 0", failures, err)
+	}
+	before, _ := l.AgentMetric(ctx, s.owner, "vip_agent_dhcp_renewals_total", nil)
+	if err := s.srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = lab.Poll(ctx, 250*time.Millisecond, func() (bool, error) {
+		v, err := l.AgentMetric(ctx, s.owner, "vip_agent_dhcp_renewals_total", nil)
+		return v > before, err
+	})
+	if err != nil {
+		t.Fatalf("no renewal after dnsmasq came back: %v", err)
+	}
+	if leased, ok, _ := s.srv.LeaseFor(s.mac()); !ok || leased != s.vip {
+		t.Errorf("after the outage dnsmasq holds %v (%v), want %s", leased, ok, s.vip)
+	}
+}
+
+// ownerCutOff: the owner's bridge port is cut; another node takes the
+// Service over with the same MAC and client ID, gets the same address, and
+// the client reaches it there. Status never changes.
+func (s *dhcpSuite) ownerCutOff(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, 2*time.Minute)
+	old := s.owner
+	t0 := time.Now()
+	if err := l.CutPort(old); err != nil {
+		t.Fatal(err)
+	}
+	defer l2Restore(t, l, old)
+	served, err := l.WaitServedBy(ctx, s.vip, lab.ServicePort, func(n string) bool { return n != old })
+	if err != nil {
+		t.Fatalf("client never reached %s on another node: %v\n%s", s.vip, err, l.Logs(40))
+	}
+	outage := time.Since(t0)
+	h, err := l.WaitHolder(ctx, s.ns(), s.name(), func(h string) bool { return h != "" && h != old })
+	if err != nil || h != served {
+		t.Errorf("Lease holder %q (%v), answered by %s", h, err, served)
+	}
+	if st, err := s.waitStatus(ctx, func([]netip.Addr) bool { return true }); err != nil || !slices.Equal(st, []netip.Addr{s.vip}) {
+		t.Errorf("status after failover %v (%v), want %s", st, err, s.vip)
+	}
+	if leased, ok, _ := s.srv.LeaseFor(s.mac()); !ok || leased != s.vip {
+		t.Errorf("dnsmasq holds %v (%v) for %s after failover, want %s", leased, ok, s.mac(), s.vip)
+	}
+	s.owner = served
+	t.Logf("%s moved %s → %s keeping %s; client outage %v", s.key, old, served, s.vip, outage.Round(time.Millisecond))
+	l2Restore(t, l, old)
+	// Back on the segment, the old owner gives up its macvlan.
+	err = lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		links, err := l.Links(old)
+		return err == nil && !slices.Contains(links, dhcp.LinkName(s.key)), err
+	})
+	if err != nil {
+		t.Errorf("the former owner %s keeps macvlan %s: %v", old, dhcp.LinkName(s.key), err)
+	}
+	if served, err := l.WaitServedBy(ctx, s.vip, lab.ServicePort, func(string) bool { return true }); err != nil {
+		t.Errorf("client after the old owner came back: %v", err)
+	} else if h, _, _ := l.LeaseHolder(ctx, s.ns(), s.name()); served != h {
+		t.Errorf("answered by %s, Lease held by %s", served, h)
+	}
+}
+
+// deleted: deleting the Service releases the lease (dnsmasq's lease file
+// forgets the MAC) and removes the macvlan from every node.
+func (s *dhcpSuite) deleted(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, time.Minute)
+	if err := l.DeleteService(ctx, s.ns(), s.name()); err != nil {
+		t.Fatal(err)
+	}
+	err := lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		_, ok, err := s.srv.LeaseFor(s.mac())
+		return !ok, err
+	})
+	if err != nil {
+		t.Errorf("dnsmasq still holds a lease for %s: %v", s.mac(), err)
+	}
+	err = lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		for _, n := range l.Nodes {
+			links, err := l.Links(n.Name)
+			if err != nil {
+				return false, err
+			}
+			if slices.ContainsFunc(links, func(s string) bool { return strings.HasPrefix(s, dhcp.LinkPrefix) }) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Errorf("a macvlan is left: %v", err)
+	}
+	if err := l.ClientPing(ctx, s.vip); err == nil {
+		t.Errorf("%s still answers after the Service was deleted", s.vip)
+	}
+}
+
+// TestDDNS: vip-agent in control-plane mode with --ddns and a DNS name as
+// --address on two nodes: the Lease holder takes a DHCP lease sending the
+// name as host name, dnsmasq registers it in its DNS, the agents resolve
+// the name to the leased address and the holder announces it; the client
+// resolves the name through dnsmasq and reaches the holder on it.
+func TestDDNS(t *testing.T) {
+	l := l2Lab(t, lab.Options{})
+	ctx := l2Ctx(t, 3*time.Minute)
+	srv, err := l.StartDHCP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "k8s-api.lab"
+	t0 := time.Now()
+	for _, n := range []string{"node1", "node2"} {
+		p, err := l.StartControlPlaneAgent(n, "--address", name, "--ddns", "--address-refresh", "1s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s:\n%s", p.Name, p.Tail(40))
+			}
+		})
+	}
+	res := srv.Resolver(l.Client)
+	var vip netip.Addr
+	err = lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		addrs, err := res.LookupNetIP(ctx, "ip4", name)
+		if err != nil || len(addrs) == 0 {
+			return false, nil
+		}
+		vip = addrs[0].Unmap()
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("%s never resolved through dnsmasq: %v\ndnsmasq:\n%s", name, err, srv.Proc.Tail(30))
+	}
+	resolved := time.Since(t0)
+	if vip.Compare(srv.First) < 0 || vip.Compare(srv.Last) > 0 {
+		t.Fatalf("%s resolves to %s, outside the DHCP range", name, vip)
+	}
+	served, err := l.WaitServedBy(ctx, vip, lab.ServicePort, func(string) bool { return true })
+	if err != nil {
+		t.Fatalf("client cannot reach %s (%s): %v", name, vip, err)
+	}
+	mac := dhcp.MAC("control-plane/" + name).String()
+	if leased, ok, _ := srv.LeaseFor(mac); !ok || leased != vip {
+		t.Errorf("dnsmasq lease for %s: %v %v, want %s", mac, leased, ok, vip)
+	}
+	t.Logf("%s → %s held by %s: resolvable after %v, reached after %v", name, vip, served,
+		resolved.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+}
