@@ -33,8 +33,10 @@ import (
 //     gets none;
 //   - the mapping's lease (6 s) is renewed before it expires;
 //   - a port removed from the Service loses its mapping, the other stays;
+//   - a port the gateway does not allow: Warning Event on that Service only;
 //   - miniupnpd stopped: Warning Event, the Service still served on its VIP
-//     from the LAN; miniupnpd back (now as IGDv1): the mapping is made again;
+//     from the LAN; miniupnpd back as an IGDv1 device in secure mode (only
+//     the internal client itself may map): the mapping is made again;
 //   - Service deleted: mappings gone;
 //   - agents stopped (SIGTERM): the owner removes its mappings on the way out.
 func TestUPnP(t *testing.T) {
@@ -52,7 +54,7 @@ func TestUPnP(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := &upnpGateway{l: l, r: r, bin: bin}
-	gw.start(t, false)
+	gw.start(t, false, false)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("miniupnpd log:\n%s", gw.proc.Tail(40))
@@ -77,6 +79,15 @@ func TestUPnP(t *testing.T) {
 		}
 		if rs := gw.rules(t); hasRule(rs, "tcp", 9090, "") {
 			t.Errorf("unannotated Service %s was mapped: %+v", plain, rs)
+		}
+	})
+
+	t.Run("Refused", func(t *testing.T) {
+		low := l2Create(t, l, "default", []string{"low"}, upnpPorts(map[string]string{agent.AnnotationForwardUPNP: "true"}, 79))[0]
+		defer func() { _ = l.DeleteService(ctx, "default", "low") }()
+		waitEvent(t, l, low, "UPnPFailed", "606")
+		if rs := gw.rules(t); hasRule(rs, "tcp", 79, "") || !hasRule(rs, "tcp", 80, web.VIP.String()) {
+			t.Fatalf("a refused mapping changed the others: %+v", rs)
 		}
 	})
 
@@ -119,8 +130,8 @@ func TestUPnP(t *testing.T) {
 		if err != nil || got != owner {
 			t.Fatalf("LAN client → %s: answer %q, err %v; want %q", web.VIP, got, err, owner)
 		}
-		// Back as an IGDv1 device, without the old mappings.
-		gw.start(t, true)
+		// Back as an IGDv1 device in secure mode, without the old mappings.
+		gw.start(t, true, true)
 		gw.waitRules(t, "TCP/80 mapped again", func(rs []lab.DNAT) bool { return hasRule(rs, "tcp", 80, web.VIP.String()) })
 		waitEvent(t, l, web, "UPnPMapped", "WANIPConnection:1")
 		got, err = l.GetFrom(ctx, r.Ext, r.WAN, 80, 2*time.Second)
@@ -208,8 +219,10 @@ type upnpGateway struct {
 func (g *upnpGateway) leaseFile() string { return filepath.Join(g.l.Dir, "miniupnpd.leases") }
 
 // start writes the nftables table (first time) or empties its chains, and
-// starts miniupnpd (IGDv2, or IGDv1 with -1) without old mappings.
-func (g *upnpGateway) start(t *testing.T, igdv1 bool) {
+// starts miniupnpd (IGDv2, or IGDv1 with -1) without old mappings. It
+// allows external ports 80 and up; in secure mode only the internal client
+// itself may add or delete its mappings.
+func (g *upnpGateway) start(t *testing.T, igdv1, secure bool) {
 	t.Helper()
 	ctx := l2Ctx(t, 30*time.Second)
 	if g.n == 0 {
@@ -237,12 +250,16 @@ func (g *upnpGateway) start(t *testing.T, igdv1 bool) {
 		}
 	}
 	_ = os.Remove(g.leaseFile())
+	secureMode := "no"
+	if secure {
+		secureMode = "yes"
+	}
 	conf := fmt.Sprintf(`ext_ifname=eth1
 listening_ip=eth0
 http_port=5000
 enable_upnp=yes
 enable_natpmp=no
-secure_mode=no
+secure_mode=%s
 system_uptime=yes
 lease_file=%s
 uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
@@ -251,9 +268,9 @@ upnp_nat_table_name=filter
 upnp_forward_chain=miniupnpd
 upnp_nat_chain=prerouting_miniupnpd
 upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow 1-65535 10.%d.0.0/16 1-65535
+allow 80-65535 10.%d.0.0/16 80-65535
 deny 0-65535 0.0.0.0/0 0-65535
-`, g.leaseFile(), g.l.X)
+`, secureMode, g.leaseFile(), g.l.X)
 	cf := filepath.Join(g.l.Dir, "miniupnpd.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

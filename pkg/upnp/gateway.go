@@ -40,8 +40,8 @@ type Gateway interface {
 	// AddPortMapping maps m.Port/m.Protocol to m.VIP on the same port for
 	// lease (0 = permanent).
 	AddPortMapping(ctx context.Context, m Mapping, lease time.Duration, description string) error
-	// DeletePortMapping removes the mapping of id.
-	DeletePortMapping(ctx context.Context, id ID) error
+	// DeletePortMapping removes the mapping m (found by its ID).
+	DeletePortMapping(ctx context.Context, m Mapping) error
 	// ExternalAddress is the gateway's address on the outside.
 	ExternalAddress(ctx context.Context) (netip.Addr, error)
 	// String names the gateway (service type and location) for messages.
@@ -63,6 +63,52 @@ type connection interface {
 type igd struct {
 	conn connection
 	name string
+	// soap is the connection's SOAP client; its HTTP client is swapped per
+	// call (the Mapper makes one call at a time) so that an addition comes
+	// from the mapped address itself.
+	soap    *soap.SOAPClient
+	timeout time.Duration
+	plain   http.Client
+	fromVIP map[netip.Addr]http.Client
+}
+
+// from returns the HTTP client whose connections start at vip, so that a
+// gateway in "secure mode" (internal client must be the requester) accepts
+// the mapping; the plain client when vip is not an address of this host.
+func (g *igd) from(vip netip.Addr) http.Client {
+	if c, ok := g.fromVIP[vip]; ok {
+		return c
+	}
+	if !local(vip) {
+		return g.plain // not cached: the address may be bound later
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: vip.AsSlice()}, Timeout: g.timeout}
+	c := http.Client{Timeout: g.timeout, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	if g.fromVIP == nil {
+		g.fromVIP = map[netip.Addr]http.Client{}
+	}
+	g.fromVIP[vip] = c
+	return c
+}
+
+// local reports whether a is an address of this host.
+func local(a netip.Addr) bool {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, x := range as {
+		if p, err := netip.ParsePrefix(x.String()); err == nil && p.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *igd) use(c http.Client) {
+	if g.soap != nil {
+		g.soap.HTTPClient = c
+	}
 }
 
 func (g *igd) String() string { return g.name }
@@ -72,12 +118,16 @@ func (g *igd) AddPortMapping(ctx context.Context, m Mapping, lease time.Duration
 	if lease > 0 {
 		secs = uint32(max(1, min(lease/time.Second, 604800))) // IGDv2 caps leases at one week
 	}
+	g.use(g.from(m.VIP))
+	defer g.use(g.plain)
 	err := g.conn.AddPortMappingCtx(ctx, "", m.Port, m.Protocol, m.Port, m.VIP.String(), true, desc, secs)
 	return classify(err)
 }
 
-func (g *igd) DeletePortMapping(ctx context.Context, id ID) error {
-	return classify(g.conn.DeletePortMappingCtx(ctx, "", id.Port, id.Protocol))
+func (g *igd) DeletePortMapping(ctx context.Context, m Mapping) error {
+	g.use(g.from(m.VIP))
+	defer g.use(g.plain)
+	return classify(g.conn.DeletePortMappingCtx(ctx, "", m.Port, m.Protocol))
 }
 
 func (g *igd) ExternalAddress(ctx context.Context) (netip.Addr, error) {
@@ -199,18 +249,20 @@ func fromLocation(ctx context.Context, loc *url.URL, timeout time.Duration) (Gat
 	if err != nil {
 		return nil, fmt.Errorf("device description %s: %w", loc, err)
 	}
-	hc := http.Client{Timeout: timeout}
+	mk := func(c connection, sc *goupnp.ServiceClient, kind string) *igd {
+		g := &igd{conn: c, name: kind + " at " + loc.String(), soap: sc.SOAPClient, timeout: timeout,
+			plain: http.Client{Timeout: timeout}}
+		g.use(g.plain)
+		return g
+	}
 	if v2, err := internetgateway2.NewWANIPConnection2ClientsFromRootDevice(root, loc); err == nil && len(v2) > 0 {
-		v2[0].SOAPClient.HTTPClient = hc
-		return &igd{conn: v2[0], name: "WANIPConnection:2 at " + loc.String()}, nil
+		return mk(v2[0], &v2[0].ServiceClient, "WANIPConnection:2"), nil
 	}
 	if v1, err := internetgateway2.NewWANIPConnection1ClientsFromRootDevice(root, loc); err == nil && len(v1) > 0 {
-		v1[0].SOAPClient.HTTPClient = hc
-		return &igd{conn: v1[0], name: "WANIPConnection:1 at " + loc.String()}, nil
+		return mk(v1[0], &v1[0].ServiceClient, "WANIPConnection:1"), nil
 	}
 	if p, err := internetgateway2.NewWANPPPConnection1ClientsFromRootDevice(root, loc); err == nil && len(p) > 0 {
-		p[0].SOAPClient.HTTPClient = hc
-		return &igd{conn: p[0], name: "WANPPPConnection:1 at " + loc.String()}, nil
+		return mk(p[0], &p[0].ServiceClient, "WANPPPConnection:1"), nil
 	}
 	return nil, fmt.Errorf("%s (%s) offers no WANIPConnection or WANPPPConnection service", loc, root.Device.DeviceType)
 }

@@ -325,7 +325,7 @@ func (m *Mapper) apply(ctx context.Context, op Op, now time.Time) error {
 	defer cancel()
 	name := op.Kind.String()
 	if op.Kind == OpDelete {
-		err := m.gw.DeletePortMapping(cctx, op.ID)
+		err := m.gw.DeletePortMapping(cctx, op.Mapping)
 		m.metrics.call(name, err)
 		if err != nil && !errors.Is(err, ErrNoSuchEntry) {
 			return err

@@ -50,7 +50,8 @@ func (g *fakeGateway) AddPortMapping(_ context.Context, m Mapping, lease time.Du
 	return nil
 }
 
-func (g *fakeGateway) DeletePortMapping(_ context.Context, id ID) error {
+func (g *fakeGateway) DeletePortMapping(_ context.Context, m Mapping) error {
+	id := m.ID
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.calls = append(g.calls, "delete "+id.String())
@@ -137,7 +138,7 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func (h *harness) step()                  { h.m.step(context.Background()) }
+func (h *harness) step()                   { h.m.step(context.Background()) }
 func (h *harness) advance(d time.Duration) { h.now = h.now.Add(d) }
 
 func (h *harness) takeReports() []report {
