@@ -4,6 +4,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -233,7 +234,9 @@ func (c *cluster) leader(t testing.TB, not *cpNode, timeout time.Duration) *cpNo
 }
 
 // settled waits until the VIP is on one node only, the stale address of a
-// restarted node included, and every API server is ready.
+// restarted node included, and every API server is ready; in BGP mode
+// also until every node has its session and the router routes the VIP to
+// the holder alone.
 func (c *cluster) settled(t testing.TB, timeout time.Duration) *cpNode {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -245,7 +248,7 @@ func (c *cluster) settled(t testing.TB, timeout time.Duration) *cpNode {
 				ready = false
 			}
 		}
-		if len(h) == 1 && ready {
+		if len(h) == 1 && ready && c.routedTo(h[0]) {
 			return h[0]
 		}
 		if time.Now().After(deadline) {
@@ -311,10 +314,11 @@ func (c *cluster) failover(t testing.TB, p *prober, f failure) (time.Duration, *
 	f.do(c, old)
 	next := c.leader(t, old, 15*time.Second)
 	moved := time.Since(t0)
+	routed := c.waitRoute(t, next, 20*time.Second)
 	d := p.outage(t, t0, 20*time.Second)
 	if old.agent.running() {
 		// The old leader's agent lives: it must have withdrawn the VIP.
-		if has, _ := hasAddr(old.ns, c.vip); has {
+		if has, _ := hasAddr(old.ns, c.vipIface, c.vip); has {
 			t.Errorf("%s still carries the VIP after %s", old.name, f.name)
 		}
 	}
@@ -322,8 +326,12 @@ func (c *cluster) failover(t testing.TB, p *prober, f failure) (time.Duration, *
 	if got := c.settled(t, 120*time.Second); got != next {
 		t.Errorf("after %s was repaired the VIP is on %s, want it to stay on %s", old.name, got.name, next.name)
 	}
-	t.Logf("%s at %s: %s -> %s, VIP bound on %s after %v, client outage %v",
-		f.name, t0.Format("15:04:05.000"), old.name, next.name, next.name, moved.Round(time.Millisecond), d.Round(time.Millisecond))
+	route := ""
+	if c.router != nil {
+		route = fmt.Sprintf(", router's route only via %s after %v", next.name, routed.Sub(t0).Round(time.Millisecond))
+	}
+	t.Logf("%s at %s: %s -> %s, VIP bound on %s after %v%s, client outage %v",
+		f.name, t0.Format("15:04:05.000"), old.name, next.name, next.name, moved.Round(time.Millisecond), route, d.Round(time.Millisecond))
 	return d, old, next
 }
 
@@ -376,7 +384,7 @@ func TestControlPlane(t *testing.T) {
 		old := c.leader(t, nil, 30*time.Second)
 		t0 := time.Now()
 		old.agent.stop(syscall.SIGTERM, 10*time.Second)
-		if has, _ := hasAddr(old.ns, c.vip); has {
+		if has, _ := hasAddr(old.ns, c.vipIface, c.vip); has {
 			t.Errorf("%s kept the VIP after SIGTERM", old.name)
 		}
 		next := c.leader(t, old, 10*time.Second)

@@ -55,103 +55,6 @@ var nsPattern = regexp.MustCompile(`^` + prefix + `(\d+)-[a-z0-9]+$`)
 // apiPort is where every kube-apiserver listens (each in its own namespace).
 const apiPort = 6443
 
-// proc is a program run in a network namespace (`ip netns exec` execs it,
-// so the PID is the program's own).
-type proc struct {
-	name, ns, log, bin string
-	args, env          []string
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	started time.Time
-}
-
-func (p *proc) start() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil && !isClosed(p.done) {
-		return fmt.Errorf("%s already runs", p.name)
-	}
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fmt.Fprintf(f, "==== %s %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
-	cmd := exec.Command("ip", append([]string{"netns", "exec", p.ns, p.bin}, p.args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), p.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", p.name, err)
-	}
-	done := make(chan struct{})
-	p.cmd, p.done, p.started = cmd, done, time.Now()
-	go func() { _ = cmd.Wait(); close(done) }()
-	return nil
-}
-
-// since is how long the program has been running (0 when it is not).
-func (p *proc) since() time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || isClosed(p.done) {
-		return 0
-	}
-	return time.Since(p.started)
-}
-
-func (p *proc) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd != nil && !isClosed(p.done)
-}
-
-// kill sends SIGKILL (by PID) and waits for the process to end.
-func (p *proc) kill() { p.stop(syscall.SIGKILL, time.Minute) }
-
-// stop sends sig by PID and waits up to timeout, then SIGKILLs.
-func (p *proc) stop(sig syscall.Signal, timeout time.Duration) {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil || isClosed(done) {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-	}
-}
-
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.log)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func isClosed(c chan struct{}) bool {
-	if c == nil {
-		return false
-	}
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
 // cpNode is one control-plane node namespace.
 type cpNode struct {
 	name, ns, port string // port: its bridge port in the sw namespace
@@ -177,18 +80,37 @@ type cluster struct {
 	nss      []string
 	procs    []*proc
 	http     *http.Client // from the client namespace
+	vipIface string       // where the holder binds the VIP: eth0 (ARP) or lo (BGP)
+	router   *bgpRouter   // BGP mode only (bgp_test.go)
+}
+
+// labOptions choose how the agents run.
+type labOptions struct {
+	// services adds --services: the agents also serve LoadBalancer
+	// Services, through the VIP as kubeadm's admin.conf would have them.
+	services bool
+	// bgp runs the agents with --bgp against a BIRD router on the bridge,
+	// which the client reaches the VIP through (bgp_test.go).
+	bgp bool
+	// annotations (BGP) takes each node's AS, router ID and peer from
+	// Node annotations under this prefix instead of the manifest's flags.
+	annotations string
 }
 
 func (c *cluster) ip4(host int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(c.x), 0, byte(host)})
 }
 
-// newCluster builds the lab: namespaces and bridge, certificates, etcd,
-// three API servers, and an agent per node run with the environment of the
-// static Pod `vip-agent manifest pod` prints (with services, the agents
-// also serve LoadBalancer Services, through the VIP as kubeadm's
-// admin.conf would have them).
+// newCluster builds the ARP-mode lab (see newLab).
 func newCluster(t testing.TB, services bool) *cluster {
+	t.Helper()
+	return newLab(t, labOptions{services: services})
+}
+
+// newLab builds the lab: namespaces and bridge, certificates, etcd, three
+// API servers, and an agent per node run with the environment of the
+// static Pod `vip-agent manifest pod` prints.
+func newLab(t testing.TB, o labOptions) *cluster {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
@@ -213,7 +135,11 @@ func newCluster(t testing.TB, services bool) *cluster {
 	}
 	c := &cluster{t: t, id: prefix + strconv.Itoa(pid), x: 128 + pid%64, bin: bin, dir: dir}
 	c.sw, c.etcd, c.client = c.id+"-sw", c.id+"-etcd", c.id+"-client"
-	c.vip = c.ip4(50)
+	c.vip, c.vipIface = c.ip4(50), "eth0"
+	if o.bgp {
+		// Off the bridge's subnet: reachable only through BGP routes.
+		c.vip, c.vipIface = netip.AddrFrom4([4]byte{10, byte(c.x), 1, 50}), "lo"
+	}
 	t.Cleanup(func() {
 		c.close()
 		if t.Failed() {
@@ -230,6 +156,9 @@ func newCluster(t testing.TB, services bool) *cluster {
 	}
 	t0 := time.Now()
 	c.network()
+	if o.bgp {
+		c.bgpNetwork()
+	}
 	c.secrets()
 	c.startEtcd()
 	var wg sync.WaitGroup
@@ -242,13 +171,15 @@ func newCluster(t testing.TB, services bool) *cluster {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	env := c.manifestEnv(agentBin, services)
+	if o.bgp {
+		c.startRouter(o)
+	}
 	for _, n := range c.nodes {
+		env := c.manifestEnv(agentBin, c.manifestArgs(o, n))
 		n.agent = c.track(&proc{
 			name: "vip-agent " + n.name, ns: n.ns, log: filepath.Join(c.dir, n.name+"-agent.log"), bin: agentBin,
 			args: []string{"--v=2"},
-			env: append(append([]string(nil), env...),
-				"vip_nodename="+n.name, "prometheus_server="+netip.AddrPortFrom(n.ip, 2112).String()),
+			env:  append(env, "vip_nodename="+n.name, "prometheus_server="+netip.AddrPortFrom(n.ip, 2112).String()),
 		})
 		n.agent.args = append(n.agent.args, "--state-file", filepath.Join(c.dir, n.name+".json"))
 		if err := n.agent.start(); err != nil {
@@ -260,16 +191,31 @@ func newCluster(t testing.TB, services bool) *cluster {
 	return c
 }
 
-// manifestEnv is the container environment of the static Pod the
-// generator prints for this lab, with the node-specific values left out.
-func (c *cluster) manifestEnv(agentBin string, services bool) []string {
-	args := []string{"manifest", "pod", "--arp", "--controlplane", "--interface", "eth0", "--address", c.vip.String(), "--leaderElection"}
-	if services {
+// manifestArgs are the generator's arguments for node n, as an operator
+// would run them on that node.
+func (c *cluster) manifestArgs(o labOptions, n *cpNode) []string {
+	args := []string{"manifest", "pod", "--controlplane", "--address", c.vip.String(), "--leaderElection"}
+	if o.bgp {
+		args = append(args, c.bgpManifestArgs(o, n)...)
+	} else {
+		args = append(args, "--arp", "--interface", "eth0")
+	}
+	if o.services {
 		args = append(args, "--services")
 	}
+	return args
+}
+
+// manifestEnv is the container environment of the static Pod the
+// generator prints for args, with the node-specific values left out.
+func (c *cluster) manifestEnv(agentBin string, args []string) []string {
 	out, err := exec.Command(agentBin, args...).Output()
 	if err != nil {
-		c.t.Fatalf("vip-agent manifest pod: %v", err)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			c.t.Fatalf("vip-agent %s: %v: %s", strings.Join(args, " "), err, ee.Stderr)
+		}
+		c.t.Fatalf("vip-agent %s: %v", strings.Join(args, " "), err)
 	}
 	var pod corev1.Pod
 	if err := yaml.UnmarshalStrict(out, &pod); err != nil {
@@ -328,21 +274,24 @@ func (c *cluster) addNS(ns string) {
 	c.must("-n", ns, "link", "set", "lo", "up")
 }
 
+// leg adds namespace <id>-role with eth0 on the bridge at 10.X.0.host.
+func (c *cluster) leg(role string, host int) string {
+	ns := c.id + "-" + role
+	c.addNS(ns)
+	mac := fmt.Sprintf("02:00:0a:%02x:00:%02x", c.x, host)
+	c.must("link", "add", "eth0", "netns", ns, "address", mac, "type", "veth", "peer", "name", "p-"+role, "netns", c.sw)
+	c.must("-n", c.sw, "link", "set", "p-"+role, "master", "br0", "up")
+	c.must("-n", ns, "addr", "add", c.ip4(host).String()+"/24", "dev", "eth0")
+	c.must("-n", ns, "link", "set", "eth0", "up")
+	return ns
+}
+
 // network makes the bridge and one leg per namespace; no default routes.
 func (c *cluster) network() {
 	c.addNS(c.sw)
 	c.must("-n", c.sw, "link", "add", "br0", "type", "bridge")
 	c.must("-n", c.sw, "link", "set", "br0", "up")
-	leg := func(role string, host int) string {
-		ns := c.id + "-" + role
-		c.addNS(ns)
-		mac := fmt.Sprintf("02:00:0a:%02x:00:%02x", c.x, host)
-		c.must("link", "add", "eth0", "netns", ns, "address", mac, "type", "veth", "peer", "name", "p-"+role, "netns", c.sw)
-		c.must("-n", c.sw, "link", "set", "p-"+role, "master", "br0", "up")
-		c.must("-n", ns, "addr", "add", c.ip4(host).String()+"/24", "dev", "eth0")
-		c.must("-n", ns, "link", "set", "eth0", "up")
-		return ns
-	}
+	leg := c.leg
 	leg("etcd", 1)
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("cp%d", i)
@@ -530,19 +479,19 @@ func (c *cluster) clientHTTP() *http.Client {
 	return &http.Client{Transport: c.transport(c.client, false)}
 }
 
-// holders returns the nodes whose eth0 carries the VIP.
+// holders returns the nodes whose VIP interface carries the VIP.
 func (c *cluster) holders() []*cpNode {
 	var out []*cpNode
 	for _, n := range c.nodes {
-		if has, _ := hasAddr(n.ns, c.vip); has {
+		if has, _ := hasAddr(n.ns, c.vipIface, c.vip); has {
 			out = append(out, n)
 		}
 	}
 	return out
 }
 
-// hasAddr reports whether eth0 in ns carries a.
-func hasAddr(ns string, a netip.Addr) (bool, error) {
+// hasAddr reports whether interface iface in ns carries a.
+func hasAddr(ns, iface string, a netip.Addr) (bool, error) {
 	h, err := netns.GetFromName(ns)
 	if err != nil {
 		return false, err
@@ -553,7 +502,7 @@ func hasAddr(ns string, a netip.Addr) (bool, error) {
 		return false, err
 	}
 	defer nl.Close()
-	link, err := nl.LinkByName("eth0")
+	link, err := nl.LinkByName(iface)
 	if err != nil {
 		return false, err
 	}
@@ -586,6 +535,10 @@ func (c *cluster) logs(lines int) string {
 			fmt.Fprintf(&b, "---- %s\n%s\n", n.agent.name, n.agent.tail(lines))
 		}
 	}
+	if c.router != nil {
+		bird := &proc{log: c.router.log}
+		fmt.Fprintf(&b, "---- bird (FIB next hops to the VIP: %v)\n%s\n", c.nextHops(), bird.tail(lines))
+	}
 	return b.String()
 }
 
@@ -595,6 +548,9 @@ func (c *cluster) close() {
 		wg.Go(func() { p.kill() })
 	}
 	wg.Wait()
+	if c.router != nil {
+		c.router.close()
+	}
 	for i := len(c.nss) - 1; i >= 0; i-- {
 		killNetnsPids(c.nss[i])
 		_, _ = ipCmd("netns", "del", c.nss[i])
