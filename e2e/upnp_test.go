@@ -37,6 +37,8 @@ import (
 //   - miniupnpd stopped: Warning Event, the Service still served on its VIP
 //     from the LAN; miniupnpd back as an IGDv1 device in secure mode (only
 //     the internal client itself may map): the mapping is made again;
+//   - the owner's agent killed: the new owner maps the port (the mapping's
+//     description names the node) and serves the external host;
 //   - Service deleted: mappings gone;
 //   - agents stopped (SIGTERM): the owner removes its mappings on the way out.
 func TestUPnP(t *testing.T) {
@@ -138,6 +140,32 @@ func TestUPnP(t *testing.T) {
 		if err != nil || got != owner {
 			t.Fatalf("external host → %s:80 after the gateway came back: %q, %v", r.WAN, got, err)
 		}
+	})
+
+	t.Run("Failover", func(t *testing.T) {
+		if want := "vip " + owner + " default/web"; gw.desc(t, "TCP", 80) != want {
+			t.Fatalf("mapping description %q, want %q", gw.desc(t, "TCP", 80), want)
+		}
+		if err := l.StopAgent(owner, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		defer l2Restore(t, l, owner)
+		next, err := l.WaitHolder(ctx, "default", "web", func(h string) bool { return h != "" && h != owner })
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for gw.desc(t, "TCP", 80) != "vip "+next+" default/web" {
+			if time.Now().After(deadline) {
+				t.Fatalf("new owner %s did not map TCP/80 within 30 s; lease file:\n%s", next, gw.leases(t))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		got, err := l.GetFrom(ctx, r.Ext, r.WAN, 80, 2*time.Second)
+		if err != nil || got != next {
+			t.Fatalf("external host → %s:80 after failover: %q, %v; want %q", r.WAN, got, err, next)
+		}
+		t.Logf("%s killed; %s holds web and its mapping", owner, next)
 	})
 
 	t.Run("ServiceDeleted", func(t *testing.T) {
@@ -328,6 +356,17 @@ func (g *upnpGateway) leases(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// desc is the description miniupnpd's lease file records for a mapping.
+func (g *upnpGateway) desc(t *testing.T, proto string, port int) string {
+	for _, line := range strings.Split(g.leases(t), "\n") {
+		f := strings.SplitN(line, ":", 6)
+		if len(f) == 6 && f[0] == proto && f[1] == strconv.Itoa(port) {
+			return f[5]
+		}
+	}
+	return ""
 }
 
 // expiry is the expiry time miniupnpd's lease file records for a mapping
