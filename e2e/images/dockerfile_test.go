@@ -321,26 +321,42 @@ func checkCopied(t *testing.T, s stage, pkg string) {
 	}
 }
 
-// checkStatic fails unless the ELF file has no interpreter and needs no
-// shared library.
+// checkStatic fails unless the ELF file is static.
 func checkStatic(t *testing.T, path string) {
 	t.Helper()
+	if err := staticELF(path); err != nil {
+		t.Error(err)
+	}
+}
+
+// staticELF returns an error unless the ELF file has no interpreter and
+// needs no shared library.
+func staticELF(path string) error {
 	f, err := elf.Open(path)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			t.Errorf("%s has a PT_INTERP program header: dynamically linked", path)
+			return fmt.Errorf("%s has a PT_INTERP program header: dynamically linked", path)
 		}
 	}
 	libs, err := f.ImportedLibraries()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if len(libs) > 0 {
-		t.Errorf("%s needs shared libraries %v", path, libs)
+		return fmt.Errorf("%s needs shared libraries %v", path, libs)
+	}
+	return nil
+}
+
+// TestStaticELFRefusesDynamic: the check tells a dynamic executable (the
+// system shell) apart.
+func TestStaticELFRefusesDynamic(t *testing.T) {
+	if err := staticELF("/bin/sh"); err == nil {
+		t.Error("/bin/sh passed as a static binary")
 	}
 }
 
