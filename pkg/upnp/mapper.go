@@ -291,6 +291,7 @@ func (m *Mapper) step(ctx context.Context) {
 	}
 	added := map[string]bool{}
 	removed := map[string][]ID{}
+	renewed := false
 	for _, op := range ops {
 		if ctx.Err() != nil {
 			return
@@ -305,6 +306,8 @@ func (m *Mapper) step(ctx context.Context) {
 				removed[op.Owner] = append(removed[op.Owner], op.ID)
 			} else if op.Kind == OpAdd {
 				added[op.Owner] = true
+			} else {
+				renewed = true
 			}
 			continue
 		}
@@ -316,7 +319,7 @@ func (m *Mapper) step(ctx context.Context) {
 		}
 	}
 	m.setHeldMetric()
-	m.report(ctx, want, added, removed)
+	m.report(ctx, want, added, removed, renewed)
 }
 
 // apply makes one gateway call and updates the held set.
@@ -386,9 +389,10 @@ func (m *Mapper) discover(ctx context.Context) bool {
 }
 
 // report sends Mapped/Unmapped for owners whose mappings changed, and for
-// every owner when the external address changed.
-func (m *Mapper) report(ctx context.Context, want map[string]Want, added map[string]bool, removed map[string][]ID) {
-	if m.gw != nil && (len(added) > 0 || len(removed) > 0 || !m.ext.IsValid()) {
+// every owner when the external address changed (read again with every
+// change and every round of renewals).
+func (m *Mapper) report(ctx context.Context, want map[string]Want, added map[string]bool, removed map[string][]ID, renewed bool) {
+	if m.gw != nil && (len(added) > 0 || len(removed) > 0 || renewed || !m.ext.IsValid()) {
 		cctx, cancel := context.WithTimeout(ctx, m.o.CallTimeout)
 		ext, err := m.gw.ExternalAddress(cctx)
 		cancel()

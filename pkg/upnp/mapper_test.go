@@ -21,7 +21,8 @@ type fakeGateway struct {
 	calls         []string
 	table         map[ID]fakeEntry
 	permanentOnly bool
-	fail          error // returned by every call while set
+	fail          error      // returned by every call while set
+	ext           netip.Addr // external address (default 10.200.0.1)
 }
 
 type fakeEntry struct {
@@ -70,6 +71,9 @@ func (g *fakeGateway) ExternalAddress(context.Context) (netip.Addr, error) {
 	defer g.mu.Unlock()
 	if g.fail != nil {
 		return netip.Addr{}, g.fail
+	}
+	if g.ext.IsValid() {
+		return g.ext, nil
 	}
 	return netip.MustParseAddr("10.200.0.1"), nil
 }
@@ -211,6 +215,37 @@ func TestMapperAddRenewRemove(t *testing.T) {
 	}
 	if h.discover != 1 {
 		t.Errorf("discovered %d times, want 1", h.discover)
+	}
+}
+
+// A new external address (the provider re-addressed the line) is noticed at
+// the next renewal and reported for every Service.
+func TestMapperExternalAddressChange(t *testing.T) {
+	h := newHarness(t)
+	h.m.Set("ns/a", Want{Lease: time.Minute, Mappings: []Mapping{mp(TCP, 80, vipA)}})
+	h.m.Set("ns/b", Want{Lease: time.Minute, Mappings: []Mapping{mp(UDP, 53, vipB)}})
+	h.step()
+	if rs := h.takeReports(); len(rs) != 2 {
+		t.Fatalf("reports: %+v", rs)
+	}
+	h.gw.mu.Lock()
+	h.gw.ext = netip.MustParseAddr("10.200.9.9")
+	h.gw.mu.Unlock()
+	h.advance(30 * time.Second)
+	h.step()
+	rs := h.takeReports()
+	if len(rs) != 2 {
+		t.Fatalf("reports after the address changed: %+v", rs)
+	}
+	for _, r := range rs {
+		if r.reason != ReasonMapped || !strings.Contains(r.msg, "external address 10.200.9.9") {
+			t.Errorf("report %+v", r)
+		}
+	}
+	h.advance(30 * time.Second)
+	h.step()
+	if rs := h.takeReports(); len(rs) != 0 {
+		t.Errorf("unchanged address reported again: %+v", rs)
 	}
 }
 
