@@ -311,7 +311,8 @@ func TestDDNS(t *testing.T) {
 	const name = "k8s-api.lab"
 	t0 := time.Now()
 	for _, n := range []string{"node1", "node2"} {
-		p, err := l.StartControlPlaneAgent(n, "--address", name, "--ddns", "--address-refresh", "1s")
+		p, cleanup, err := l.StartControlPlaneAgent(n, srv.IP, "--address", name, "--ddns", "--address-refresh", "1s")
+		t.Cleanup(cleanup)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -162,11 +162,22 @@ func (l *Lab) addLeg(role string, host int) (string, error) {
 
 // StartControlPlaneAgent runs a second vip-agent in a node's namespace in
 // control-plane mode only, electing through the lab's API server (as its
-// "local" one), with extra flags. It is stopped by Close.
-func (l *Lab) StartControlPlaneAgent(node string, extra ...string) (*Proc, error) {
+// "local" one), with extra flags; its resolver is dns (an
+// /etc/netns/<namespace>/resolv.conf, which `ip netns exec` mounts over
+// /etc/resolv.conf). The program is stopped by Close; the returned function
+// removes the resolver file.
+func (l *Lab) StartControlPlaneAgent(node string, dns netip.Addr, extra ...string) (*Proc, func(), error) {
 	n := l.Node(node)
 	if n == nil {
-		return nil, fmt.Errorf("no node %q", node)
+		return nil, func() {}, fmt.Errorf("no node %q", node)
+	}
+	dir := filepath.Join("/etc/netns", n.NS)
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, cleanup, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+dns.String()+"\n"), 0o644); err != nil {
+		return nil, cleanup, err
 	}
 	args := append([]string{
 		"--kubeconfig", filepath.Join(l.Dir, "vip-agent.kubeconfig"),
@@ -177,5 +188,5 @@ func (l *Lab) StartControlPlaneAgent(node string, extra ...string) (*Proc, error
 	}, extra...)
 	p := l.track(newProc("vip-agent control plane "+n.Name, n.NS, filepath.Join(l.Dir, n.Name+"-cp-agent.log"),
 		filepath.Join(l.Opts.BinDir, "vip-agent"), args, nil))
-	return p, p.Start()
+	return p, cleanup, p.Start()
 }
