@@ -100,7 +100,8 @@ func TestHostileInput(t *testing.T) {
 		{"unspecified6", "::", "AddressForbidden"},
 		{"other", taken, "AddressConflict"},
 		{"three", "10.60.0.5,10.60.0.6,fd00::5", "InvalidAddressRequest"},
-		{"huge-annotation", strings.Repeat("10.60.0.7,", 20000), "InvalidAddressRequest"},
+		{"huge-annotation", manyAddrs(15000), "InvalidAddressRequest"},
+		{"garbage-annotation", strings.Repeat("x", 200000), "InvalidAddressRequest"},
 		{"zoned", "fe80::1%eth0", "InvalidAddressRequest"},
 	} {
 		t.Run(s.name, func(t *testing.T) {
@@ -129,6 +130,16 @@ func TestHostileInput(t *testing.T) {
 	if rss > hostileRSSLimit {
 		t.Errorf("vip-ccm RSS %d MB exceeds %d MB", rss>>20, hostileRSSLimit>>20)
 	}
+}
+
+// manyAddrs lists n distinct IPv4 addresses, comma-separated (about 12
+// bytes each).
+func manyAddrs(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf("10.70.%d.%d", i/256, i%256)
+	}
+	return strings.Join(parts, ",")
 }
 
 // rssOf returns a process's resident set size in bytes.
