@@ -3,5 +3,6 @@
 // It has no code; its tests render every form (with the kustomize and Helm
 // libraries built from hack/render), check that they agree with each other
 // and with the RBAC the end-to-end tests run the programs with, and have the
-// real API server validate the result with a server-side dry run.
+// real API server validate the result with a server-side dry run, and start
+// vip-agent with each rendered DaemonSet's arguments and environment.
 package deploy
