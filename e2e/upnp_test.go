@@ -39,6 +39,8 @@ import (
 //     the internal client itself may map): the mapping is made again;
 //   - the owner's agent killed: the new owner maps the port (the mapping's
 //     description names the node) and serves the external host;
+//   - the owner's agent stopped gracefully: it deletes its mapping before it
+//     hands the Service over, so the next owner's mapping stays;
 //   - Service deleted: mappings gone;
 //   - agents stopped (SIGTERM): the owner removes its mappings on the way out.
 func TestUPnP(t *testing.T) {
@@ -154,18 +156,37 @@ func TestUPnP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for gw.desc(t, "TCP", 80) != "vip "+next+" default/web" {
-			if time.Now().After(deadline) {
-				t.Fatalf("new owner %s did not map TCP/80 within 30 s; lease file:\n%s", next, gw.leases(t))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		gw.waitDesc(t, "TCP", 80, "vip "+next+" default/web")
 		got, err := l.GetFrom(ctx, r.Ext, r.WAN, 80, 2*time.Second)
 		if err != nil || got != next {
 			t.Fatalf("external host → %s:80 after failover: %q, %v; want %q", r.WAN, got, err, next)
 		}
 		t.Logf("%s killed; %s holds web and its mapping", owner, next)
+	})
+
+	t.Run("HandOff", func(t *testing.T) {
+		cur, err := l.WaitHolder(ctx, "default", "web", func(h string) bool { return h != "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw.waitDesc(t, "TCP", 80, "vip "+cur+" default/web")
+		if err := l.StopAgent(cur, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		defer l2Restore(t, l, cur)
+		next, err := l.WaitHolder(ctx, "default", "web", func(h string) bool { return h != "" && h != cur })
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw.waitDesc(t, "TCP", 80, "vip "+next+" default/web")
+		time.Sleep(2 * time.Second) // a late deletion by the old owner would show now
+		if d := gw.desc(t, "TCP", 80); d != "vip "+next+" default/web" || !hasRule(gw.rules(t), "tcp", 80, web.VIP.String()) {
+			t.Fatalf("after the hand-off from %s to %s: mapping %q, rules %+v", cur, next, d, gw.rules(t))
+		}
+		got, err := l.GetFrom(ctx, r.Ext, r.WAN, 80, 2*time.Second)
+		if err != nil || got != next {
+			t.Fatalf("external host → %s:80 after the hand-off: %q, %v; want %q", r.WAN, got, err, next)
+		}
 	})
 
 	t.Run("ServiceDeleted", func(t *testing.T) {
@@ -367,6 +388,19 @@ func (g *upnpGateway) desc(t *testing.T, proto string, port int) string {
 		}
 	}
 	return ""
+}
+
+// waitDesc waits until the mapping's description is want (it names the
+// node that made it).
+func (g *upnpGateway) waitDesc(t *testing.T, proto string, port int, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for g.desc(t, proto, port) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/%d not mapped by %q within 30 s; lease file:\n%s", proto, port, want, g.leases(t))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // expiry is the expiry time miniupnpd's lease file records for a mapping
