@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,6 +43,8 @@ func TestDHCP(t *testing.T) {
 		{"Renewal", s.renewal},
 		{"ServerDown", s.serverDown},
 		{"OwnerCutOff", s.ownerCutOff},
+		{"OwnerStopped", s.ownerStopped},
+		{"OwnerKilledRestarted", s.ownerKilledRestarted},
 		{"Deleted", s.deleted},
 	} {
 		if !t.Run(st.name, st.f) && st.name == "LeaseToStatus" {
@@ -112,7 +115,18 @@ func (s *dhcpSuite) leaseToStatus(t *testing.T) {
 	if _, err := l.CreateService(ctx, s.ns(), s.name(), dhcpRequest()); err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := s.waitStatus(ctx, func(a []netip.Addr) bool { return len(a) > 0 })
+	// Both the Lease record and the status are polled every 10 ms, for the
+	// lease → status figure.
+	var recorded time.Duration
+	addrs, err := s.waitStatus(ctx, func(a []netip.Addr) bool {
+		if recorded == 0 {
+			if le, err := l.Admin.CoordinationV1().Leases(s.ns()).Get(ctx, lbsvc.LeasePrefix+s.name(), metav1.GetOptions{}); err == nil &&
+				le.Annotations[lbsvc.AnnotationDHCPAddress] != "" {
+				recorded = time.Since(t0)
+			}
+		}
+		return len(a) > 0
+	})
 	if err != nil {
 		t.Fatalf("no address in status: %v\n%s", err, l.Logs(40))
 	}
@@ -149,8 +163,8 @@ func (s *dhcpSuite) leaseToStatus(t *testing.T) {
 	if ev := s.events(t, "DHCPLeaseObtained"); len(ev) == 0 {
 		t.Errorf("no DHCPLeaseObtained Event")
 	}
-	t.Logf("%s: create → status %s in %v, client reached %s in %v", s.key, s.vip, toStatus.Round(time.Millisecond),
-		s.owner, reached.Round(time.Millisecond))
+	t.Logf("%s: create → lease recorded on the Lease %v, → status %s %v, client reached %s %v", s.key,
+		recorded.Round(time.Millisecond), s.vip, toStatus.Round(time.Millisecond), s.owner, reached.Round(time.Millisecond))
 }
 
 // renewal: the owner renews at T1 (8 s in the lab); the address stays.
@@ -258,6 +272,90 @@ func (s *dhcpSuite) ownerCutOff(t *testing.T) {
 		t.Errorf("client after the old owner came back: %v", err)
 	} else if h, _, _ := l.LeaseHolder(ctx, s.ns(), s.name()); served != h {
 		t.Errorf("answered by %s, Lease held by %s", served, h)
+	}
+}
+
+// ownerStopped: SIGTERM of the owner's agent (a rolling update): it
+// withdraws and removes its macvlan without releasing, hands the Service
+// over, and the successor gets the same address.
+func (s *dhcpSuite) ownerStopped(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, 2*time.Minute)
+	old := s.owner
+	t0 := time.Now()
+	if err := l.StopAgent(old, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	served, err := l.WaitServedBy(ctx, s.vip, lab.ServicePort, func(n string) bool { return n != old })
+	if err != nil {
+		t.Fatalf("client never reached %s on another node: %v\n%s", s.vip, err, l.Logs(40))
+	}
+	outage := time.Since(t0)
+	if links, err := l.Links(old); err != nil || slices.Contains(links, dhcp.LinkName(s.key)) {
+		t.Errorf("stopped agent left macvlan %s on %s: %v %v", dhcp.LinkName(s.key), old, links, err)
+	}
+	if leased, ok, _ := s.srv.LeaseFor(s.mac()); !ok || leased != s.vip {
+		t.Errorf("dnsmasq holds %v (%v) after the hand-off, want %s (not released)", leased, ok, s.vip)
+	}
+	if st, err := s.waitStatus(ctx, func([]netip.Addr) bool { return true }); err != nil || !slices.Equal(st, []netip.Addr{s.vip}) {
+		t.Errorf("status after hand-off %v (%v), want %s", st, err, s.vip)
+	}
+	s.owner = served
+	t.Logf("%s handed %s → %s keeping %s; time to the first answer from %s: %v", s.key, old, served, s.vip, served,
+		outage.Round(time.Millisecond))
+	if err := l.StartAgent(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ownerKilledRestarted: SIGKILL of the owner's agent and an immediate
+// restart (what the kubelet does): the new agent removes the macvlan the
+// old one left, and the Service ends up served on its address by its
+// Lease holder, with one macvlan on the segment.
+func (s *dhcpSuite) ownerKilledRestarted(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, 2*time.Minute)
+	old := s.owner
+	if err := l.StopAgent(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if links, _ := l.Links(old); !slices.Contains(links, dhcp.LinkName(s.key)) {
+		t.Fatalf("expected the killed agent to leave its macvlan, links %v", links)
+	}
+	if err := l.StartAgent(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	err := lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		h, _, err := l.LeaseHolder(ctx, s.ns(), s.name())
+		if err != nil || h == "" {
+			return false, err
+		}
+		n := 0
+		for _, node := range l.Nodes {
+			links, err := l.Links(node.Name)
+			if err != nil {
+				return false, err
+			}
+			if slices.Contains(links, dhcp.LinkName(s.key)) {
+				n++
+				if node.Name != h {
+					return false, nil
+				}
+			}
+		}
+		return n == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("never exactly one macvlan, on the Lease holder: %v", err)
+	}
+	h, _, _ := l.LeaseHolder(ctx, s.ns(), s.name())
+	if served, err := l.WaitServedBy(ctx, s.vip, lab.ServicePort, func(n string) bool { return n == h }); err != nil {
+		t.Fatalf("client never reached %s on the holder %s: %v", s.vip, h, err)
+	} else {
+		s.owner = served
+	}
+	if st, err := s.waitStatus(ctx, func([]netip.Addr) bool { return true }); err != nil || !slices.Equal(st, []netip.Addr{s.vip}) {
+		t.Errorf("status %v (%v), want %s", st, err, s.vip)
 	}
 }
 
