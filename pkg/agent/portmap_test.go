@@ -83,3 +83,33 @@ func TestWantPorts(t *testing.T) {
 	}
 	var _ PortMapper = (*upnp.Mapper)(nil)
 }
+
+// FuzzWantPorts: whatever the annotations and ports say, no panic, no
+// negative lease, only TCP/UDP mappings of valid ports, and a lease
+// annotation that parses is used as given.
+func FuzzWantPorts(f *testing.F) {
+	f.Add("true", "30s", "TCP", int32(80))
+	f.Add("TRUE", "0s", "udp", int32(53))
+	f.Add("yes", "-1h", "SCTP", int32(9))
+	f.Add("true", "1e9h", "", int32(70000))
+	f.Fuzz(func(t *testing.T, forward, lease, proto string, port int32) {
+		svc := &v1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "n", Annotations: map[string]string{
+				AnnotationForwardUPNP: forward, AnnotationUPNPLeaseDuration: lease}},
+			Spec: v1.ServiceSpec{Ports: []v1.ServicePort{{Port: port, Protocol: v1.Protocol(proto)}}},
+		}
+		vips := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fd00::3")}
+		w, _ := wantPorts(svc, vips, PortMapOptions{Lease: time.Hour})
+		if w.Lease < 0 {
+			t.Fatalf("negative lease %v", w.Lease)
+		}
+		for _, m := range w.Mappings {
+			if (m.Protocol != upnp.TCP && m.Protocol != upnp.UDP) || m.Port == 0 || !m.VIP.Is4() {
+				t.Fatalf("bad mapping %v", m)
+			}
+		}
+		if d, err := time.ParseDuration(strings.TrimSpace(lease)); err == nil && d >= 0 && len(w.Mappings) > 0 && w.Lease != d {
+			t.Fatalf("lease annotation %q parsed as %v, used %v", lease, d, w.Lease)
+		}
+	})
+}
