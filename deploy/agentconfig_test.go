@@ -12,31 +12,30 @@ import (
 )
 
 var (
-	agentOnce sync.Once
-	agentBin  string
-	agentErr  error
+	progOnce sync.Once
+	progDir  string
+	progErr  error
 )
 
-// agentBinary builds cmd/vip-agent once per test binary.
-func agentBinary(t *testing.T) string {
+// program builds cmd/vip-agent and cmd/vip-ccm once per test binary and
+// returns the path of one.
+func program(t *testing.T, name string) string {
 	t.Helper()
-	agentOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vip-agent-")
-		if err != nil {
-			agentErr = err
+	progOnce.Do(func() {
+		progDir, progErr = os.MkdirTemp("", "vip-programs-")
+		if progErr != nil {
 			return
 		}
-		agentBin = filepath.Join(dir, "vip-agent")
-		cmd := exec.Command("go", "build", "-o", agentBin, "./cmd/vip-agent")
+		cmd := exec.Command("go", "build", "-o", progDir+"/", "./cmd/vip-agent", "./cmd/vip-ccm")
 		cmd.Dir = repoRoot
 		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = fmt.Errorf("building vip-agent: %v\n%s", err, out)
+			progErr = fmt.Errorf("building vip-agent and vip-ccm: %v\n%s", err, out)
 		}
 	})
-	if agentErr != nil {
-		t.Fatal(agentErr)
+	if progErr != nil {
+		t.Fatal(progErr)
 	}
-	return agentBin
+	return filepath.Join(progDir, name)
 }
 
 // fieldRefValues stand in for what the kubelet fills in.
@@ -49,7 +48,7 @@ var fieldRefValues = map[string]string{"spec.nodeName": "node-1", "status.hostIP
 // reachable. A setting the agent refuses, e.g. a BGP variable it does not
 // know, fails here.
 func TestAgentAcceptsRenderedConfig(t *testing.T) {
-	bin := agentBinary(t)
+	bin := program(t, "vip-agent")
 	for name, data := range renderings(t) {
 		t.Run(name, func(t *testing.T) {
 			m := objects(t, data)
@@ -129,6 +128,35 @@ func TestAgentAcceptsRenderedConfig(t *testing.T) {
 			}
 			if !strings.Contains(string(out), "Kubernetes client") {
 				t.Errorf("vip-agent %v with env %v refused its configuration:\n%s", args, env, out)
+			}
+		})
+	}
+}
+
+// TestCCMAcceptsRenderedArgs starts the real vip-ccm with the arguments of
+// every rendered Deployment: it must get past flag parsing and stop only
+// because its kubeconfig does not exist.
+func TestCCMAcceptsRenderedArgs(t *testing.T) {
+	bin := program(t, "vip-ccm")
+	for name, data := range renderings(t) {
+		t.Run(name, func(t *testing.T) {
+			d := objects(t, data)["Deployment kube-system/vip-ccm"]
+			if d == nil {
+				t.Fatalf("no Deployment vip-ccm")
+			}
+			var args []string
+			for _, a := range dig(t, d, "spec", "template", "spec", "containers", 0, "args").([]any) {
+				args = append(args, fmt.Sprint(a))
+			}
+			args = append(args, "--kubeconfig=/nonexistent/kubeconfig")
+			cmd := exec.Command(bin, args...)
+			cmd.Env = []string{"PATH=/usr/bin:/bin"}
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("vip-ccm %v started without a kubeconfig:\n%s", args, out)
+			}
+			if !strings.Contains(string(out), "/nonexistent/kubeconfig: no such file") || strings.Contains(string(out), "unknown flag") {
+				t.Errorf("vip-ccm %v refused its arguments:\n%s", args, out)
 			}
 		})
 	}

@@ -60,6 +60,9 @@ func TestMain(m *testing.M) {
 	if renderBin != "" {
 		os.RemoveAll(filepath.Dir(renderBin))
 	}
+	if progDir != "" {
+		os.RemoveAll(progDir)
+	}
 	os.Exit(code)
 }
 
