@@ -4,5 +4,6 @@
 // libraries built from hack/render), check that they agree with each other
 // and with the RBAC the end-to-end tests run the programs with, and have the
 // real API server validate the result with a server-side dry run, and start
-// vip-agent with each rendered DaemonSet's arguments and environment.
+// vip-agent and vip-ccm with the rendered arguments (and the agent's
+// environment) to prove they accept them.
 package deploy
