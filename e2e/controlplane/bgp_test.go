@@ -241,20 +241,43 @@ func (c *cluster) routedTo(n *cpNode) bool {
 }
 
 // waitRoute waits, in BGP mode, until the router's only next hop to the
-// VIP is n, and returns when it saw that.
-func (c *cluster) waitRoute(t testing.TB, n *cpNode, timeout time.Duration) time.Time {
+// VIP is n, and returns when it saw that and the next-hop sets it saw on
+// the way, e.g. "[cp1] [cp1 cp2] [cp2]".
+func (c *cluster) waitRoute(t testing.TB, n *cpNode, timeout time.Duration) (time.Time, string) {
 	t.Helper()
 	if c.router == nil {
-		return time.Now()
+		return time.Now(), ""
 	}
+	var seen []string
 	deadline := time.Now().Add(timeout)
-	for !c.routesOnlyTo(n) {
+	for {
+		h := c.nextHops()
+		if s := c.hopNames(h); len(seen) == 0 || seen[len(seen)-1] != s {
+			seen = append(seen, s)
+		}
+		if len(h) == 1 && h[0] == n.ip {
+			return time.Now(), strings.Join(seen, " ")
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the router's route to %s is via %v after %v, want only %s (%s)\n%s", c.vip, c.nextHops(), timeout, n.name, n.ip, c.logs(15))
+			t.Fatalf("the router's route to %s is via %v after %v, want only %s (%s)\n%s", c.vip, h, timeout, n.name, n.ip, c.logs(15))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return time.Now()
+}
+
+// hopNames names the nodes of next hops h, e.g. "[cp1 cp2]".
+func (c *cluster) hopNames(h []netip.Addr) string {
+	var out []string
+	for _, a := range h {
+		name := a.String()
+		for _, n := range c.nodes {
+			if n.ip == a {
+				name = n.name
+			}
+		}
+		out = append(out, name)
+	}
+	return "[" + strings.Join(out, " ") + "]"
 }
 
 func (r *bgpRouter) close() {
@@ -348,10 +371,10 @@ func TestControlPlaneBGP(t *testing.T) {
 			t.Errorf("%s kept the VIP after SIGTERM", old.name)
 		}
 		next := c.leader(t, old, 10*time.Second)
-		routed := c.waitRoute(t, next, 10*time.Second)
+		routed, hops := c.waitRoute(t, next, 10*time.Second)
 		d := p.outage(t, t0, 20*time.Second)
-		t.Logf("SIGTERM at %s: %s -> %s, route via %s after %v, client outage %v", t0.Format("15:04:05.000"),
-			old.name, next.name, next.name, routed.Sub(t0).Round(time.Millisecond), d.Round(time.Millisecond))
+		t.Logf("SIGTERM at %s: %s -> %s, route via %s after %v (next hops %s), client outage %v", t0.Format("15:04:05.000"),
+			old.name, next.name, next.name, routed.Sub(t0).Round(time.Millisecond), hops, d.Round(time.Millisecond))
 		if d > 2*time.Second {
 			t.Errorf("client outage %v after a graceful stop (route withdrawn, Lease released)", d)
 		}
@@ -381,7 +404,7 @@ func TestControlPlaneBGPColdStart(t *testing.T) {
 	}()
 	t0 := time.Now()
 	first := c.leader(t, nil, 60*time.Second)
-	routed := c.waitRoute(t, first, 30*time.Second)
+	routed, _ := c.waitRoute(t, first, 30*time.Second)
 	t.Logf("VIP %s on %s after %v, routed by the router after %v", c.vip, first.name,
 		time.Since(t0).Round(time.Millisecond), routed.Sub(t0).Round(time.Millisecond))
 	for _, n := range c.nodes {

@@ -314,7 +314,7 @@ func (c *cluster) failover(t testing.TB, p *prober, f failure) (time.Duration, *
 	f.do(c, old)
 	next := c.leader(t, old, 15*time.Second)
 	moved := time.Since(t0)
-	routed := c.waitRoute(t, next, 20*time.Second)
+	routed, hops := c.waitRoute(t, next, 20*time.Second)
 	d := p.outage(t, t0, 20*time.Second)
 	if old.agent.running() {
 		// The old leader's agent lives: it must have withdrawn the VIP.
@@ -328,7 +328,7 @@ func (c *cluster) failover(t testing.TB, p *prober, f failure) (time.Duration, *
 	}
 	route := ""
 	if c.router != nil {
-		route = fmt.Sprintf(", router's route only via %s after %v", next.name, routed.Sub(t0).Round(time.Millisecond))
+		route = fmt.Sprintf(", router's route only via %s after %v (next hops %s)", next.name, routed.Sub(t0).Round(time.Millisecond), hops)
 	}
 	t.Logf("%s at %s: %s -> %s, VIP bound on %s after %v%s, client outage %v",
 		f.name, t0.Format("15:04:05.000"), old.name, next.name, next.name, moved.Round(time.Millisecond), route, d.Round(time.Millisecond))
