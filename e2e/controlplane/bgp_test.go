@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -154,14 +155,49 @@ template bgp cp {
 		c.t.Fatal(err)
 	}
 	for _, n := range c.nodes {
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name, Annotations: map[string]string{
+		ann := map[string]string{
 			o.annotations + "/node-asn": strconv.Itoa(nodeAS), o.annotations + "/src-ip": n.ip.String(),
 			o.annotations + "/peer-ip": r.ip.String(), o.annotations + "/peer-asn": strconv.Itoa(routerAS),
-		}}}
+		}
+		if n.name == o.incomplete {
+			delete(ann, o.annotations+"/peer-ip")
+		}
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name, Annotations: ann}}
 		if _, err := cs.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
 			c.t.Fatal(err)
 		}
 	}
+}
+
+// annotate sets one annotation on n's Node object.
+func (c *cluster) annotate(t testing.TB, n *cpNode, key, value string) {
+	t.Helper()
+	cs, err := c.apiClient(c.nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, key, value)
+	if _, err := cs.CoreV1().Nodes().Patch(context.Background(), n.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nodeEvents returns the messages of n's Node Events with reason.
+func (c *cluster) nodeEvents(n *cpNode, reason string) []string {
+	cs, err := c.apiClient(c.nodes[0])
+	if err != nil {
+		return nil
+	}
+	evs, err := cs.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{
+		FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + n.name + ",reason=" + reason})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range evs.Items {
+		out = append(out, e.Type+": "+e.Message)
+	}
+	return out
 }
 
 // apiClient is an admin client of n's own API server.
@@ -390,9 +426,11 @@ func TestControlPlaneBGP(t *testing.T) {
 // as the kubeconfig's server, from a cold start: each agent must read its
 // Node's BGP annotations from its own API server (the VIP is not up before
 // the speaker has its settings), bring the VIP up, and then reach the API
-// through it for Service mode.
+// through it for Service mode. One node's annotations lack the peer: that
+// node reports it and stays out, the others are not held up, and it joins
+// once the annotation is added.
 func TestControlPlaneBGPColdStart(t *testing.T) {
-	c := newLab(t, labOptions{bgp: true, services: true, annotations: annPrefix})
+	c := newLab(t, labOptions{bgp: true, services: true, annotations: annPrefix, incomplete: "cp3"})
 	dup := c.watchDuplicates()
 	defer dup.check(t)
 	p := c.startProber()
@@ -407,25 +445,52 @@ func TestControlPlaneBGPColdStart(t *testing.T) {
 	routed, _ := c.waitRoute(t, first, 30*time.Second)
 	t.Logf("VIP %s on %s after %v, routed by the router after %v", c.vip, first.name,
 		time.Since(t0).Round(time.Millisecond), routed.Sub(t0).Round(time.Millisecond))
-	for _, n := range c.nodes {
-		if !strings.Contains(n.agent.tail(400), "BGP settings read from node annotations") {
-			t.Errorf("%s: no BGP settings from the Node's annotations in the log", n.name)
-		}
+	cp3 := c.node("cp3")
+	if first == cp3 {
+		t.Fatal("cp3, whose annotations lack the peer, holds the VIP")
 	}
-	eventually(t, 30*time.Second, "a BGP session with every node, from its annotations", func() bool {
-		return len(c.router.established()) == len(c.nodes)
+	eventually(t, 30*time.Second, "BGP sessions with cp1 and cp2, from their annotations", func() bool {
+		up := c.router.established()
+		return up["cp1"] && up["cp2"]
 	})
 	t.Run("requests succeed through the router", func(t *testing.T) {
 		c.checkThroughRouter(t, p, first)
 	})
-	eventually(t, 60*time.Second, "Service informers synced through the VIP on every node", func() bool {
-		for _, n := range c.nodes {
-			if !strings.Contains(n.agent.tail(400), "informers synced") {
+	eventually(t, 60*time.Second, "Service informers synced through the VIP on cp1 and cp2", func() bool {
+		for _, n := range c.nodes[:2] {
+			if !n.agent.logged("informers synced") {
 				return false
 			}
 		}
 		return true
 	})
+	t.Run("incomplete annotations are reported and fixed", func(t *testing.T) {
+		if up := c.router.established(); up["cp3"] {
+			t.Fatal("BIRD has a session with cp3, whose annotations lack the peer")
+		}
+		if !cp3.agent.logged("BGP settings from the node's annotations are not usable") {
+			t.Errorf("cp3's log does not say its annotations are unusable:\n%s", cp3.agent.tail(20))
+		}
+		eventually(t, 60*time.Second, "a BGPConfigInvalid Warning Event on Node cp3", func() bool {
+			return len(c.nodeEvents(cp3, "BGPConfigInvalid")) > 0
+		})
+		t.Logf("cp3: %v", c.nodeEvents(cp3, "BGPConfigInvalid"))
+		c.annotate(t, cp3, annPrefix+"/peer-ip", c.router.ip.String())
+		eventually(t, 30*time.Second, "a BGP session with cp3 after its annotation was completed", func() bool {
+			return c.router.established()["cp3"]
+		})
+		eventually(t, 60*time.Second, "Service informers synced through the VIP on cp3", func() bool {
+			return cp3.agent.logged("informers synced")
+		})
+		if h := c.leader(t, nil, 10*time.Second); h != first || !c.routesOnlyTo(first) {
+			t.Errorf("the VIP moved to %s (route via %v) when cp3 joined", h.name, c.nextHops())
+		}
+	})
+	for _, n := range c.nodes {
+		if !n.agent.logged("BGP settings read from node annotations") {
+			t.Errorf("%s: no BGP settings from the Node's annotations in the log", n.name)
+		}
+	}
 	d, old, next := c.failover(t, p, killNode)
 	if next == old || d > 6*time.Second {
 		t.Errorf("failover %s -> %s, outage %v", old.name, next.name, d)

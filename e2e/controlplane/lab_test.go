@@ -95,6 +95,8 @@ type labOptions struct {
 	// annotations (BGP) takes each node's AS, router ID and peer from
 	// Node annotations under this prefix instead of the manifest's flags.
 	annotations string
+	// incomplete names a node whose annotations lack the peer address.
+	incomplete string
 }
 
 func (c *cluster) ip4(host int) netip.Addr {

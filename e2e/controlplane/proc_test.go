@@ -97,6 +97,12 @@ func (p *proc) tail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// logged reports whether the program's log contains s.
+func (p *proc) logged(s string) bool {
+	b, err := os.ReadFile(p.log)
+	return err == nil && strings.Contains(string(b), s)
+}
+
 func isClosed(c chan struct{}) bool {
 	if c == nil {
 		return false
