@@ -24,7 +24,8 @@ import (
 // renewals, DHCP server down for a while, owner node cut off (the successor
 // keeps the address), Service deleted (lease released, macvlan gone).
 func TestDHCP(t *testing.T) {
-	l := l2Lab(t, lab.Options{})
+	// Namespace "home" has kube-vip-cloud-provider's DHCP marker as its pool.
+	l := l2Lab(t, lab.Options{Pools: map[string]string{"cidr-home": "0.0.0.0/32"}, Namespaces: []string{"home"}})
 	srv, err := l.StartDHCP(l2Ctx(t, 30*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +47,7 @@ func TestDHCP(t *testing.T) {
 		{"OwnerStopped", s.ownerStopped},
 		{"OwnerKilledRestarted", s.ownerKilledRestarted},
 		{"Deleted", s.deleted},
+		{"MarkerPool", s.markerPool},
 	} {
 		if !t.Run(st.name, st.f) && st.name == "LeaseToStatus" {
 			t.Fatal("the DHCP Service the other subtests use could not be set up")
@@ -356,6 +358,37 @@ func (s *dhcpSuite) ownerKilledRestarted(t *testing.T) {
 	}
 	if st, err := s.waitStatus(ctx, func([]netip.Addr) bool { return true }); err != nil || !slices.Equal(st, []netip.Addr{s.vip}) {
 		t.Errorf("status %v (%v), want %s", st, err, s.vip)
+	}
+}
+
+// markerPool: a Service without a request in a namespace whose pool is
+// the 0.0.0.0/32 marker gets its address by DHCP too.
+func (s *dhcpSuite) markerPool(t *testing.T) {
+	l := s.l
+	ctx := l2Ctx(t, time.Minute)
+	m := &dhcpSuite{l: l, srv: s.srv, key: "home/web"}
+	if _, err := l.CreateService(ctx, m.ns(), m.name()); err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := m.waitStatus(ctx, func(a []netip.Addr) bool { return len(a) > 0 })
+	if err != nil || len(addrs) != 1 {
+		t.Fatalf("status %v: %v\n%s", addrs, err, l.Logs(30))
+	}
+	if leased, ok, _ := s.srv.LeaseFor(m.mac()); !ok || leased != addrs[0] {
+		t.Fatalf("status %s, dnsmasq lease for %s: %v %v", addrs[0], m.mac(), leased, ok)
+	}
+	if _, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(string) bool { return true }); err != nil {
+		t.Fatalf("client cannot reach %s: %v", addrs[0], err)
+	}
+	if err := l.DeleteService(ctx, m.ns(), m.name()); err != nil {
+		t.Fatal(err)
+	}
+	err = lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		_, ok, err := s.srv.LeaseFor(m.mac())
+		return !ok, err
+	})
+	if err != nil {
+		t.Errorf("lease of %s not released: %v", m.key, err)
 	}
 }
 

@@ -36,9 +36,16 @@ type DHCP interface {
 
 var _ DHCP = (*dhcp.Manager)(nil)
 
-// wantsDHCP reports whether this agent obtains svc's address by DHCP.
+// wantsDHCP reports whether this agent obtains svc's address by DHCP: a
+// 0.0.0.0 request, or the 0.0.0.0/32 marker as its namespace's pool.
 func (a *Agent) wantsDHCP(svc *v1.Service) bool {
-	return a.o.DHCP != nil && a.o.Mode == ModeARP && lbsvc.WantsDHCP(svc)
+	if a.o.DHCP == nil || a.o.Mode != ModeARP {
+		return false
+	}
+	a.mu.Lock()
+	pools := a.ifaces
+	a.mu.Unlock()
+	return lbsvc.UsesDHCP(svc, pools)
 }
 
 // stopDHCP ends the lease client of key, if one runs here. release sends

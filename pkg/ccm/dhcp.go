@@ -115,7 +115,10 @@ func (lb *LoadBalancer) dhcpSync(ctx context.Context, key string) error {
 	if err != nil {
 		return nil // gone: the service controller releases it
 	}
-	if svc.DeletionTimestamp != nil || !lbsvc.Wants(svc, lb.opts.Class) || !lbsvc.WantsDHCP(svc) {
+	lb.mu.Lock()
+	pools := lb.cfg
+	lb.mu.Unlock()
+	if svc.DeletionTimestamp != nil || !lbsvc.Wants(svc, lb.opts.Class) || !lbsvc.UsesDHCP(svc, pools) {
 		return nil
 	}
 	st, err := lb.EnsureLoadBalancer(ctx, "", svc, nil)

@@ -112,3 +112,21 @@ func TestDHCPRetryBacksOff(t *testing.T) {
 		t.Errorf("retry delay settles at %vs, want %v", prev, dhcpWaitMax)
 	}
 }
+
+func TestDHCPMarkerPoolUsesRecord(t *testing.T) {
+	lease := dhcpLease("home", "a", map[string]string{lbsvc.AnnotationDHCPAddress: "10.77.0.160"})
+	// "old" got a pool address before the pools were edited.
+	old := lbSvc("home", "old", withStatus("10.0.0.1"))
+	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-home": "0.0.0.0/32", "cidr-global": "10.0.0.0/30"}, lease, old)
+	svc := lbSvc("home", "a")
+	for range 2 { // the second call must still follow the record
+		ips, err := ensureIPs(t, lb, svc)
+		if err != nil || len(ips) != 1 || ips[0] != "10.77.0.160" {
+			t.Fatalf("marker pool with a record: %v %v", ips, err)
+		}
+	}
+	// A Service of that namespace that already has a pool address keeps it.
+	if ips, err := ensureIPs(t, lb, old); err != nil || ips[0] != "10.0.0.1" {
+		t.Fatalf("pool address before the marker: %v %v", ips, err)
+	}
+}

@@ -324,7 +324,10 @@ func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBala
 		logger.Info("invalid address request", "err", err)
 		return nil, api.NewRetryError(err.Error(), lb.opts.RetryAfter)
 	}
-	if req.DHCP {
+	lb.mu.Lock()
+	pools := lb.cfg
+	lb.mu.Unlock()
+	if lbsvc.UsesDHCP(svc, pools) {
 		return lb.dhcpStatus(svc)
 	}
 	fams, required := lbsvc.Families(svc)

@@ -321,6 +321,18 @@ func (c *Config) eligible(ns string) []*pool {
 	return out
 }
 
+// DHCP reports whether namespace ns gets its IPv4 addresses by DHCP: the
+// first pool serving it with IPv4 holds the 0.0.0.0/32 marker, so the
+// allocator answers 0.0.0.0 there.
+func (c *Config) DHCP(ns string) bool {
+	for _, p := range c.eligible(ns) {
+		if p.has(IPv4) {
+			return p.dhcp
+		}
+	}
+	return false
+}
+
 // PoolOf returns the name of the first pool, in the search order of namespace
 // ns, that contains a.
 func (c *Config) PoolOf(ns string, a netip.Addr) (string, bool) {

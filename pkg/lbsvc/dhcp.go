@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/vip-lb/vip/pkg/ipam"
 )
 
 // Keys of the DHCP record the owning vip-agent writes on a Service's Lease
@@ -88,4 +91,31 @@ func ParseDHCPRecord(ann map[string]string) (rec DHCPRecord, ok bool, err error)
 func WantsDHCP(svc *v1.Service) bool {
 	req, err := Requested(svc)
 	return err == nil && req.DHCP
+}
+
+// UsesDHCP reports whether svc's IPv4 address comes from DHCP: it requests
+// 0.0.0.0, or it requests nothing, wants IPv4 and the first pool serving its
+// namespace is the 0.0.0.0/32 marker (pools may be nil), unless its status
+// already holds an IPv4 address from a pool (given before the pools were
+// edited: a pool edit never moves a Service).
+func UsesDHCP(svc *v1.Service, pools *ipam.Config) bool {
+	req, err := Requested(svc)
+	switch {
+	case err != nil:
+		return false
+	case req.DHCP:
+		return true
+	case len(req.Addrs) > 0 || !pools.DHCP(svc.Namespace):
+		return false
+	}
+	fams, _ := Families(svc)
+	if !slices.Contains(fams, IPv4) {
+		return false
+	}
+	for _, a := range IngressIPs(svc) {
+		if _, inPool := pools.PoolOf(svc.Namespace, a); a.Is4() && inPool {
+			return false
+		}
+	}
+	return true
 }

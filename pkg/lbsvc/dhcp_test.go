@@ -6,6 +6,11 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/pkg/ipam"
 )
 
 func TestParseDHCPRecord(t *testing.T) {
@@ -81,4 +86,47 @@ func FuzzParseDHCPRecord(f *testing.F) {
 			t.Fatalf("re-parse of %v: %v, %v", rec.Annotations(), again, err)
 		}
 	})
+}
+
+func TestUsesDHCP(t *testing.T) {
+	pools, errs := ipam.ParseConfig(map[string]string{"cidr-home": "0.0.0.0/32", "cidr-global": "10.1.0.0/24",
+		"cidr-old": "0.0.0.0/32,10.2.0.0/24"})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	svc := func(ns string, mut ...func(*v1.Service)) *v1.Service {
+		s := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s"}, Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer}}
+		for _, m := range mut {
+			m(s)
+		}
+		return s
+	}
+	ann := func(v string) func(*v1.Service) {
+		return func(s *v1.Service) { s.Annotations = map[string]string{AnnotationLoadBalancerIPs: v} }
+	}
+	status := func(ip string) func(*v1.Service) {
+		return func(s *v1.Service) { s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: ip}} }
+	}
+	v6 := func(s *v1.Service) { s.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol} }
+	for _, tc := range []struct {
+		name  string
+		svc   *v1.Service
+		pools *ipam.Config
+		want  bool
+	}{
+		{"0.0.0.0 annotation", svc("default", ann("0.0.0.0")), nil, true},
+		{"0.0.0.0 spec", svc("default", func(s *v1.Service) { s.Spec.LoadBalancerIP = "0.0.0.0" }), nil, true},
+		{"static request", svc("home", ann("10.9.9.9")), pools, false},
+		{"bad request", svc("home", ann("x")), pools, false},
+		{"marker pool", svc("home"), pools, true},
+		{"marker pool, leased address in status", svc("home", status("10.77.0.150")), pools, true},
+		{"marker pool, IPv6 only", svc("home", v6), pools, false},
+		{"global pool", svc("default"), pools, false},
+		{"no pools", svc("home"), nil, false},
+		{"pool address in status stays", svc("old", status("10.2.0.1")), pools, false},
+	} {
+		if got := UsesDHCP(tc.svc, tc.pools); got != tc.want {
+			t.Errorf("%s: UsesDHCP = %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }
