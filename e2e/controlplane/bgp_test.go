@@ -350,6 +350,17 @@ func (c *cluster) checkThroughRouter(t *testing.T, p *prober, holder *cpNode) {
 	if h := c.nextHops(); len(h) != 1 || h[0] != holder.ip {
 		t.Fatalf("the router routes the VIP via %v, want only the holder %s (%s)", h, holder.name, holder.ip)
 	}
+	cs, err := c.apiClient(holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cs.CoordinationV1().Leases("kube-system").Get(context.Background(), "plndr-cp-lock", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := lease.Spec.HolderIdentity; id == nil || *id != holder.name {
+		t.Fatalf("Lease kube-system/plndr-cp-lock is held by %v, but %s advertises the VIP", id, holder.name)
+	}
 	t.Logf("%d requests through the router (route %v), all answered", total, c.nextHops())
 }
 
