@@ -507,3 +507,83 @@ func TestControlPlaneBGPColdStart(t *testing.T) {
 		t.Errorf("failover %s -> %s, outage %v", old.name, next.name, d)
 	}
 }
+
+// routerChoice is the node the router forwards the client's requests to
+// (the kernel's ECMP hash of the client's and the VIP's addresses).
+func (c *cluster) routerChoice(t testing.TB) *cpNode {
+	t.Helper()
+	out, err := ipCmd("-n", c.router.ns, "route", "get", c.vip.String(), "from", c.ip4(100).String(), "iif", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		if strings.Contains(out, "via "+n.ip.String()+" ") {
+			return n
+		}
+	}
+	t.Fatalf("the router's choice for the client is none of the nodes: %s", out)
+	return nil
+}
+
+// TestControlPlaneBGPEveryNode runs BGP mode without leader election
+// (vip_leaderelection=false): every node whose API server is ready
+// advertises the VIP and the router spreads clients over them (ECMP). The
+// node the client's requests go to withdraws when its API server dies or
+// the node dies, and advertises again once it is ready.
+func TestControlPlaneBGPEveryNode(t *testing.T) {
+	c := newLab(t, labOptions{bgp: true, everyNode: true})
+	p := c.startProber()
+	defer p.close()
+	defer func() {
+		if t.Failed() {
+			t.Logf("agent and router logs:\n%s", c.logs(40))
+		}
+	}()
+	var all []netip.Addr
+	for _, n := range c.nodes {
+		all = append(all, n.ip)
+	}
+	everyNode := func(t testing.TB, timeout time.Duration, what string) {
+		eventually(t, timeout, what, func() bool {
+			return len(c.holders()) == len(c.nodes) && slices.Equal(c.nextHops(), all)
+		})
+	}
+	everyNode(t, 60*time.Second, "the VIP on every node and the router's route via all of them")
+	time.Sleep(500 * time.Millisecond)
+	t0 := time.Now()
+	time.Sleep(3 * time.Second)
+	if bad, total := p.failures(t0, time.Now()); total < 50 || bad > 0 {
+		t.Fatalf("%d of %d requests through the router failed", bad, total)
+	}
+	for _, f := range []failure{killAPIServer, killNode} {
+		t.Run(strings.ReplaceAll(f.name, "leader", "next hop"), func(t *testing.T) {
+			n := c.routerChoice(t)
+			t0 := time.Now()
+			f.do(c, n)
+			var rest []netip.Addr
+			for _, ip := range all {
+				if ip != n.ip {
+					rest = append(rest, ip)
+				}
+			}
+			eventually(t, 15*time.Second, n.name+"'s route withdrawn", func() bool { return slices.Equal(c.nextHops(), rest) })
+			gone := time.Since(t0)
+			if has, _ := hasAddr(n.ns, c.vipIface, c.vip); has && n.agent.running() {
+				t.Errorf("%s still carries the VIP on %s", n.name, c.vipIface)
+			}
+			d := p.outage(t, t0, 20*time.Second)
+			t.Logf("%s (%s) at %s: route withdrawn after %v, client outage %v", strings.ReplaceAll(f.name, "the leader", n.name),
+				"the client's next hop", t0.Format("15:04:05.000"), gone.Round(time.Millisecond), d.Round(time.Millisecond))
+			if d > 6*time.Second {
+				t.Errorf("client outage %v", d)
+			}
+			// Its API server answers nothing until the two /readyz
+			// failures: the client's requests were going there.
+			if f.name == killAPIServer.name && d == 0 {
+				t.Errorf("no request failed: the client's requests did not go to %s", n.name)
+			}
+			f.undo(t, c, n)
+			everyNode(t, 60*time.Second, n.name+" advertising again")
+		})
+	}
+}

@@ -97,6 +97,9 @@ type labOptions struct {
 	annotations string
 	// incomplete names a node whose annotations lack the peer address.
 	incomplete string
+	// everyNode (BGP) leaves --leaderElection out: every node whose API
+	// server is ready advertises the VIP.
+	everyNode bool
 }
 
 func (c *cluster) ip4(host int) netip.Addr {
@@ -196,7 +199,10 @@ func newLab(t testing.TB, o labOptions) *cluster {
 // manifestArgs are the generator's arguments for node n, as an operator
 // would run them on that node.
 func (c *cluster) manifestArgs(o labOptions, n *cpNode) []string {
-	args := []string{"manifest", "pod", "--controlplane", "--address", c.vip.String(), "--leaderElection"}
+	args := []string{"manifest", "pod", "--controlplane", "--address", c.vip.String()}
+	if !o.everyNode {
+		args = append(args, "--leaderElection")
+	}
 	if o.bgp {
 		args = append(args, c.bgpManifestArgs(o, n)...)
 	} else {
