@@ -71,6 +71,11 @@ func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan
 	go func() {
 		ctx := contextFor(stop)
 		defer lb.dhcpQueue.ShutDown()
+		select {
+		case <-lb.informed:
+		case <-stop:
+			return
+		}
 		if !cache.WaitForCacheSync(stop, li.Informer().HasSynced) {
 			return
 		}

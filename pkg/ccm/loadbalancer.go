@@ -64,6 +64,10 @@ type LoadBalancer struct {
 	leases    coordlisters.LeaseLister
 	dhcpQueue workqueue.TypedRateLimitingInterface[string]
 	dhcp      map[string]*dhcpState
+	// informed is closed once setInformers has run: the DHCP worker, started
+	// earlier by start, reads svcs and synced only after that.
+	informed     chan struct{}
+	informedOnce sync.Once
 }
 
 var _ cloudprovider.LoadBalancer = (*LoadBalancer)(nil)
@@ -79,6 +83,7 @@ func newLoadBalancer(opts Options, reg prometheus.Registerer) *LoadBalancer {
 
 		dhcpQueue: newDHCPQueue(),
 		dhcp:      map[string]*dhcpState{},
+		informed:  make(chan struct{}),
 	}
 	lb.alloc.SetForbidden(lb.forbidden)
 	lb.metrics.observe(lb)
@@ -142,6 +147,7 @@ func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
 		DeleteFunc: func(o any) { lb.nodeAddrs(o, nil) },
 	})
 	lb.synced = append(lb.synced, si.Informer().HasSynced, ni.HasSynced)
+	lb.informedOnce.Do(func() { close(lb.informed) })
 }
 
 func (lb *LoadBalancer) nodeAddrs(old, cur any) {
