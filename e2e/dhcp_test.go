@@ -441,12 +441,14 @@ func TestDDNS(t *testing.T) {
 	}
 	const name = "k8s-api.lab"
 	t0 := time.Now()
+	agents := map[string]*lab.Proc{}
 	for _, n := range []string{"node1", "node2"} {
 		p, cleanup, err := l.StartControlPlaneAgent(n, srv.IP, "--address", name, "--ddns", "--address-refresh", "1s")
 		t.Cleanup(cleanup)
 		if err != nil {
 			t.Fatal(err)
 		}
+		agents[n] = p
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("%s:\n%s", p.Name, p.Tail(40))
@@ -480,4 +482,23 @@ func TestDDNS(t *testing.T) {
 	}
 	t.Logf("%s → %s held by %s: resolvable after %v, reached after %v", name, vip, served,
 		resolved.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+
+	// The holder's agent stops: the other node takes the Lease, leases the
+	// same address with the same MAC, and the name keeps resolving to it.
+	t1 := time.Now()
+	if err := agents[served].Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	next, err := l.WaitServedBy(ctx, vip, lab.ServicePort, func(n string) bool { return n != served })
+	if err != nil {
+		t.Fatalf("client never reached %s on the other node: %v", vip, err)
+	}
+	addrs, err := res.LookupNetIP(ctx, "ip4", name)
+	if err != nil || len(addrs) != 1 || addrs[0].Unmap() != vip {
+		t.Errorf("after the hand-over %s resolves to %v (%v), want %s", name, addrs, err, vip)
+	}
+	if leased, ok, _ := srv.LeaseFor(mac); !ok || leased != vip {
+		t.Errorf("dnsmasq lease for %s after the hand-over: %v %v, want %s", mac, leased, ok, vip)
+	}
+	t.Logf("%s holder %s stopped: %s answers on %s after %v", name, served, next, vip, time.Since(t1).Round(time.Millisecond))
 }
