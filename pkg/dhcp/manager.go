@@ -90,7 +90,11 @@ const (
 	Lost
 )
 
+// String names the kind for logs.
 func (k EventKind) String() string {
+	if k < Obtained || k > Lost {
+		return "unknown"
+	}
 	return [...]string{"obtained", "extended", "failed", "lost"}[k]
 }
 

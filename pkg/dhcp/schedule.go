@@ -16,6 +16,7 @@ const (
 	Rebind
 )
 
+// String names the action for logs and metric labels.
 func (a Action) String() string {
 	switch a {
 	case Renew:
