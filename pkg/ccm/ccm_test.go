@@ -83,6 +83,21 @@ func ensureIPs(t *testing.T, lb *LoadBalancer, svc *v1.Service) ([]string, error
 	return out, nil
 }
 
+// waitEvents waits up to timeout for n events, then returns what came.
+func waitEvents(rec *record.FakeRecorder, n int, timeout time.Duration) []string {
+	var out []string
+	deadline := time.After(timeout)
+	for len(out) < n {
+		select {
+		case e := <-rec.Events:
+			out = append(out, e)
+		case <-deadline:
+			return out
+		}
+	}
+	return append(out, drain(rec)...)
+}
+
 func drain(rec *record.FakeRecorder) []string {
 	var out []string
 	for {
@@ -129,7 +144,8 @@ func TestEnsureFailuresAreRetriedWithEvents(t *testing.T) {
 	opts.ControlPlaneVIPs = []netip.Addr{netip.MustParseAddr("10.0.0.1")}
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.0"}}}}
 	lb, rec := newTestLB(t, opts, map[string]string{"cidr-global": "10.0.0.0/30", "cidr-bad": "nope"}, node)
-	if evs := drain(rec); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonPoolConfigInvalid) || !strings.Contains(evs[0], "nope") {
+	// The ConfigMap handler may run just after the informers report synced.
+	if evs := waitEvents(rec, 1, 5*time.Second); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonPoolConfigInvalid) || !strings.Contains(evs[0], "nope") {
 		t.Errorf("bad pool entry: events %q", evs)
 	}
 
