@@ -25,10 +25,14 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Second)
+	restart := time.Now()
 	if err := h.Env.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
+	// Until its authorizer has read the roles, a restarted API server
+	// refuses vip-ccm's (immediately retried) requests.
+	ccm.ExpectRBACDenials(restart, t0.Add(10*time.Second))
 	create(t, cs, LBService("default", "after"))
 	if _, err := WaitIngress(ctx, cs, "default", "after", 1, 8*time.Second); err != nil {
 		t.Fatalf("Service created after the outage: no address within 8 s (client-go's reflector backoff?): %v", err)
