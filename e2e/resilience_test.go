@@ -66,6 +66,7 @@ func TestResilience(t *testing.T) {
 		{"owner's bridge port flapping (5 × 1 s)", s.flapping},
 		{"pools edited while Services are created", s.poolsEdited},
 		{"pool shrunk under assigned addresses", s.poolShrunk},
+		{"API server slow (150 ms added to every request)", s.slowAPI},
 		{"everything deleted: no stray address, no orphan Lease", s.cleanup},
 	} {
 		row := &resRow{scenario: sc.name}
