@@ -188,7 +188,7 @@ func (s *resSuite) slowAPI(t *testing.T, row *resRow) {
 	p, _ := s.probeSteady()
 	time.Sleep(15 * time.Second)
 	t0 := time.Now()
-	sv := l2Create(t, l, "default", []string{fmt.Sprintf("slow-%d", s.n)})
+	sv := l2Create(t, l, lab.ScaleNamespace, []string{fmt.Sprintf("slow-%d", s.n)})
 	s.n++
 	row.note("with %v added to every request: new Service addressed in %v", delay, time.Since(t0).Round(time.Millisecond))
 	l2CheckServed(t, l, sv, l2Holders(t, l, sv), "")

@@ -42,7 +42,9 @@ const (
 func TestResilience(t *testing.T) {
 	l := l2Lab(t, lab.Options{
 		Namespaces: []string{"res-pools"},
-		Pools:      map[string]string{"cidr-res-pools": "10.X.9.0/28"},
+		// Room for two bursts of 1000 and the probes' Services in scale;
+		// the global pool (8 addresses) holds the steady Services.
+		Pools: map[string]string{"cidr-res-pools": "10.X.9.0/28", "cidr-" + lab.ScaleNamespace: "10.X.4.0/22,10.X.16.0/20"},
 	})
 	burst := 100
 	if os.Getenv(EnvResilienceFull) == "1" {
@@ -346,7 +348,7 @@ func (s *resSuite) apiDown(t *testing.T, row *resRow) {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	sv := l2Create(t, l, "default", []string{fmt.Sprintf("after-api-%d", s.n)})
+	sv := l2Create(t, l, lab.ScaleNamespace, []string{fmt.Sprintf("after-api-%d", s.n)})
 	s.n++
 	row.note("new Service addressed %v after the API server's return", time.Since(back).Round(time.Millisecond))
 	l2CheckServed(t, l, sv, l2Holders(t, l, sv), "")
@@ -366,7 +368,7 @@ func (s *resSuite) etcdRestart(t *testing.T, row *resRow) {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	sv := l2Create(t, l, "default", []string{fmt.Sprintf("after-etcd-%d", s.n)})
+	sv := l2Create(t, l, lab.ScaleNamespace, []string{fmt.Sprintf("after-etcd-%d", s.n)})
 	s.n++
 	row.note("new Service addressed %v after etcd's return", time.Since(back).Round(time.Millisecond))
 	noFailures(t, row, p.Stop(), "etcd down")
