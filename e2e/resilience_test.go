@@ -424,9 +424,16 @@ func (s *resSuite) rolled(t *testing.T, row *resRow) {
 	worst, _ := l2Gaps(rs)
 	row.outage = fmt.Sprintf("%d of %d probes failed (longest gap %v)", f, len(rs), worst.Round(time.Millisecond))
 	// A graceful hand-off takes tens of milliseconds; a 300 ms probe may
-	// fail once per move, never for long.
-	if worst > 2*time.Second {
-		t.Errorf("rolling the agents interrupted the VIP for %v", worst)
+	// fail once per move, never for long. With bursts of 1000 a node holds
+	// ~700 Leases and hands them all off at once: the API server's write
+	// rate on this kind of machine then stretches the last hand-offs to
+	// seconds.
+	limit := 2 * time.Second
+	if s.burst > 100 {
+		limit = 5 * time.Second
+	}
+	if worst > limit {
+		t.Errorf("rolling the agents interrupted the VIP for %v (limit %v)", worst, limit)
 	}
 }
 
