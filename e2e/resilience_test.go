@@ -69,6 +69,7 @@ func TestResilience(t *testing.T) {
 		{"pools edited while Services are created", s.poolsEdited},
 		{"pool shrunk under assigned addresses", s.poolShrunk},
 		{"API server slow (150 ms added to every request)", s.slowAPI},
+		{"DHCP server gone past T2 (DHCP-sourced Service)", s.dhcpServerGone},
 		{"everything deleted: no stray address, no orphan Lease", s.cleanup},
 	} {
 		row := &resRow{scenario: sc.name}
