@@ -115,6 +115,8 @@ ifeq ($(IS_ROOT),yes)
 	@mkdir -p _out
 	$(TEST_ENV) VIP_RESILIENCE_FULL=1 VIP_RESILIENCE_REPORT=$(CURDIR)/_out/resilience.md \
 	  $(GO) test -tags e2e -count=1 -timeout 60m -run '^TestResilience$$' -v ./e2e/ 2>&1 | tee _out/resilience.log
+	$(TEST_ENV) VIP_RESILIENCE_REPORT=$(CURDIR)/_out/resilience.md \
+	  $(GO) test -tags e2e -count=1 -timeout 10m -run '^TestRouterRestart$$' -v ./e2e/bgp/ 2>&1 | tee -a _out/resilience.log
 	@echo "report: _out/resilience.md (go test output: _out/resilience.log)"
 else
 	@echo "resilience: needs root (network namespaces)"; exit 1

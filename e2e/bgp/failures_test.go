@@ -4,7 +4,9 @@ package bgp
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -67,7 +69,12 @@ func TestRouterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.waitNextHops(t, vip, 30*time.Second, l.nodeIPs(false)...)
-	t.Logf("BIRD restarted -> routes from all three nodes back after %v", time.Since(t0).Round(time.Millisecond))
+	back := time.Since(t0).Round(time.Millisecond)
+	t.Logf("BIRD restarted -> routes from all three nodes back after %v", back)
+	t.Cleanup(func() {
+		resilienceRow(t, "BGP peer (BIRD) stopped 1 s and restarted, separate BGP lab",
+			fmt.Sprintf("routes from all 3 nodes back %v after BIRD's start", back), "BGPSessionDown Warning on every Node")
+	})
 
 	// Each agent reported its sessions going down on its Node.
 	l.eventually(t, "BGPSessionDown Warning Events on every Node", 15*time.Second, func() bool {
@@ -195,4 +202,25 @@ func TestGracefulRestart(t *testing.T) {
 	_ = n3.agent.cmd.Process.Signal(syscall.SIGTERM)
 	l.waitNextHops(t, vip, 5*time.Second, l.nodeIPs(false, "node1", "node2")...)
 	t.Logf("graceful restart on: SIGTERM still withdraws at once (%v)", time.Since(t0).Round(time.Millisecond))
+}
+
+// resilienceRow appends this test's line to the resilience report when
+// `make resilience` asks for one (VIP_RESILIENCE_REPORT, table written by
+// e2e.TestResilience before this package runs).
+func resilienceRow(t *testing.T, scenario, outage, notes string) {
+	path := os.Getenv("VIP_RESILIENCE_REPORT")
+	if path == "" {
+		return
+	}
+	result := "pass"
+	if t.Failed() {
+		result = "FAIL"
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Errorf("resilience report: %v", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "| %s | %s | %s | – | %s |\n", scenario, result, outage, notes)
 }
