@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -185,6 +186,37 @@ func (s *resSuite) restartCCM(t *testing.T) {
 	}
 }
 
+// agentMetrics reads a metric (summed over matching series) from every
+// agent, by node.
+func (s *resSuite) agentMetrics(t *testing.T, name string, match func(map[string]string) bool) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, n := range s.l.Nodes {
+		v, err := s.l.AgentMetric(l2Ctx(t, 10*time.Second), n.Name, name, match)
+		if err != nil {
+			t.Fatalf("%s on %s: %v", name, n.Name, err)
+		}
+		out[n.Name] = v
+	}
+	return out
+}
+
+func opIs(op string) func(map[string]string) bool {
+	return func(l map[string]string) bool { return l["op"] == op }
+}
+
+// visible checks that the fault shows on every agent as a growing counter.
+func (s *resSuite) visible(t *testing.T, row *resRow, name string, match func(map[string]string) bool, before map[string]float64) {
+	t.Helper()
+	after := s.agentMetrics(t, name, match)
+	for node, v := range after {
+		if v <= before[node] {
+			t.Errorf("the fault is not visible on %s: %s stayed at %v", node, name, v)
+		}
+	}
+	row.note("seen by every agent in %s", name)
+}
+
 // probeSteady probes one steady Service from the client.
 func (s *resSuite) probeSteady() (*lab.Prober, l2Service) {
 	sv := s.steady[0]
@@ -341,10 +373,12 @@ func (s *resSuite) ccmLeaderChange(t *testing.T, row *resRow) {
 func (s *resSuite) apiDown(t *testing.T, row *resRow) {
 	l := s.l
 	p, _ := s.probeSteady()
+	hbErrs := s.agentMetrics(t, "vip_election_errors_total", opIs("heartbeat"))
 	if err := l.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(30 * time.Second)
+	s.visible(t, row, "vip_election_errors_total", opIs("heartbeat"), hbErrs)
 	if err := l.StartAPIServer(l2Ctx(t, 2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -361,10 +395,12 @@ func (s *resSuite) apiDown(t *testing.T, row *resRow) {
 func (s *resSuite) etcdRestart(t *testing.T, row *resRow) {
 	l := s.l
 	p, _ := s.probeSteady()
+	hbErrs := s.agentMetrics(t, "vip_election_errors_total", opIs("heartbeat"))
 	if err := l.Env.StopEtcd(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Second)
+	s.visible(t, row, "vip_election_errors_total", opIs("heartbeat"), hbErrs)
 	if err := l.Env.StartEtcd(l2Ctx(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -397,6 +433,13 @@ func (s *resSuite) ownerKilled(t *testing.T, row *resRow) {
 		t.Fatalf("%s never answered through %s", newOwner, sv.VIP)
 	}
 	row.outage = fmt.Sprintf("%v (%d probes failed), %s → %s", out.Round(time.Millisecond), fails, owner, newOwner)
+	if ev := l2Events(t, l, sv, "Announcing"); !slices.ContainsFunc(ev, func(m string) bool {
+		return strings.Contains(m, "from "+newOwner) && strings.Contains(m, owner+" stopped renewing its heartbeat")
+	}) {
+		t.Errorf("no Announcing Event from %s saying %s stopped renewing its heartbeat: %q", newOwner, owner, ev)
+	} else {
+		row.note("Announcing Event from %s names the takeover", newOwner)
+	}
 	if err := l.StartAgent(l2Ctx(t, time.Minute), owner); err != nil {
 		t.Fatal(err)
 	}
@@ -447,6 +490,7 @@ func (s *resSuite) flapping(t *testing.T, row *resRow) {
 	}
 	p := l.StartProbe(sv.VIP, lab.ServicePort, 100*time.Millisecond, 300*time.Millisecond)
 	dual := watchDual(l)
+	takeovers := s.agentMetrics(t, "vip_takeovers_total", nil)
 	for range 5 {
 		if err := l.CutPort(owner); err != nil {
 			t.Fatal(err)
@@ -462,6 +506,14 @@ func (s *resSuite) flapping(t *testing.T, row *resRow) {
 	worst, _ := l2Gaps(rs)
 	row.outage = fmt.Sprintf("%d of %d probes failed (longest gap %v)", f, len(rs), worst.Round(time.Millisecond))
 	row.note("%s", dual.stop())
+	var more float64
+	for node, v := range s.agentMetrics(t, "vip_takeovers_total", nil) {
+		more += v - takeovers[node]
+	}
+	if more == 0 {
+		t.Errorf("the cut owner's Services changed hands without vip_takeovers_total counting it")
+	}
+	row.note("%v takeovers counted in vip_takeovers_total", more)
 	if worst > 3*time.Second {
 		t.Errorf("port flapping interrupted the VIP for %v", worst)
 	}
