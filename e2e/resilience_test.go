@@ -433,9 +433,15 @@ func (s *resSuite) ownerKilled(t *testing.T, row *resRow) {
 		t.Fatalf("%s never answered through %s", newOwner, sv.VIP)
 	}
 	row.outage = fmt.Sprintf("%v (%d probes failed), %s → %s", out.Round(time.Millisecond), fails, owner, newOwner)
-	if ev := l2Events(t, l, sv, "Announcing"); !slices.ContainsFunc(ev, func(m string) bool {
-		return strings.Contains(m, "from "+newOwner) && strings.Contains(m, owner+" stopped renewing its heartbeat")
-	}) {
+	// Events are written asynchronously (hundreds at once with bursts of
+	// 1000), so wait for it.
+	var ev []string
+	if err := lab.Poll(l2Ctx(t, time.Minute), 250*time.Millisecond, func() (bool, error) {
+		ev = l2Events(t, l, sv, "Announcing")
+		return slices.ContainsFunc(ev, func(m string) bool {
+			return strings.Contains(m, "from "+newOwner) && strings.Contains(m, owner+" stopped renewing its heartbeat")
+		}), nil
+	}); err != nil {
 		t.Errorf("no Announcing Event from %s saying %s stopped renewing its heartbeat: %q", newOwner, owner, ev)
 	} else {
 		row.note("Announcing Event from %s names the takeover", newOwner)
