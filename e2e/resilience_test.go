@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vip-lb/vip/e2e/ccmtest"
 	"github.com/vip-lb/vip/e2e/lab"
 )
 
@@ -684,26 +684,13 @@ func addrsIn(t *testing.T, l *lab.Lab, ns string) map[string]string {
 }
 
 // duplicates lists addresses in more than one Service's status.
-func duplicates(t *testing.T, l *lab.Lab) []string {
+func duplicates(t *testing.T, l *lab.Lab) map[string][]string {
 	t.Helper()
 	list, err := l.Admin.CoreV1().Services("").List(l2Ctx(t, 30*time.Second), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	by := map[netip.Addr][]string{}
-	for i := range list.Items {
-		for _, a := range lab.Ingress(&list.Items[i]) {
-			by[a] = append(by[a], list.Items[i].Namespace+"/"+list.Items[i].Name)
-		}
-	}
-	var out []string
-	for a, s := range by {
-		if len(s) > 1 {
-			out = append(out, fmt.Sprintf("%s: %v", a, s))
-		}
-	}
-	sort.Strings(out)
-	return out
+	return ccmtest.Duplicates(list.Items)
 }
 
 // addrWatch records every Service whose address changed or vanished after
