@@ -217,6 +217,25 @@ func (s *resSuite) visible(t *testing.T, row *resRow, name string, match func(ma
 	row.note("seen by every agent in %s", name)
 }
 
+// noFences checks that no agent fenced itself since before (a fence
+// withdraws every VIP of the node: an outage nobody asked for when the API
+// server or etcd is down for everyone).
+func (s *resSuite) noFences(t *testing.T, row *resRow, before map[string]float64) {
+	t.Helper()
+	fenced := 0
+	for node, v := range s.agentMetrics(t, "vip_fences_total", nil) {
+		if v > before[node] {
+			fenced++
+			t.Errorf("%s fenced itself %v time(s) although it could reach the API server host", node, v-before[node])
+		}
+	}
+	if fenced == 0 {
+		row.note("no agent fenced itself")
+	} else {
+		row.note("%d agent(s) fenced themselves", fenced)
+	}
+}
+
 // probeSteady probes one steady Service from the client.
 func (s *resSuite) probeSteady() (*lab.Prober, l2Service) {
 	sv := s.steady[0]
@@ -374,6 +393,8 @@ func (s *resSuite) apiDown(t *testing.T, row *resRow) {
 	l := s.l
 	p, _ := s.probeSteady()
 	hbErrs := s.agentMetrics(t, "vip_election_errors_total", opIs("heartbeat"))
+	fences := s.agentMetrics(t, "vip_fences_total", nil)
+	defer s.noFences(t, row, fences)
 	if err := l.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
@@ -396,6 +417,8 @@ func (s *resSuite) etcdRestart(t *testing.T, row *resRow) {
 	l := s.l
 	p, _ := s.probeSteady()
 	hbErrs := s.agentMetrics(t, "vip_election_errors_total", opIs("heartbeat"))
+	fences := s.agentMetrics(t, "vip_fences_total", nil)
+	defer s.noFences(t, row, fences)
 	if err := l.Env.StopEtcd(); err != nil {
 		t.Fatal(err)
 	}

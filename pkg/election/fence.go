@@ -3,12 +3,17 @@ package election
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
 )
 
 // QueryNode is the health URL query parameter naming the asking node.
@@ -50,7 +55,7 @@ func (e *Elector) health(asking string) Health {
 	now := e.o.Clock.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	h := Health{Node: e.self, APIReachable: e.hb.lastAttemptOK, Fenced: e.hb.fenced,
+	h := Health{Node: e.self, APIReachable: e.hb.lastAttemptOK && !e.renewalsFailing(now), Fenced: e.hb.fenced,
 		LastRenewAgeSeconds: -1, HeartbeatAgeSeconds: -1}
 	if e.hb.everOK {
 		h.LastRenew = e.hb.lastOK
@@ -131,15 +136,18 @@ type probeResult struct {
 	err    error
 }
 
-// decideFence is the fencing rule for a node whose renewals fail, given
-// what its peers said. A peer that can renew its own heartbeat and has
-// watched ours stay unchanged for half the timeout will take over at the
-// full timeout: fence now. No peer answering means we are cut off: fence.
-// Peers that answer but cannot renew either (the API server is down for
-// everyone), or that do not see us stale (the API server just came back
-// and our next renewal will work), cannot take over: keep announcing. No
-// peers at all: keep.
-func decideFence(timeout time.Duration, peers []probeResult) (bool, string) {
+// decideFence is the fencing rule for a node whose renewals have been
+// failing for failingFor, given what its peers said. A peer that renewed
+// its own heartbeat at least a period after our trouble began, and has
+// watched ours stay unchanged for half the timeout, will take over at the
+// full timeout: fence now. (A peer whose last renewal predates our trouble
+// proves nothing: when etcd dies, every node's renewal hangs, and each
+// peer still reports the success it had just before.) No peer answering
+// means we are cut off: fence. Peers that answer but cannot renew either
+// (the API server is down for everyone), or that do not see us stale (the
+// API server just came back and our next renewal will work), cannot take
+// over: keep announcing. No peers at all: keep.
+func decideFence(timeout, period, failingFor time.Duration, peers []probeResult) (bool, string) {
 	if len(peers) == 0 {
 		return false, "no peers to take over"
 	}
@@ -150,9 +158,11 @@ func decideFence(timeout time.Duration, peers []probeResult) (bool, string) {
 		}
 		reachable++
 		age := time.Duration(p.health.HeartbeatAgeSeconds * float64(time.Second))
-		if p.health.APIReachable && p.health.HeartbeatAgeSeconds >= 0 && age >= timeout/2 {
-			return true, fmt.Sprintf("peer %s renews its heartbeat and has seen ours unchanged for %v: it will take over",
-				p.node, age.Round(time.Millisecond))
+		renewed := time.Duration(p.health.LastRenewAgeSeconds * float64(time.Second))
+		if p.health.APIReachable && p.health.HeartbeatAgeSeconds >= 0 && age >= timeout/2 &&
+			p.health.LastRenewAgeSeconds >= 0 && renewed+period <= failingFor {
+			return true, fmt.Sprintf("peer %s renewed its heartbeat %v ago, after our renewals began failing %v ago, and has seen ours unchanged for %v: it will take over",
+				p.node, renewed.Round(time.Millisecond), failingFor.Round(time.Millisecond), age.Round(time.Millisecond))
 		}
 	}
 	if reachable == 0 {
@@ -161,19 +171,45 @@ func decideFence(timeout time.Duration, peers []probeResult) (bool, string) {
 	return false, "no reachable peer is about to take over: the API server is down for them too, or just came back"
 }
 
+// renewalsFailing reports whether renewals are failing at now: the last
+// one failed, or the one in progress has been waiting for longer than a
+// period (a cut-off node's renewal only fails at its deadline, well after
+// peers have started to see its heartbeat stand still). e.mu must be held.
+func (e *Elector) renewalsFailing(now time.Time) bool {
+	return !e.failingStart(now).IsZero()
+}
+
+// failingStart is when the renewals that are failing at now began (zero
+// when they are not failing). e.mu must be held.
+func (e *Elector) failingStart(now time.Time) time.Time {
+	h := e.hb
+	switch {
+	case !h.failingSince.IsZero():
+		return h.failingSince
+	case !h.inflight.IsZero() && now.Sub(h.inflight) >= e.o.HeartbeatPeriod:
+		return h.inflight
+	}
+	return time.Time{}
+}
+
 // checkFence fences this node when its renewals have failed for half the
 // timeout and decideFence says so; it asks the peers every half period
-// until renewals work again or it fences.
+// until renewals work again or it fences. When no peer answers, the API
+// server is asked too: a node that still reaches it is not cut off (the
+// API server or etcd is failing, for its peers as well, or the peers are
+// too busy to answer), so it keeps announcing.
 func (e *Elector) checkFence(ctx context.Context) {
 	now := e.o.Clock.Now()
 	e.mu.Lock()
 	h := e.hb
-	if e.stopping || !h.everOK || h.fenced || h.failingSince.IsZero() ||
+	if e.stopping || !h.everOK || h.fenced || !e.renewalsFailing(now) ||
 		now.Sub(h.lastOK) < e.o.HeartbeatTimeout/2 || now.Sub(h.lastProbe) < e.o.HeartbeatPeriod/2 {
 		e.mu.Unlock()
 		return
 	}
 	e.hb.lastProbe = now
+	oks := h.oks
+	failingFor := now.Sub(e.failingStart(now))
 	peers := map[string]string{}
 	for node, st := range e.nodes {
 		if node != e.self && st.alive && !st.gone {
@@ -183,9 +219,17 @@ func (e *Elector) checkFence(ctx context.Context) {
 	e.mu.Unlock()
 
 	results := e.probePeers(ctx, peers)
-	fence, why := decideFence(e.o.HeartbeatTimeout, results)
+	fence, why := decideFence(e.o.HeartbeatTimeout, e.o.HeartbeatPeriod, failingFor, results)
+	silent := fence && noneAnswered(results)
+	if silent {
+		if err := e.pingAPI(ctx); reachedAPI(err) {
+			fence, why = false, "no peer answers, but the API server does: this node is not cut off"
+			silent = false
+			e.log.V(1).Info("peers silent, API server reachable", "err", err)
+		}
+	}
 	e.mu.Lock()
-	if fence && noneAnswered(results) {
+	if silent {
 		// A busy machine can miss one round of probes: being cut off must
 		// be seen twice in a row before this node stops announcing.
 		e.hb.silentRounds++
@@ -201,16 +245,52 @@ func (e *Elector) checkFence(ctx context.Context) {
 		return
 	}
 	e.mu.Lock()
-	if e.hb.fenced || e.hb.failingSince.IsZero() {
-		e.mu.Unlock() // already fenced, or renewals recovered meanwhile
+	if e.hb.fenced || e.hb.oks != oks {
+		e.mu.Unlock() // already fenced, or a renewal worked meanwhile
 		return
 	}
 	e.hb.fenced, e.hb.recoverRV = true, ""
+	lastErr := e.hb.lastErr
 	e.mu.Unlock()
 	e.metrics.fenced.Set(1)
-	e.log.Info("fencing: this node stops announcing", "reason", why)
+	e.metrics.fences.Inc()
+	e.log.Info("fencing: this node stops announcing", "reason", why, "err", lastErr)
 	e.evaluate()
 }
+
+// pingAPI asks the API server's /livez/ping (no etcd behind it) within the
+// probe timeout.
+func (e *Elector) pingAPI(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout(e.o.HeartbeatTimeout))
+	defer cancel()
+	return e.o.PingAPI(pctx)
+}
+
+// reachedAPI reports whether a ping's outcome shows a working network path
+// to the API server: an answer, or a refused connection (the host answered;
+// the API server itself is down). A timeout or an unreachable network does
+// not.
+func reachedAPI(err error) bool {
+	return err == nil || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// clientPing is the default PingAPI: GET /livez/ping through the client.
+func clientPing(c kubernetes.Interface) func(context.Context) error {
+	return func(ctx context.Context) error {
+		d := c.Discovery()
+		if d == nil {
+			return errNoPing
+		}
+		rc := d.RESTClient()
+		if rc == nil || reflect.ValueOf(rc).IsNil() {
+			return errNoPing
+		}
+		return rc.Get().AbsPath("/livez/ping").Do(ctx).Error()
+	}
+}
+
+// errNoPing: the client cannot reach the API server's health endpoints.
+var errNoPing = errors.New("client has no REST client for /livez/ping")
 
 // probePeers asks every peer in parallel, each for at most probeTimeout,
 // naming this node in the query. A peer without a usable health URL counts

@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
@@ -18,27 +21,37 @@ import (
 
 func TestDecideFence(t *testing.T) {
 	timeout := DefaultHeartbeatTimeout
+	period := DefaultHeartbeatPeriod
 	peer := func(node string, api bool, age time.Duration) probeResult {
-		return probeResult{node: node, health: Health{Node: node, APIReachable: api, HeartbeatAgeSeconds: age.Seconds()}}
+		return probeResult{node: node, health: Health{Node: node, APIReachable: api, HeartbeatAgeSeconds: age.Seconds(), LastRenewAgeSeconds: 0.05}}
 	}
+	renewedAgo := func(p probeResult, d time.Duration) probeResult { p.health.LastRenewAgeSeconds = d.Seconds(); return p }
 	gone := func(node string) probeResult { return probeResult{node: node, err: errors.New("timeout")} }
 	const unknown = -time.Second
 	for _, tc := range []struct {
-		name  string
-		peers []probeResult
-		fence bool
+		name    string
+		peers   []probeResult
+		fence   bool
+		failing time.Duration // how long our renewals have been failing (default 500ms)
 	}{
-		{"single node", nil, false},
-		{"a renewing peer sees us stale for half the timeout: cut off", []probeResult{peer("b", true, 450*time.Millisecond)}, true},
-		{"one of several peers is about to take over", []probeResult{peer("b", false, unknown), peer("c", true, 600*time.Millisecond)}, true},
-		{"renewing peer sees us fresh: API just came back", []probeResult{peer("b", true, 100*time.Millisecond), peer("c", true, 0)}, false},
-		{"renewing peer has no live watch yet", []probeResult{peer("b", true, unknown)}, false},
-		{"peers cannot renew either: API down for all", []probeResult{peer("b", false, unknown), peer("c", false, 30*time.Second)}, false},
-		{"no peer answers: cut off", []probeResult{gone("b"), gone("c")}, true},
-		{"one peer answers and is down too, one unreachable", []probeResult{gone("b"), peer("c", false, unknown)}, false},
+		{"single node", nil, false, 0},
+		{"a renewing peer sees us stale for half the timeout: cut off", []probeResult{peer("b", true, 450*time.Millisecond)}, true, 0},
+		{"one of several peers is about to take over", []probeResult{peer("b", false, unknown), peer("c", true, 600*time.Millisecond)}, true, 0},
+		{"renewing peer sees us fresh: API just came back", []probeResult{peer("b", true, 100*time.Millisecond), peer("c", true, 0)}, false, 0},
+		{"renewing peer has no live watch yet", []probeResult{peer("b", true, unknown)}, false, 0},
+		{"peers cannot renew either: API down for all", []probeResult{peer("b", false, unknown), peer("c", false, 30*time.Second)}, false, 0},
+		{"no peer answers: cut off", []probeResult{gone("b"), gone("c")}, true, 0},
+		{"one peer answers and is down too, one unreachable", []probeResult{gone("b"), peer("c", false, unknown)}, false, 0},
+		{"etcd just died: the peer's last renewal predates our trouble", []probeResult{renewedAgo(peer("b", true, 450*time.Millisecond), 300*time.Millisecond)}, false, 400 * time.Millisecond},
+		{"the peer renewed a period after our trouble began", []probeResult{renewedAgo(peer("b", true, 450*time.Millisecond), 200*time.Millisecond)}, true, 400 * time.Millisecond},
+		{"the peer never renewed", []probeResult{renewedAgo(peer("b", true, 450*time.Millisecond), -time.Second)}, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fence, why := decideFence(timeout, tc.peers)
+			failing := tc.failing
+			if failing == 0 {
+				failing = 500 * time.Millisecond
+			}
+			fence, why := decideFence(timeout, period, failing, tc.peers)
 			if fence != tc.fence || why == "" {
 				t.Errorf("decideFence = %v (%s), want %v", fence, why, tc.fence)
 			}
@@ -69,19 +82,37 @@ func TestFencing(t *testing.T) {
 		peers  map[string]probe
 		fence  bool
 		probed bool
-		rounds int // probe rounds needed before fencing (0 = 1)
+		rounds int   // probe rounds needed before fencing (0 = 1)
+		ping   error // the API server ping's outcome (default: a timeout)
 	}{
 		{name: "cut off while peers renew", peers: map[string]probe{"b": {api: true, age: 350 * time.Millisecond}, "c": {api: true, age: 400 * time.Millisecond}}, fence: true, probed: true},
 		{name: "API server down for everyone", peers: map[string]probe{"b": {age: -1}, "c": {age: -1}}, probed: true},
 		{name: "API server just back for peers", peers: map[string]probe{"b": {api: true, age: 50 * time.Millisecond}, "c": {api: true, age: -1}}, probed: true},
 		{name: "no peer reachable", peers: map[string]probe{"b": {err: true}, "c": {err: true}}, fence: true, probed: true, rounds: cutOffRounds},
+		{name: "no peer answers but the API server does (etcd down, peers busy)", peers: map[string]probe{"b": {err: true}, "c": {err: true}},
+			probed: true, rounds: cutOffRounds, ping: noError},
+		{name: "no peer answers, API server refuses connections (it is down, the network works)", peers: map[string]probe{"b": {err: true}, "c": {err: true}},
+			probed: true, rounds: cutOffRounds, ping: fmt.Errorf("dial tcp: %w", syscall.ECONNREFUSED)},
+		{name: "no peer answers, network unreachable", peers: map[string]probe{"b": {err: true}, "c": {err: true}},
+			fence: true, probed: true, rounds: cutOffRounds, ping: fmt.Errorf("dial tcp: %w", syscall.ENETUNREACH)},
 		{name: "single node", peers: map[string]probe{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var fail atomic.Bool
 			client := failingClient(&fail)
 			var probes atomic.Int32
+			var pings atomic.Int32
 			u := newUnit(t, client, "a", func(o *Options) {
+				o.PingAPI = func(context.Context) error {
+					pings.Add(1)
+					switch tc.ping {
+					case nil:
+						return context.DeadlineExceeded
+					case noError:
+						return nil
+					}
+					return tc.ping
+				}
 				o.Probe = func(ctx context.Context, url string) (Health, error) {
 					probes.Add(1)
 					for n, p := range tc.peers {
@@ -135,6 +166,12 @@ func TestFencing(t *testing.T) {
 			if u.Fenced() != tc.fence {
 				t.Fatalf("Fenced = %v, want %v", u.Fenced(), tc.fence)
 			}
+			if silent := tc.rounds > 0; silent != (pings.Load() > 0) {
+				t.Errorf("API server pinged %d times; want pings only when no peer answers", pings.Load())
+			}
+			if got := testutil.ToFloat64(u.metrics.fences); got != map[bool]float64{true: 1}[tc.fence] {
+				t.Errorf("vip_fences_total = %v", got)
+			}
 			res, err := u.Ensure(ctx, "default", "kubevip-x", "default/svc-x", []string{"a", "b", "c"})
 			if err != nil || res.ShouldAnnounce == tc.fence {
 				t.Errorf("Ensure while fenced=%v: %+v, %v", tc.fence, res, err)
@@ -166,6 +203,53 @@ func TestFencing(t *testing.T) {
 				t.Errorf("events = %v", evs)
 			}
 		})
+	}
+}
+
+// noError marks a ping that succeeds in TestFencing's table.
+var noError = errors.New("no error")
+
+func TestRenewalsFailing(t *testing.T) {
+	u := newUnit(t, newFakeClient(), "a", nil)
+	now := u.clk.Now()
+	period := u.o.HeartbeatPeriod
+	for _, tc := range []struct {
+		name     string
+		failing  time.Time
+		inflight time.Time
+		want     bool
+	}{
+		{"renewals work", time.Time{}, time.Time{}, false},
+		{"the last one failed", now.Add(-time.Second), time.Time{}, true},
+		{"one in progress for less than a period", time.Time{}, now.Add(-period / 2), false},
+		{"one in progress for a period: stuck", time.Time{}, now.Add(-period), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u.mu.Lock()
+			u.hb.failingSince, u.hb.inflight = tc.failing, tc.inflight
+			got := u.renewalsFailing(now)
+			u.mu.Unlock()
+			if got != tc.want {
+				t.Errorf("renewalsFailing = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReachedAPI(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, true},
+		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), true},
+		{context.DeadlineExceeded, false},
+		{fmt.Errorf("dial: %w", syscall.EHOSTUNREACH), false},
+		{errNoPing, false},
+	} {
+		if got := reachedAPI(tc.err); got != tc.want {
+			t.Errorf("reachedAPI(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
 

@@ -22,6 +22,9 @@ type heartbeat struct {
 	recoverRV     string    // while fenced: version of our first renewal that worked again
 	lastProbe     time.Time // when peers were last asked
 	silentRounds  int       // consecutive probe rounds in which no peer answered
+	inflight      time.Time // start of the renewal in progress (zero: none)
+	oks           uint64    // successful renewals, to notice one during a probe round
+	lastErr       error     // the last renewal's error (nil after a success)
 }
 
 // heartbeatName is this node's heartbeat Lease name.
@@ -50,8 +53,12 @@ func (e *Elector) renew(ctx context.Context) {
 	defer cancel()
 	e.mu.Lock()
 	cur := e.hb.lease
+	e.hb.inflight = start
 	e.mu.Unlock()
 	l, err := e.writeHeartbeat(rctx, cur, start)
+	e.mu.Lock()
+	e.hb.inflight = time.Time{}
+	e.mu.Unlock()
 	if ctx.Err() != nil {
 		return // stopping: the outcome means nothing
 	}
@@ -60,7 +67,8 @@ func (e *Elector) renew(ctx context.Context) {
 	if err == nil {
 		first, recovered = !e.hb.everOK, !e.hb.failingSince.IsZero()
 		e.hb.lease, e.hb.everOK, e.hb.lastOK, e.hb.lastAttemptOK = l, true, start, true
-		e.hb.failingSince, e.hb.silentRounds = time.Time{}, 0
+		e.hb.failingSince, e.hb.silentRounds, e.hb.lastErr = time.Time{}, 0, nil
+		e.hb.oks++
 		if e.hb.fenced {
 			e.hb.recoverRV = l.ResourceVersion
 		}
@@ -69,7 +77,7 @@ func (e *Elector) renew(ctx context.Context) {
 			e.hb.failingSince = start
 			e.log.Info("cannot renew heartbeat", "lease", e.o.Namespace+"/"+e.heartbeatName(), "err", err)
 		}
-		e.hb.lastAttemptOK = false
+		e.hb.lastAttemptOK, e.hb.lastErr = false, err
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			e.hb.lease = nil
 		}

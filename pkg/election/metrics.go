@@ -31,6 +31,7 @@ type metrics struct {
 	errors       *prometheus.CounterVec
 	heartbeatAge *prometheus.GaugeVec
 	fenced       prometheus.Gauge
+	fences       prometheus.Counter
 	writes       *prometheus.CounterVec
 }
 
@@ -48,13 +49,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Time since this observer last saw each node's heartbeat change, on its own clock."}, []string{"node"}),
 		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vip_fenced", Help: "1 while this node has fenced itself (cannot renew its heartbeat)."}),
+		fences: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vip_fences_total", Help: "Times this node fenced itself (stopped announcing because it could not renew its heartbeat)."}),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vip_api_writes_total", Help: "Lease writes sent to the API server by kind (heartbeat, service)."}, []string{"kind"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leasesHeld, m.takeovers, m.errors, m.heartbeatAge, m.fenced, m.writes} {
+	for _, c := range []prometheus.Collector{m.leasesHeld, m.takeovers, m.errors, m.heartbeatAge, m.fenced, m.fences, m.writes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering election metrics: %w", err)
 		}

@@ -102,6 +102,10 @@ type Options struct {
 	Clock clock.WithTicker
 	// Probe asks a peer's health URL (default: HTTP GET); for tests.
 	Probe ProbeFunc
+	// PingAPI asks the API server whether this node reaches it, when no
+	// peer answers the fencing probes (default: GET /livez/ping through
+	// Client); for tests.
+	PingAPI func(context.Context) error
 }
 
 // withDefaults returns a validated copy of o with defaults filled in.
@@ -136,6 +140,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Probe == nil {
 		o.Probe = httpProbe(probeTimeout(o.HeartbeatTimeout))
+	}
+	if o.PingAPI == nil {
+		o.PingAPI = clientPing(o.Client)
 	}
 	if o.OnServiceLeaseChange == nil {
 		o.OnServiceLeaseChange = func(string, string) {}
