@@ -389,10 +389,12 @@ func (s *Speaker) Reconfigure(ctx context.Context, c bgpconfig.Config) error {
 // closeTimeout bounds Close.
 const closeTimeout = 10 * time.Second
 
-// Close withdraws every route, ends every session with a NOTIFICATION
-// (peers drop this node's routes at once, even with graceful restart),
-// unbinds every address this Speaker bound and stops the watch. Later calls
-// return nil.
+// Close ends every session with a NOTIFICATION, so peers drop this node's
+// routes at once, unbinds every address this Speaker bound and stops the
+// watch. With graceful restart the peers would keep the routes of a closed
+// session as stale, so every route is withdrawn first; without it the
+// NOTIFICATION alone removes them all, and sending it at once gets the
+// routes out of the peers' tables sooner. Later calls return nil.
 func (s *Speaker) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -402,6 +404,7 @@ func (s *Speaker) Close() error {
 	s.closed = true
 	n := len(s.vips)
 	s.vips = map[netip.Addr]*vipEntry{}
+	withdrawFirst := s.cfg.GracefulRestart
 	s.mu.Unlock()
 	s.setQuiet(true)
 
@@ -409,8 +412,10 @@ func (s *Speaker) Close() error {
 	defer cancel()
 	t0 := time.Now()
 	var errs []error
-	if err := s.r.DeleteAllPaths(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("withdrawing all routes: %w", err))
+	if withdrawFirst {
+		if err := s.r.DeleteAllPaths(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("withdrawing all routes: %w", err))
+		}
 	}
 	if err := s.r.Stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("stopping BGP: %w", err))
@@ -420,7 +425,7 @@ func (s *Speaker) Close() error {
 	withdrawn := time.Since(t0)
 	errs = append(errs, s.addrs.RemoveAll(ctx), s.addrs.Close())
 	s.stopWait()
-	s.log.Info("BGP speaker stopped", "routes", n, "withdrawIn", withdrawn.String(), "total", time.Since(t0).String())
+	s.log.Info("BGP speaker stopped", "routes", n, "withdrawnFirst", withdrawFirst, "withdrawIn", withdrawn.String(), "total", time.Since(t0).String())
 	if err := errors.Join(errs...); err != nil {
 		s.m.fail(OpClose)
 		return fmt.Errorf("closing: %w", err)

@@ -3,6 +3,7 @@ package bgp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -215,7 +216,18 @@ func TestAnnounceFailureRollsBack(t *testing.T) {
 }
 
 func TestCloseWithdrawsStopsAndUnbinds(t *testing.T) {
-	h := newHarness(t, testConfig())
+	for _, gr := range []bool{false, true} {
+		t.Run(fmt.Sprintf("graceful-restart=%v", gr), func(t *testing.T) { testClose(t, gr) })
+	}
+}
+
+// testClose: Close ends the sessions (withdrawing every route first only
+// with graceful restart, whose peers would keep a closed session's routes),
+// unbinds the addresses, and reports no session down.
+func testClose(t *testing.T, gracefulRestart bool) {
+	c := testConfig()
+	c.GracefulRestart = gracefulRestart
+	h := newHarness(t, c)
 	ctx := context.Background()
 	for _, v := range []netip.Addr{vipA, vipB} {
 		if err := h.s.Announce(ctx, "o", v, ""); err != nil {
@@ -227,11 +239,13 @@ func TestCloseWithdrawsStopsAndUnbinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.r.emit(peerEvent{Peer: peer4, State: "idle"})
-	if h.r.deleteAll != 1 || h.r.started || !h.b.removed || !h.b.closed {
-		t.Fatalf("deleteAll=%d started=%v removed=%v closed=%v", h.r.deleteAll, h.r.started, h.b.removed, h.b.closed)
+	wantDeleteAll := map[bool]int{true: 1}[gracefulRestart]
+	if h.r.deleteAll != wantDeleteAll || h.r.started || !h.b.removed || !h.b.closed {
+		t.Fatalf("deleteAll=%d (want %d) started=%v removed=%v closed=%v", h.r.deleteAll, wantDeleteAll, h.r.started, h.b.removed, h.b.closed)
 	}
-	if i, j := strings.Index(strings.Join(h.r.calls, ","), "delall"), strings.Index(strings.Join(h.r.calls, ","), "stop"); i < 0 || j < i {
-		t.Fatalf("routes must be withdrawn before the sessions stop: %v", h.r.calls)
+	calls := strings.Join(h.r.calls, ",")
+	if i, j := strings.Index(calls, "delall"), strings.Index(calls, "stop"); j < 0 || (gracefulRestart && (i < 0 || j < i)) {
+		t.Fatalf("with graceful restart the routes must be withdrawn before the sessions stop: %v", h.r.calls)
 	}
 	if err := h.s.Announce(ctx, "o", vipA, ""); !errors.Is(err, announce.ErrClosed) {
 		t.Fatalf("Announce after Close: %v", err)
