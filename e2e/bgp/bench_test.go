@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,10 +43,15 @@ type fibWatch struct {
 
 func (l *bgpLab) watchFIB(tb testing.TB) *fibWatch {
 	tb.Helper()
+	return l.watchFIBIn(tb, l.routerNS)
+}
+
+// watchFIBIn follows the FIB of the namespace ns (a router: BIRD's or FRR's).
+func (l *bgpLab) watchFIBIn(tb testing.TB, ns netns.NsHandle) *fibWatch {
+	tb.Helper()
 	w := &fibWatch{pool: l.pool4(), nodes: len(l.nodes), hops: map[netip.Addr][]netip.Addr{}, first: map[netip.Addr]time.Time{},
 		full: map[netip.Addr]time.Time{}, lastDrop: map[netip.Addr]time.Time{}, drops: map[netip.Addr][]time.Time{}, done: make(chan struct{})}
 	ch := make(chan netlink.RouteUpdate, 65536)
-	ns := l.routerNS
 	err := netlink.RouteSubscribeWithOptions(ch, w.done, netlink.RouteSubscribeOptions{
 		Namespace: &ns, ReceiveBufferSize: 32 << 20, ReceiveBufferForceSize: true,
 		ErrorCallback: func(error) { w.mu.Lock(); w.errs++; w.mu.Unlock() },
@@ -261,25 +267,7 @@ func BenchmarkBGP1000Services(b *testing.B) {
 
 	b.ResetTimer()
 	t0 := time.Now()
-	var wg sync.WaitGroup
-	jobs := make(chan int)
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				name := fmt.Sprintf("s%04d", i)
-				if _, err := l.admin.CoreV1().Services(scaleNS).Create(ctx, newService(scaleNS, name), metav1.CreateOptions{}); err != nil {
-					b.Error(err)
-				}
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
+	l.createScale(b, n)
 	created := time.Since(t0)
 	waitFor(b, fmt.Sprintf("%d routes with three next hops", n), 10*time.Minute, func() bool {
 		_, full, _ := w.count(netip.Addr{})
@@ -351,21 +339,7 @@ func BenchmarkBGP1000Services(b *testing.B) {
 	b.ReportMetric(rt.Seconds(), "restart-to-1000-readvertised-s")
 
 	td := time.Now()
-	dels := make(chan int)
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range dels {
-				l.deleteService(b, scaleNS, fmt.Sprintf("s%04d", i))
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		dels <- i
-	}
-	close(dels)
-	wg.Wait()
+	l.deleteScale(b, n)
 	waitFor(b, "every route gone", 5*time.Minute, func() bool { routes, _, _ := w.count(n1); return routes == 0 })
 	del := time.Since(td)
 	b.ReportMetric(del.Seconds(), "delete-1000-to-no-routes-s")
@@ -379,4 +353,37 @@ func BenchmarkBGP1000Services(b *testing.B) {
 			n, rt.Seconds(), n, all.Seconds(), del.Seconds()),
 		"load average "+loadavg())
 	b.ReportMetric(0, "ns/op")
+}
+
+// createScale creates Services s0000 … in the scale namespace, 8 at a time.
+func (l *bgpLab) createScale(tb testing.TB, n int) {
+	tb.Helper()
+	l.eachScale(n, func(name string) {
+		if _, err := l.admin.CoreV1().Services(scaleNS).Create(context.Background(), newService(scaleNS, name), metav1.CreateOptions{}); err != nil {
+			tb.Error(err)
+		}
+	})
+}
+
+// deleteScale deletes what createScale created.
+func (l *bgpLab) deleteScale(tb testing.TB, n int) {
+	tb.Helper()
+	l.eachScale(n, func(name string) { l.deleteService(tb, scaleNS, name) })
+}
+
+func (l *bgpLab) eachScale(n int, f func(name string)) {
+	var wg sync.WaitGroup
+	jobs := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range jobs {
+				f(fmt.Sprintf("s%04d", i))
+			}
+		})
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
 }

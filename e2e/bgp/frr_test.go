@@ -32,7 +32,7 @@ type frr struct {
 
 // startFRR starts zebra and bgpd (as user frr, in a folder owned by frr)
 // with a passive-friendly session to every node.
-func (l *bgpLab) startFRR(t *testing.T) *frr {
+func (l *bgpLab) startFRR(t testing.TB) *frr {
 	t.Helper()
 	uid, gid, err := frrUser()
 	if err != nil {
