@@ -45,16 +45,17 @@ func BenchmarkGracefulStopFRR(b *testing.B) {
 	defer frrFIB.stop()
 	birdFIB := l.watchFIB(b)
 	defer birdFIB.stop()
+	routers := []struct {
+		name string
+		fib  *fibWatch
+	}{{"FRR", frrFIB}, {"BIRD", birdFIB}}
 
 	l.createScale(b, n)
 	defer func() {
 		l.deleteScale(b, n)
 		waitFor(b, "every route gone from FRR's FIB", 5*time.Minute, func() bool { routes, _, _ := frrFIB.count(l.node("node1").ip4); return routes == 0 })
 	}()
-	for _, w := range []struct {
-		name string
-		fib  *fibWatch
-	}{{"FRR", frrFIB}, {"BIRD", birdFIB}} {
+	for _, w := range routers {
 		waitFor(b, fmt.Sprintf("%d routes with three next hops in %s's FIB", n, w.name), 10*time.Minute, func() bool {
 			_, full, _ := w.fib.count(l.node("node1").ip4)
 			return full == n
@@ -67,10 +68,7 @@ func BenchmarkGracefulStopFRR(b *testing.B) {
 	_ = l.node("node1").agent.cmd.Process.Signal(syscall.SIGTERM)
 	gone := map[string]time.Duration{}
 	first := map[string]time.Duration{}
-	for _, w := range []struct {
-		name string
-		fib  *fibWatch
-	}{{"FRR", frrFIB}, {"BIRD", birdFIB}} {
+	for _, w := range routers {
 		waitFor(b, "node1 gone from every route in "+w.name+"'s FIB", 30*time.Second, func() bool { _, _, via := w.fib.count(n1); return via == 0 })
 		w.fib.mu.Lock()
 		gone[w.name] = w.fib.lastDrop[n1].Sub(ts)

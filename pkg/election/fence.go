@@ -202,14 +202,15 @@ func (e *Elector) checkFence(ctx context.Context) {
 	now := e.o.Clock.Now()
 	e.mu.Lock()
 	h := e.hb
-	if e.stopping || !h.everOK || h.fenced || !e.renewalsFailing(now) ||
+	failing := e.failingStart(now)
+	if e.stopping || !h.everOK || h.fenced || failing.IsZero() ||
 		now.Sub(h.lastOK) < e.o.HeartbeatTimeout/2 || now.Sub(h.lastProbe) < e.o.HeartbeatPeriod/2 {
 		e.mu.Unlock()
 		return
 	}
 	e.hb.lastProbe = now
 	oks := h.oks
-	failingFor := now.Sub(e.failingStart(now))
+	failingFor := now.Sub(failing)
 	peers := map[string]string{}
 	for node, st := range e.nodes {
 		if node != e.self && st.alive && !st.gone {
