@@ -77,7 +77,7 @@ build: ## bin/vip-ccm, bin/vip-agent (each cmd/* folder that has Go files)
 	  if ls $$d*.go >/dev/null 2>&1; then echo "go build -o bin/$$n ./$$d"; $(GO) build -o $(BIN)/$$n ./$$d; \
 	  else echo "build: $$d has no Go files yet, skipped"; fi; done
 
-test: bin/etcd bin/kube-apiserver ## unit + integration tests, short fuzz, e2e (root)
+test: deps bin/etcd bin/kube-apiserver ## unit + integration tests, short fuzz, e2e (root)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-short
 	@$(MAKE) --no-print-directory e2e
@@ -89,7 +89,7 @@ unit: bin/etcd bin/kube-apiserver ## go test ./... (-race except RACE_SKIP packa
 	if [ -n "$$race" ]; then echo "go test -race -count=1 ($$(wc -w <<<"$$race") packages)"; $(TEST_ENV) $(GO) test -race -count=1 $$race; fi; \
 	if [ -n "$$norace" ]; then echo "go test -count=1 ($$(wc -w <<<"$$norace") packages, no -race)"; $(TEST_ENV) $(GO) test -count=1 $$norace; fi
 
-e2e: bin/etcd bin/kube-apiserver build $(if $(IS_ROOT),bin/miniupnpd) ## end-to-end tests in e2e/ (root only; build tag e2e)
+e2e: deps bin/etcd bin/kube-apiserver build $(if $(IS_ROOT),bin/miniupnpd) ## end-to-end tests in e2e/ (root only; build tag e2e)
 ifeq ($(IS_ROOT),yes)
 	@if [ -n "$(HAVE_E2E)" ]; then set -x; $(TEST_ENV) $(GO) test -tags e2e -p 1 -count=1 -timeout 30m $(E2E_PKGS); \
 	else echo "e2e: no Go files in e2e/ yet, skipped"; fi
@@ -125,7 +125,7 @@ else
 	@echo "resilience: needs root (network namespaces)"; exit 1
 endif
 
-demo: bin/etcd bin/kube-apiserver build ## the lab demo: e2e/demo.sh (root)
+demo: deps bin/etcd bin/kube-apiserver build ## the lab demo: e2e/demo.sh (root)
 	@if [ -f e2e/demo.sh ]; then VIP_BIN_DIR=$(BIN) bash e2e/demo.sh; else echo "demo: e2e/demo.sh not present yet"; fi
 
 chart: ## package deploy/helm/vip as _out/vip-<VERSION>.tgz (version, appVersion and image tags from VERSION)

@@ -23,8 +23,10 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-  echo "deps: missing ${missing[*]}; run as root to install" >&2
-  exit 1
+  # Without root the end-to-end tests and the demo are skipped or refused
+  # anyway; the unit tests need none of these packages.
+  echo "deps: missing ${missing[*]}; run as root to install them (needed by the lab, the demo and the e2e tests)" >&2
+  exit 0
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
