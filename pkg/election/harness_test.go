@@ -346,6 +346,19 @@ func (c *cluster) owners() map[string]string {
 	return out
 }
 
+// announcedBy counts the Services node announces.
+func (c *cluster) announcedBy(node string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, set := range c.announcers {
+		if _, ok := set[node]; ok {
+			n++
+		}
+	}
+	return n
+}
+
 // announcedSince returns when svc's current announcer started.
 func (c *cluster) announcedSince(svc string) time.Time {
 	c.mu.Lock()

@@ -169,6 +169,8 @@ func testCutOff(t *testing.T, env *testbed.Env) {
 	n2.cut.setCut(true)
 	waitFor(t, 3*time.Second, "node-2 fences", n2.e.Fenced)
 	t.Logf("node-2 fenced %v after being cut off", time.Since(cut))
+	// Fenced reports the decision; the withdrawals follow it.
+	waitFor(t, 3*time.Second, "node-2 withdraws everything", func() bool { return c.announcedBy("node-2") == 0 })
 	survivors := []string{"node-1", "node-3"}
 	after := c.waitOwned(10 * time.Second)
 	for _, s := range c.services {
