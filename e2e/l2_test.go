@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/vip-lb/vip/e2e/lab"
 )
 
@@ -36,6 +38,7 @@ func TestL2(t *testing.T) {
 		{"GracefulStop", s.graceful},
 		{"RollingRestart", s.rolling},
 		{"ServiceDeleted", s.deleted},
+		{"TerminatingWithdrawn", s.terminating},
 		{"APIServerDown", s.apiDown},
 		{"APIServerDownPeersPause", s.apiDownPeersPause},
 	} {
@@ -599,6 +602,55 @@ func (s *l2Suite) deleted(t *testing.T) {
 	t.Logf("%d Services deleted: addresses and Leases gone in %v", len(all), time.Since(t0).Round(time.Millisecond))
 	if s.home != nil {
 		l2CheckNoStray(t, l, s.svcs)
+	}
+}
+
+// terminating: with vip-ccm down, a deleted Service stays terminating (its
+// load-balancer finalizer is vip-ccm's to remove), and the agents withdraw it
+// at once anyway: the address leaves every node and the Lease is deleted
+// while the object and its status are still there. vip-ccm back finishes the
+// deletion.
+func (s *l2Suite) terminating(t *testing.T) {
+	l := s.l
+	svcs := l2Create(t, l, "default", []string{"terminating"})
+	sv := svcs[0]
+	l2Holders(t, l, svcs)
+	l2CheckServed(t, l, svcs, l2CurrentHolders(t, l, svcs), "")
+	l.CCM.Kill()
+	restarted := false
+	defer func() {
+		if !restarted {
+			if err := l.CCM.Start(); err != nil {
+				t.Errorf("restarting vip-ccm: %v", err)
+			}
+		}
+	}()
+	ctx := l2Ctx(t, time.Minute)
+	if err := l.DeleteService(ctx, sv.NS, sv.Name); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := l.WaitBound(ctx, sv.VIP); err != nil {
+		t.Fatalf("terminating %s: %v", sv, err)
+	}
+	if err := l.WaitLeaseGone(ctx, sv.NS, sv.Name); err != nil {
+		t.Fatalf("Lease of terminating %s not deleted: %v", sv, err)
+	}
+	t.Logf("terminating Service withdrawn in %v", time.Since(t0).Round(time.Millisecond))
+	got, err := l.Admin.CoreV1().Services(sv.NS).Get(ctx, sv.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the Service should still be terminating while vip-ccm is down: %v", err)
+	}
+	if got.DeletionTimestamp == nil || !slices.Contains(lab.Ingress(got), sv.VIP) {
+		t.Fatalf("want a terminating Service still holding %s; deletionTimestamp=%v status=%v",
+			sv.VIP, got.DeletionTimestamp, got.Status.LoadBalancer.Ingress)
+	}
+	restarted = true
+	if err := l.CCM.Start(); err != nil {
+		t.Fatalf("restarting vip-ccm: %v", err)
+	}
+	if err := l.ServiceGone(ctx, sv.NS, sv.Name); err != nil {
+		t.Fatalf("vip-ccm back: %s not deleted: %v", sv, err)
 	}
 }
 

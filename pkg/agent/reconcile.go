@@ -42,8 +42,8 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	if apierrors.IsNotFound(err) || !lbsvc.Wants(svc, a.o.Class) {
-		a.withdrawAll(ctx, key, svc, "the Service no longer wants a load balancer")
+	if why := goneReason(svc, err, a.o.Class); why != "" {
+		a.withdrawAll(ctx, key, svc, why)
 		a.stopDHCP(key, true)
 		return a.forgetLease(ctx, key, ns)
 	}
@@ -109,6 +109,22 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 		a.stopDHCP(key, false)
 		return nil
 	}
+}
+
+// goneReason says why the Service (svc, err from the lister) must be
+// withdrawn and forgotten, or "" while it is still to be served. A Service
+// being deleted goes at once: vip-ccm frees its address when deletion starts,
+// and a terminating Service must not stay announced while vip-ccm is down.
+func goneReason(svc *v1.Service, err error, class lbsvc.ClassRule) string {
+	switch {
+	case apierrors.IsNotFound(err), svc == nil:
+		return "the Service was deleted"
+	case svc.DeletionTimestamp != nil:
+		return "the Service is being deleted"
+	case !lbsvc.Wants(svc, class):
+		return "the Service no longer wants a load balancer"
+	}
+	return ""
 }
 
 // announceable drops 0.0.0.0 and other addresses that cannot be a VIP.
