@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
@@ -326,8 +324,7 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("building client: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	// Events outlive ctx (cancelled by SIGTERM) so the stop is recorded too.
 	evCtx, evCancel := context.WithCancel(context.Background())
 	defer evCancel()

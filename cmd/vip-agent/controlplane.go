@@ -14,7 +14,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
@@ -229,8 +228,7 @@ func newControlPlane(c config, ann announce.Announcer, reg prometheus.Registerer
 // serveControlPlane runs the agent for the control-plane VIP only
 // (svc_enable=false): no Service informers, no node heartbeats.
 func serveControlPlane(ctx context.Context, c config, log logr.Logger) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	var ann announce.Announcer
 	if c.bgp {
 		sp, err := controlPlaneSpeaker(ctx, c, reg, log)
@@ -239,15 +237,9 @@ func serveControlPlane(ctx context.Context, c config, log logr.Logger) error {
 		}
 		ann = sp
 	} else {
-		l2, err := announce.NewLayer2(announce.Options{
-			Logger: log.WithName("announce"), Registerer: reg, StatePath: c.statePath,
-			Count: c.garpCount, Interval: c.garpInterval,
-		})
+		l2, err := startLayer2(ctx, c, reg, log)
 		if err != nil {
-			return fmt.Errorf("starting announcer: %w", err)
-		}
-		if err := l2.Cleanup(ctx); err != nil {
-			log.Error(err, "removing addresses left by a previous run")
+			return err
 		}
 		ann = l2
 	}

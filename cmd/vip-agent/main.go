@@ -127,23 +127,16 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("building client: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 
 	bcast := record.NewBroadcaster(record.WithContext(context.Background())) // outlives SIGTERM: the stop writes Events too
 	bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer bcast.Shutdown()
 	rec := bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "vip-agent", Host: c.nodeName})
 
-	l2, err := announce.NewLayer2(announce.Options{
-		Logger: log.WithName("announce"), Registerer: reg, StatePath: c.statePath,
-		Count: c.garpCount, Interval: c.garpInterval,
-	})
+	l2, err := startLayer2(ctx, c, reg, log)
 	if err != nil {
-		return fmt.Errorf("starting announcer: %w", err)
-	}
-	if err := l2.Cleanup(ctx); err != nil {
-		log.Error(err, "removing addresses left by a previous run")
+		return err
 	}
 	// The control-plane VIP starts before anything waits for the API: the
 	// kubeconfig's server may be that VIP (kubeadm's admin.conf).
@@ -305,4 +298,28 @@ func localAddrTowards(apiHost string) string {
 		return ua.IP.String()
 	}
 	return ""
+}
+
+// newRegistry is the agent's metrics registry, with the Go runtime and
+// process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// startLayer2 opens the ARP/NDP announcer and removes the addresses a
+// previous run left bound (from the state file).
+func startLayer2(ctx context.Context, c config, reg prometheus.Registerer, log logr.Logger) (*announce.Layer2, error) {
+	l2, err := announce.NewLayer2(announce.Options{
+		Logger: log.WithName("announce"), Registerer: reg, StatePath: c.statePath,
+		Count: c.garpCount, Interval: c.garpInterval,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting announcer: %w", err)
+	}
+	if err := l2.Cleanup(ctx); err != nil {
+		log.Error(err, "removing addresses left by a previous run")
+	}
+	return l2, nil
 }
