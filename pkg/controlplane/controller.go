@@ -48,7 +48,7 @@ func New(o Options) (*Controller, error) {
 		c.vip = a.Unmap()
 	}
 	if !o.EveryReadyNode {
-		c.el = newElector(o, c.log, m.transition)
+		c.el = newElector(o, c.log, m.transition, func(d bool) { m.denied.Set(b2f(d)) })
 	}
 	return c, nil
 }

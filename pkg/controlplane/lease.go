@@ -41,19 +41,67 @@ type elector struct {
 	clock              clock.WithTicker
 	log                logr.Logger
 	onTransition       func(reason string)
+	onDenied           func(denied bool)
 
-	mu   sync.Mutex
-	seen observed
-	wake chan struct{}
+	mu       sync.Mutex
+	seen     observed
+	wake     chan struct{}
+	deniedAt time.Time // last "credentials refused" log; zero while they work
 }
 
-func newElector(o Options, log logr.Logger, onTransition func(string)) *elector {
+func newElector(o Options, log logr.Logger, onTransition func(string), onDenied func(bool)) *elector {
 	return &elector{
 		leases: o.Client.CoordinationV1().Leases(o.Namespace), client: o.Client,
 		ns: o.Namespace, name: o.LeaseName, id: o.Identity,
 		duration: o.LeaseDuration, deadline: o.RenewDeadline, retry: o.RetryPeriod,
 		clock: o.Clock, log: log.WithValues("lease", o.Namespace+"/"+o.LeaseName),
-		onTransition: onTransition, wake: make(chan struct{}, 1),
+		onTransition: onTransition, onDenied: onDenied, wake: make(chan struct{}, 1),
+	}
+}
+
+// deniedLogEvery spaces the "credentials refused" error in the log.
+const deniedLogEvery = 30 * time.Second
+
+// DeniedHint is logged (with the API server's error) while the API server
+// refuses this node's credentials for the control-plane Lease.
+const DeniedHint = "the API server refuses this node's credentials for the control-plane Lease; the VIP stays down until " +
+	"they are allowed to get, list, watch, create and update Leases in the Lease's namespace. On the first " +
+	"control-plane node of kubeadm 1.29+, during kubeadm init only /etc/kubernetes/super-admin.conf has rights: " +
+	"generate the static Pod with --kubeconfig-path /etc/kubernetes/super-admin.conf there"
+
+// checkDenied logs DeniedHint (at most every deniedLogEvery) when err says
+// the credentials are refused, and reports the state to onDenied.
+func (e *elector) checkDenied(err error) {
+	if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+		return
+	}
+	now := e.clock.Now()
+	e.mu.Lock()
+	first := e.deniedAt.IsZero()
+	due := first || now.Sub(e.deniedAt) >= deniedLogEvery
+	if due {
+		e.deniedAt = now
+	}
+	e.mu.Unlock()
+	if first && e.onDenied != nil {
+		e.onDenied(true)
+	}
+	if due {
+		e.log.Error(err, DeniedHint)
+	}
+}
+
+// allowed records that a read or write of the Lease succeeded.
+func (e *elector) allowed() {
+	e.mu.Lock()
+	was := !e.deniedAt.IsZero()
+	e.deniedAt = time.Time{}
+	e.mu.Unlock()
+	if was {
+		e.log.Info("the API server accepts this node's credentials for the control-plane Lease again")
+		if e.onDenied != nil {
+			e.onDenied(false)
+		}
 	}
 }
 
@@ -69,6 +117,12 @@ func (e *elector) watch(ctx context.Context) (synced func() bool) {
 			e.observe(l)
 		}
 	}
+	// A refused list or watch (RBAC not bound yet) never syncs the cache:
+	// say why, besides the reflector's own log line.
+	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		e.checkDenied(err)
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	})
 	reg, _ := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    upsert,
 		UpdateFunc: func(_, obj any) { upsert(obj) },
@@ -124,6 +178,7 @@ func (e *elector) run(ctx context.Context, setLeading func(bool)) {
 		return
 	}
 	e.observeSynced()
+	e.allowed()
 	tick := e.clock.NewTicker(checkInterval)
 	defer tick.Stop()
 
@@ -226,6 +281,7 @@ func (e *elector) write(ctx context.Context, deadline time.Time, acquire bool) (
 			e.afterError(ctx, err, "creating")
 			return false, apierrors.IsAlreadyExists(err)
 		}
+		e.allowed()
 		e.observe(got)
 		return true, false
 	}
@@ -255,6 +311,7 @@ func (e *elector) write(ctx context.Context, deadline time.Time, acquire bool) (
 		e.afterError(ctx, err, "updating")
 		return false, apierrors.IsConflict(err) || apierrors.IsNotFound(err)
 	}
+	e.allowed()
 	e.observe(got)
 	return true, false
 }
@@ -262,6 +319,7 @@ func (e *elector) write(ctx context.Context, deadline time.Time, acquire bool) (
 // afterError refreshes the cached Lease after a conflict, so the next
 // attempt uses what is really there (and judges its age from now).
 func (e *elector) afterError(ctx context.Context, err error, what string) {
+	e.checkDenied(err)
 	if ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) && !apierrors.IsNotFound(err) {
 		e.log.V(1).Info("control-plane Lease write failed", "op", what, "err", err)
 		return

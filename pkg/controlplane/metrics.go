@@ -10,6 +10,7 @@ import (
 // Registerer is given.
 type metrics struct {
 	ready, leader, announced prometheus.Gauge
+	denied                   prometheus.Gauge
 	transitions              *prometheus.CounterVec
 	addressChanges, errors   prometheus.Counter
 }
@@ -28,6 +29,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vip_agent_controlplane_announced",
 			Help: "1 while this node announces the control-plane VIP.",
 		}),
+		denied: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vip_agent_controlplane_credentials_denied",
+			Help: "1 while the API server refuses this node's credentials for the control-plane Lease (Forbidden or Unauthorized).",
+		}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vip_agent_controlplane_lease_transitions_total",
 			Help: "Changes of this node's hold on the control-plane Lease, by reason (acquired, released, lost, renew-deadline).",
@@ -44,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.ready, m.leader, m.announced, m.transitions, m.addressChanges, m.errors} {
+	for _, c := range []prometheus.Collector{m.ready, m.leader, m.announced, m.denied, m.transitions, m.addressChanges, m.errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering control-plane metrics: %w", err)
 		}
