@@ -94,6 +94,12 @@ func header(form Form, o Options) []string {
 				"  sed -i 's#path: "+DefaultKubeconfigPath+"#path: "+SuperAdminKubeconfig+"#' /etc/kubernetes/manifests/vip-agent.yaml",
 				"(other control-plane nodes, and kubeadm before 1.29, keep admin.conf).")
 		}
+		if o.KubeconfigPath == SuperAdminKubeconfig {
+			h = append(h, "",
+				"super-admin.conf (group system:masters) bypasses RBAC and cannot be revoked: once `kubeadm init`",
+				"has finished, switch this node back to admin.conf (the kubelet restarts the Pod):",
+				"  sed -i 's#path: "+SuperAdminKubeconfig+"#path: "+DefaultKubeconfigPath+"#' /etc/kubernetes/manifests/vip-agent.yaml")
+		}
 		return h
 	case FormK3s:
 		return []string{
