@@ -311,7 +311,36 @@ const (
 	reasonConfigInvalid = "BGPConfigInvalid"
 	reasonStopped       = "BGPStopped"
 	reasonNoPeers       = "BGPNoPeerSelected"
+	reasonPasswordPlain = "BGPPasswordNotSecret"
 )
+
+// plainPasswordSources names the settings that carry a BGP password in the
+// Pod spec (flags or kube-vip's environment) rather than in a Secret.
+func (b *bgpConfig) plainPasswordSources(peers []bgpconfig.Peer) []string {
+	var out []string
+	if b.peerPass != "" {
+		out = append(out, "--peerPass (bgp_peerpass)")
+	}
+	for _, p := range peers {
+		if p.Password != "" && b.peers != "" {
+			out = append(out, "--bgppeers (bgp_peers)")
+			break
+		}
+	}
+	return out
+}
+
+// warnPlainPasswords says once, in the log and as a Warning Event on the
+// Node, that passwords arrive in plain text, naming where (never the value).
+func warnPlainPasswords(log logr.Logger, rec record.EventRecorder, node string, sources []string) {
+	if len(sources) == 0 {
+		return
+	}
+	where := strings.Join(sources, ", ")
+	log.Info("BGP passwords are given in plain text, readable by anyone who may read the Pod or Node; move them to a Secret mounted at --bgp-password-file", "sources", sources)
+	rec.Eventf(nodeRef(node), v1.EventTypeWarning, reasonPasswordPlain,
+		"BGP passwords arrive in plain text through %s; move them to a Secret mounted at --bgp-password-file (see docs/bgp.md)", where)
+}
 
 // serveBGP runs the agent in BGP mode: every eligible node advertises the
 // Service addresses from its embedded speaker.
@@ -356,6 +385,7 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 	} else if cfg, err = resolveBGP(base, pw, nil, nil, nil); err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
+	warnPlainPasswords(log, rec, c.nodeName, c.bgpc.plainPasswordSources(base.Peers))
 	if unused := pw.Unused(cfg.Peers); len(unused) > 0 {
 		log.Info("the password file has entries for addresses that are not peers", "peers", unused)
 	}

@@ -35,6 +35,9 @@ type nodeWatch struct {
 	current      bgpconfig.Config
 	// warnedUnknown is set once selectors for non-peers were reported.
 	warnedUnknown bool
+	// warnedPassword is set once passwords read from annotations were
+	// reported.
+	warnedPassword bool
 }
 
 func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconfig.Config, pw bgpconfig.Passwords, sel bgpconfig.PeerSelectors, log logr.Logger, rec record.EventRecorder) *nodeWatch {
@@ -68,6 +71,10 @@ func (w *nodeWatch) resolve() (bgpconfig.Config, error) {
 	var node *bgpconfig.NodeSettings
 	if found {
 		node = &s
+		if !w.warnedPassword && slices.ContainsFunc(s.Peers, func(p bgpconfig.Peer) bool { return p.Password != "" }) {
+			w.warnedPassword = true
+			warnPlainPasswords(w.log, w.rec, w.node, []string{"Node annotations under " + w.prefix + "/"})
+		}
 	}
 	c, err := resolveBGP(w.base, w.pw, node, w.sel, n.Labels)
 	if err == nil {

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 )
@@ -174,5 +178,49 @@ func TestCheckBGPEnv(t *testing.T) {
 		if err := checkBGPEnv(append(ok, env)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v; want %q", env, err, want)
 		}
+	}
+}
+
+// TestPlainPasswordWarning: passwords given in the Pod spec are reported
+// once by source, never by value; passwords from the password file are not.
+func TestPlainPasswordWarning(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"peer list", map[string]string{"bgp_peers": "10.0.0.1:1:Tops3cret"}, []string{"--bgppeers (bgp_peers)"}},
+		{"single peer", map[string]string{"bgp_peeraddress": "10.0.0.1", "bgp_peeras": "1", "bgp_peerpass": "Tops3cret"}, []string{"--peerPass (bgp_peerpass)"}},
+		{"no password", map[string]string{"bgp_peers": "10.0.0.1:1::false"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"bgp_enable": "true", "bgp_routerid": "10.0.0.11"}
+			maps.Copy(env, tt.env)
+			c, err := parseBGP(t, nil, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, _, err := c.bgpc.static()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := c.bgpc.plainPasswordSources(base.Peers)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("sources %q, want %q", got, tt.want)
+			}
+			rec := record.NewFakeRecorder(4)
+			warnPlainPasswords(logr.Discard(), rec, "n1", got)
+			if len(tt.want) == 0 {
+				if len(rec.Events) != 0 {
+					t.Fatalf("unexpected event %q", <-rec.Events)
+				}
+				return
+			}
+			ev := <-rec.Events
+			if !strings.Contains(ev, "Warning "+reasonPasswordPlain) || strings.Contains(ev, "Tops3cret") {
+				t.Fatalf("event %q", ev)
+			}
+		})
 	}
 }

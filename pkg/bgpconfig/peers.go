@@ -16,6 +16,10 @@ import (
 // fields keep their defaults, and empty entries are skipped. kube-vip's
 // later fields (MP-BGP and BFD options) are refused rather than ignored. A
 // password cannot contain ':' or ','; use the password file for those.
+//
+// An entry may carry a password, so errors never echo an entry or any part
+// of it: they name the peer's position in the list and the field that is
+// wrong (a *PeerError), in words fixed in this file.
 func ParsePeers(s string) ([]Peer, error) {
 	var out []Peer
 	for i, entry := range strings.Split(s, ",") {
@@ -25,48 +29,72 @@ func ParsePeers(s string) ([]Peer, error) {
 		}
 		p, err := parsePeer(entry)
 		if err != nil {
-			return nil, fmt.Errorf("%w: peer %d %q: %v", ErrInvalid, i+1, redact(entry), err)
+			err.Position = i + 1
+			return nil, err
 		}
 		out = append(out, p)
 	}
 	return out, nil
 }
 
-// redact hides the password field of a peer entry in error messages.
-func redact(entry string) string {
-	rest := entry
-	prefix := ""
-	if strings.HasPrefix(entry, "[") {
-		if end := strings.IndexByte(entry, ']'); end >= 0 {
-			prefix, rest = entry[:end+1], entry[end+1:]
-		}
-	}
-	f := strings.Split(rest, ":")
-	if len(f) >= 3 && f[2] != "" {
-		f[2] = "***" // field 0 is the address, or empty after "]"
-	}
-	return prefix + strings.Join(f, ":")
+// PeerError is a refused peer list entry: its position (1-based, counting
+// empty entries) and what is wrong, never the entry's text.
+type PeerError struct {
+	// Position is the entry's place in the comma-separated list.
+	Position int
+	// Field names the wrong part ("address", "AS", "multihop", ...).
+	Field string
+	// Problem is a fixed description of what is wrong with it.
+	Problem string
 }
 
-func parsePeer(entry string) (Peer, error) {
+func (e *PeerError) Error() string {
+	return fmt.Sprintf("%v: peer %d: %s: %s", ErrInvalid, e.Position, e.Field, e.Problem)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *PeerError) Unwrap() error { return ErrInvalid }
+
+// Reasons of PeerError, fixed words that never include the input.
+const (
+	problemNoBracket   = "no ']' closing the IPv6 address"
+	problemBadIPv6     = "not an IPv6 address inside the brackets"
+	problemIPv4Bracket = "an IPv4 address in brackets"
+	problemAfterBrack  = "expected ':' and the AS after ']'"
+	problemNeedBracket = "an IPv6 address must be written in brackets, as in [fd00::1]:65000"
+	problemBadAddr     = "want an IPv4 address or a bracketed IPv6 address"
+	problemNoAS        = "missing (format address:AS:password:multihop)"
+	problemBadAS       = "want 1-4294967295"
+	problemBadMultihop = "want true, false or a TTL from 2 to 255"
+	problemBadPort     = "want 1-65535"
+	problemBFD         = "BFD options (field 7) are not supported"
+	problemMPBGP       = "MP-BGP options (field 6) are not supported; vip picks next hops itself (see --bgp-nexthop, --bgp-nexthop6)"
+	problemTooMany     = "too many fields"
+	problemPwLong      = "TCP MD5 passwords are at most 80 bytes"
+)
+
+func parsePeer(entry string) (Peer, *PeerError) {
 	p := Peer{Port: DefaultPort}
+	bad := func(field, problem string) (Peer, *PeerError) {
+		return p, &PeerError{Field: field, Problem: problem}
+	}
 	var fields []string
 	if strings.HasPrefix(entry, "[") {
 		end := strings.IndexByte(entry, ']')
 		if end < 0 {
-			return p, fmt.Errorf("no ']' closing the IPv6 address")
+			return bad("address", problemNoBracket)
 		}
 		a, err := netip.ParseAddr(entry[1:end])
 		if err != nil {
-			return p, fmt.Errorf("bad address: %v", err)
+			return bad("address", problemBadIPv6)
 		}
 		if a.Is4() {
-			return p, fmt.Errorf("IPv4 address %s in brackets", a)
+			return bad("address", problemIPv4Bracket)
 		}
 		p.Address = a.Unmap()
 		rest := entry[end+1:]
 		if !strings.HasPrefix(rest, ":") {
-			return p, fmt.Errorf("expected ':' and the AS after ']'")
+			return bad("AS", problemAfterBrack)
 		}
 		fields = strings.Split(rest[1:], ":")
 	} else {
@@ -74,48 +102,67 @@ func parsePeer(entry string) (Peer, error) {
 		a, err := netip.ParseAddr(f[0])
 		if err != nil {
 			if looksLikeIPv6(entry) {
-				return p, fmt.Errorf("an IPv6 address must be written in brackets, as in [fd00::1]:65000")
+				return bad("address", problemNeedBracket)
 			}
-			return p, fmt.Errorf("bad address %q: want an IPv4 address or a bracketed IPv6 address", f[0])
+			return bad("address", problemBadAddr)
 		}
 		p.Address = a
 		fields = f[1:]
 	}
 	if err := (Peer{Address: p.Address, AS: 1}).validate(); err != nil {
-		return p, err
+		return bad("address", addressProblem(p.Address))
 	}
 	if len(fields) == 0 || fields[0] == "" {
-		return p, fmt.Errorf("the AS is missing (format address:AS:password:multihop)")
+		return bad("AS", problemNoAS)
 	}
 	as, err := ParseAS(fields[0])
 	if err != nil {
-		return p, err
+		return bad("AS", problemBadAS)
 	}
 	p.AS = as
 	if len(fields) > 1 {
 		p.Password = fields[1]
+		if len(p.Password) > 80 {
+			return bad("password", problemPwLong)
+		}
 	}
 	if len(fields) > 2 {
 		if p.MultihopTTL, err = ParseMultihop(fields[2]); err != nil {
-			return p, err
+			return bad("multihop", problemBadMultihop)
 		}
 	}
 	if len(fields) > 3 && fields[3] != "" {
 		port, err := strconv.ParseUint(fields[3], 10, 16)
 		if err != nil || port == 0 {
-			return p, fmt.Errorf("bad port %q", fields[3])
+			return bad("port", problemBadPort)
 		}
 		p.Port = uint16(port)
 	}
 	switch {
 	case len(fields) > 5 && fields[5] != "":
-		return p, fmt.Errorf("BFD options (field 7) are not supported")
+		return bad("field 7", problemBFD)
 	case len(fields) > 4 && fields[4] != "":
-		return p, fmt.Errorf("MP-BGP options (field 6) are not supported; vip picks next hops itself (see --bgp-nexthop, --bgp-nexthop6)")
+		return bad("field 6", problemMPBGP)
 	case len(fields) > 6:
-		return p, fmt.Errorf("too many fields (%d)", len(fields)+1)
+		return bad("entry", problemTooMany)
 	}
-	return p, p.validate()
+	if err := p.validate(); err != nil {
+		// Only the address and the password length are left to check, and
+		// both were checked above; keep the message free of the entry.
+		return bad("entry", "not a usable peer")
+	}
+	return p, nil
+}
+
+// addressProblem says, in fixed words, why a parsed peer address is not
+// usable.
+func addressProblem(a netip.Addr) string {
+	switch {
+	case a.Zone() != "":
+		return "a zoned address is not supported"
+	default:
+		return "not a unicast address"
+	}
 }
 
 // ParseAS parses an AS number, 1 to 4294967295 (plain, not asdot).
