@@ -47,6 +47,12 @@ type config struct {
 	bgpc bgpConfig
 	// upnp is the UPnP part (upnp.go).
 	upnp upnpConfig
+	// servicesSet records that --services (svc_enable) was given: without
+	// it, --controlplane (cp_enable) alone means Services off, as kube-vip.
+	servicesSet bool
+	// cred says where the API credentials come from (credentials.go),
+	// chosen once by resolveCredentials.
+	cred credentialSource
 }
 
 func defaultConfig() config {
@@ -66,12 +72,14 @@ func defaultConfig() config {
 }
 
 func (c *config) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.kubeconfig, "kubeconfig", c.kubeconfig, "Kubeconfig file (default: in-cluster; env KUBECONFIG, k8s_config_file).")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", c.kubeconfig, "Kubeconfig file (env KUBECONFIG, k8s_config_file; default: in-cluster, else "+kubeadmKubeconfig+").")
+	fs.StringVar(&c.kubeconfig, "k8sConfigPath", c.kubeconfig, "kube-vip's name of --kubeconfig.")
 	fs.StringVar(&c.nodeName, "node-name", c.nodeName, "This node's name (env NODE_NAME, vip_nodename; default: host name).")
 	fs.StringVar(&c.namespace, "namespace", c.namespace, "Namespace of the node heartbeat Leases (env cp_namespace).")
 	fs.BoolVar(&c.arp, "arp", c.arp, "Announce Service addresses by ARP/NDP from one elected node (env vip_arp).")
 	fs.BoolVar(&c.bgp, "bgp", c.bgp, "Announce Service addresses by BGP from every eligible node (env bgp_enable).")
-	fs.BoolVar(&c.services, "services", c.services, "Serve LoadBalancer Services (env svc_enable).")
+	fs.Var(trackedBool{&c.services, &c.servicesSet}, "services", "Serve LoadBalancer Services (env svc_enable; default true, false with --controlplane as kube-vip).")
+	fs.Lookup("services").NoOptDefVal = "true"
 	fs.BoolVar(&c.controlPlane, "controlplane", c.controlPlane, "Hold the control-plane VIP (env cp_enable).")
 	fs.StringVar(&c.iface, "interface", c.iface, "Announcing interface (env vip_interface; default: the interface whose subnet covers the VIP).")
 	fs.StringVar(&c.servicesIface, "services-interface", c.servicesIface, "Interface for Service VIPs, overriding --interface (env vip_servicesinterface).")
@@ -125,8 +133,18 @@ var unsupportedEnv = map[string]string{
 	"cp_detect": "control-plane address detection",
 }
 
+// flagAliases are flags that set another flag's value (kube-vip's names).
+var flagAliases = map[string]string{"k8sConfigPath": "kubeconfig"}
+
 // applyEnv sets every flag not given on the command line from env.
 func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
+	cmdline := map[string]bool{}
+	fs.Visit(func(f *pflag.Flag) {
+		cmdline[f.Name] = true
+		if to, ok := flagAliases[f.Name]; ok {
+			cmdline[to] = true
+		}
+	})
 	all := maps.Clone(envFlags)
 	maps.Copy(all, bgpEnvFlags)
 	maps.Copy(all, cpEnvFlags)
@@ -142,7 +160,7 @@ func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
 			continue
 		}
 		fl := fs.Lookup(all[name])
-		if fl == nil || fl.Changed {
+		if fl == nil || cmdline[fl.Name] {
 			continue
 		}
 		if fl.Value.Type() == "bool" && strings.TrimSpace(v) == "" {
@@ -151,6 +169,7 @@ func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
 		if err := fl.Value.Set(strings.TrimSpace(v)); err != nil {
 			return fmt.Errorf("%w: environment %s=%q: %v", errConfig, name, v, err)
 		}
+		fl.Changed = true
 	}
 	for name, what := range unsupportedEnv {
 		v, ok := env(name)
@@ -186,6 +205,9 @@ func (c *config) validate() error {
 	if err := c.upnp.validate(c); err != nil {
 		return err
 	}
+	if c.controlPlane && !c.servicesSet {
+		c.services = false // kube-vip's default: svc_enable is false unless set
+	}
 	if !c.services && !c.controlPlane {
 		return fmt.Errorf("%w: --services=false (svc_enable=false) without --controlplane (cp_enable) leaves nothing to do", errConfig)
 	}
@@ -216,3 +238,26 @@ func (c *config) validate() error {
 	}
 	return nil
 }
+
+// trackedBool is a bool flag that records whether it was set (on the
+// command line or from the environment).
+type trackedBool struct{ v, set *bool }
+
+func (b trackedBool) String() string {
+	if b.v == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*b.v)
+}
+
+func (b trackedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*b.v, *b.set = v, true
+	return nil
+}
+
+func (b trackedBool) Type() string     { return "bool" }
+func (b trackedBool) IsBoolFlag() bool { return true }

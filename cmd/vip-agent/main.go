@@ -85,6 +85,12 @@ func run(args []string) error {
 		return fmt.Errorf("%w: logging: %v", errConfig, err)
 	}
 	log := klog.Background().WithName("vip-agent")
+	if err := cfg.resolveCredentials(osHostFiles(), log); err != nil {
+		return err
+	}
+	if cfg.controlPlane && !cfg.servicesSet {
+		log.Info("control plane only: LoadBalancer Services are not served (cp_enable without svc_enable, kube-vip's default); set svc_enable=true (--services) to serve them")
+	}
 	if !cfg.controlPlane && (cfg.leaseDuration != controlplane.DefaultLeaseDuration ||
 		cfg.renewDeadline != controlplane.DefaultRenewDeadline || cfg.retryPeriod != controlplane.DefaultRetryPeriod) {
 		log.Info("kube-vip lease timings accepted but unused: they time the control-plane Lease, and vip detects dead nodes by heartbeat",
@@ -108,6 +114,9 @@ func restConfig(c config) (*rest.Config, error) {
 		rc, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 	} else {
 		rc, err = rest.InClusterConfig()
+	}
+	if err != nil && c.cred != "" {
+		err = fmt.Errorf("%s credentials: %w", c.cred, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: Kubernetes client: %v", errConfig, err)

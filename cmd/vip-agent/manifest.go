@@ -96,6 +96,7 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 	fs.Var(secondsOrDuration{&o.RenewDeadline}, "leaseRenewDuration", "Control-plane Lease renew deadline (default: the agent's, 1s).")
 	fs.Var(secondsOrDuration{&o.RetryPeriod}, "leaseRetry", "Control-plane Lease retry period (default: the agent's, 250ms).")
 	fs.StringVar(&o.KubeconfigPath, "kubeconfig-path", "", "Host kubeconfig mounted into the agent (default "+manifest.DefaultKubeconfigPath+"; "+manifest.SuperAdminKubeconfig+" on the first kubeadm 1.29+ control-plane node).")
+	fs.StringVar(&o.KubeconfigPath, "k8sConfigPath", "", "kube-vip's name of --kubeconfig-path (e.g. "+manifest.SuperAdminKubeconfig+").")
 	fs.StringVar(&o.LocalAPIServer, "local-apiserver", "", "URL of each node's own API server for the control-plane election (default https://127.0.0.1:PORT).")
 	fs.StringVar(&o.Image, "image", o.Image, "Agent image.")
 	fs.StringVar(&o.RouterID, "bgpRouterID", "", "BGP router ID (IPv4).")

@@ -21,6 +21,7 @@ func TestManifestCommandMatchesGolden(t *testing.T) {
 		{"pod-arp", "pod --interface eth0 --address 192.168.0.40 --controlplane --services --arp --leaderElection"},
 		{"pod-arp", "pod --interface=eth0 --vip=192.168.0.40 --controlplane --services --arp --leaderElection --servicesElection --enableEndpointSlices"},
 		{"pod-superadmin-dns", "pod --arp --controlplane --address cp.example.internal. --kubeconfig-path /etc/kubernetes/super-admin.conf --leaseDuration 3 --leaseRenewDuration 2 --leaseRetry 500ms"},
+		{"pod-superadmin-dns", "pod --arp --controlplane --address cp.example.internal. --k8sConfigPath /etc/kubernetes/super-admin.conf --leaseDuration 3 --leaseRenewDuration 2 --leaseRetry 500ms"},
 		{"pod-bgp", "pod --interface lo --address 10.50.0.10 --controlplane --services --bgp --bgpRouterID 192.168.0.2 --localAS 65000 --bgppeers 192.168.0.1:65001::false,192.168.0.254:65001::false"},
 		{"daemonset-services", "daemonset --interface eth0 --services --inCluster --arp"},
 		{"daemonset-controlplane", "daemonset --interface ens192 --address 192.168.0.40 --port 8443 --controlplane --services --arp --taint"},

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/go-logr/logr"
+)
+
+// kubeadmKubeconfig is the kubeconfig kube-vip falls back to when it is
+// given none: kubeadm's admin.conf, which kube-vip's static Pod mounts.
+const kubeadmKubeconfig = "/etc/kubernetes/admin.conf"
+
+// inClusterToken is the ServiceAccount token of in-cluster credentials.
+const inClusterToken = "/var/run/secrets/kubernetes.io/serviceaccount/token" // #nosec G101 -- a path, not a credential
+
+// credentialSource says where the agent's API credentials come from.
+type credentialSource string
+
+const (
+	credExplicit  credentialSource = "kubeconfig" // --kubeconfig, --k8sConfigPath, KUBECONFIG, k8s_config_file
+	credInCluster credentialSource = "in-cluster" // the Pod's ServiceAccount
+	credKubeadm   credentialSource = "kubeadm admin.conf"
+)
+
+// hostFiles is what choosing credentials looks at on the host.
+type hostFiles struct {
+	env    func(string) (string, bool)
+	exists func(string) bool
+}
+
+func osHostFiles() hostFiles {
+	return hostFiles{env: os.LookupEnv, exists: func(p string) bool {
+		st, err := os.Stat(p)
+		return err == nil && !st.IsDir()
+	}}
+}
+
+// chooseCredentials picks the API credentials as kube-vip does for the
+// installs its documents describe: the kubeconfig given (flag or
+// environment), else the Pod's ServiceAccount, else kubeadm's
+// /etc/kubernetes/admin.conf (a kubeadm static Pod mounts it and sets
+// nothing). It returns the source and the kubeconfig path ("" = in-cluster).
+func chooseCredentials(kubeconfig string, h hostFiles) (credentialSource, string, error) {
+	if kubeconfig != "" {
+		return credExplicit, kubeconfig, nil
+	}
+	host, _ := h.env("KUBERNETES_SERVICE_HOST")
+	port, _ := h.env("KUBERNETES_SERVICE_PORT")
+	if host != "" && port != "" && h.exists(inClusterToken) {
+		return credInCluster, "", nil
+	}
+	if h.exists(kubeadmKubeconfig) {
+		return credKubeadm, kubeadmKubeconfig, nil
+	}
+	return "", "", fmt.Errorf("%w: no API credentials: no --kubeconfig (KUBECONFIG, k8s_config_file, --k8sConfigPath), "+
+		"no in-cluster ServiceAccount (KUBERNETES_SERVICE_HOST and %s) and no %s", errConfig, inClusterToken, kubeadmKubeconfig)
+}
+
+// resolveCredentials chooses the credentials once and logs which.
+func (c *config) resolveCredentials(h hostFiles, log logr.Logger) error {
+	src, path, err := chooseCredentials(c.kubeconfig, h)
+	if err != nil {
+		return err
+	}
+	c.cred, c.kubeconfig = src, path
+	if path == "" {
+		log.Info("API credentials: in-cluster ServiceAccount")
+	} else {
+		log.Info("API credentials: kubeconfig file", "source", string(src), "path", path)
+	}
+	return nil
+}
