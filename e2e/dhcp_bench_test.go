@@ -48,7 +48,7 @@ func dhcpCreateToStatus(b *testing.B, l *lab.Lab) []l2Metric {
 		var rec time.Duration
 		_, err := s.waitStatus(ctx, func(a []netip.Addr) bool {
 			if rec == 0 {
-				le, err := l.Admin.CoordinationV1().Leases(s.ns()).Get(ctx, lbsvc.LeasePrefix+s.name(), metav1.GetOptions{})
+				le, err := l.Admin.CoordinationV1().Leases(lab.AgentNamespace).Get(ctx, lbsvc.DHCPLeaseName(s.ns(), s.name()), metav1.GetOptions{})
 				if err == nil && le.Annotations[lbsvc.AnnotationDHCPAddress] != "" {
 					rec = time.Since(t0)
 				}

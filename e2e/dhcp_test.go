@@ -122,7 +122,7 @@ func (s *dhcpSuite) leaseToStatus(t *testing.T) {
 	var recorded time.Duration
 	addrs, err := s.waitStatus(ctx, func(a []netip.Addr) bool {
 		if recorded == 0 {
-			if le, err := l.Admin.CoordinationV1().Leases(s.ns()).Get(ctx, lbsvc.LeasePrefix+s.name(), metav1.GetOptions{}); err == nil &&
+			if le, err := l.Admin.CoordinationV1().Leases(lab.AgentNamespace).Get(ctx, lbsvc.DHCPLeaseName(s.ns(), s.name()), metav1.GetOptions{}); err == nil &&
 				le.Annotations[lbsvc.AnnotationDHCPAddress] != "" {
 				recorded = time.Since(t0)
 			}
@@ -141,7 +141,7 @@ func (s *dhcpSuite) leaseToStatus(t *testing.T) {
 	if err != nil || !ok || leased != s.vip {
 		t.Fatalf("dnsmasq lease for %s: %v %v %v; want %s", s.mac(), leased, ok, err, s.vip)
 	}
-	lease, err := l.Admin.CoordinationV1().Leases(s.ns()).Get(ctx, lbsvc.LeasePrefix+s.name(), metav1.GetOptions{})
+	lease, err := l.Admin.CoordinationV1().Leases(lab.AgentNamespace).Get(ctx, lbsvc.DHCPLeaseName(s.ns(), s.name()), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

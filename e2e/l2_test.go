@@ -22,7 +22,7 @@ import (
 // the RBAC from deploy/), observed from a client namespace. The subtests
 // share the lab and run in order; each one leaves it as it found it.
 func TestL2(t *testing.T) {
-	l := l2Lab(t, lab.Options{})
+	l := l2Lab(t, sharedLabOptions(lab.Options{}))
 	s := &l2Suite{l: l}
 	for _, st := range []struct {
 		name string
@@ -31,6 +31,7 @@ func TestL2(t *testing.T) {
 		{"ServiceGetsAddress", s.serviceGetsAddress},
 		{"Spread", s.spread},
 		{"ExternalTrafficPolicyLocal", s.local},
+		{"SharedAddress", s.sharedAddress},
 		{"IPv6", s.ipv6},
 		{"PortCut", s.portCut},
 		{"AgentKilled", s.agentKilled},

@@ -433,7 +433,7 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 		Announcer: sp,
 		// Service addresses go on the speaker's interface (lo unless
 		// --interface says otherwise), not on the uplink.
-		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace,
+		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
 		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
 	})
 	if err != nil {

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -193,6 +195,9 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 			}
 		},
 		HealthAddress: health, Rebalance: c.rebalance, SettleTime: c.settle,
+		// Candidates are only nodes whose agent has synced: one that cannot
+		// (missing RBAC) must not win addresses it would never announce.
+		Ready: func() bool { return ag != nil && ag.Synced() },
 	})
 	if err != nil {
 		return fmt.Errorf("%w: election: %v", errConfig, err)
@@ -202,7 +207,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 		Class:     lbsvc.ClassRule{Name: c.className, Only: c.classOnly},
 		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm,
 		Interface: c.iface, ServicesInterface: c.servicesIface,
-		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace,
+		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
 		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
 		PortMap: portMap,
 	})
@@ -230,6 +235,10 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	log.Info("started", "node", c.nodeName, "mode", "arp", "heartbeatPeriod", c.heartbeatPeriod,
 		"heartbeatTimeout", c.heartbeatTimeout, "health", health)
 	go releaseStartupPages(ctx, log, ag.Synced)
+	// The node's addresses and gateways go on the heartbeat for vip-ccm,
+	// which never hands them out; the addresses vip binds are not among them.
+	go agent.PublishNodeInfo(ctx, nodeInfoPeriod, log.WithName("nodeinfo"),
+		func(a netip.Addr) bool { return slices.Contains(l2.Held(), a) }, el.Publish)
 	runErr := ag.Run(ctx)
 	stopCP() // the control-plane VIP is withdrawn and its Lease released
 
@@ -252,6 +261,10 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	log.Info("stopped", "handOff", time.Since(t0).String())
 	return runErr
 }
+
+// nodeInfoPeriod is how often the node's addresses are read for the
+// heartbeat annotations.
+const nodeInfoPeriod = 10 * time.Second
 
 func mux(reg *prometheus.Registry, el *election.Elector, ag *agent.Agent) http.Handler {
 	m := http.NewServeMux()

@@ -52,6 +52,7 @@ const (
 	community  = "64513:100"
 	largeComm  = "64513:7:9"
 	scaleNS    = "scale"
+	sharedNS   = "shared"
 	numNodes   = 3
 	holdTime   = 9
 	keepalive  = 3
@@ -346,12 +347,16 @@ func (l *bgpLab) setupCluster(ctx context.Context, binDir string) error {
 	}
 	cm := &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kubevip", Namespace: "kube-system"}, Data: map[string]string{
 		"cidr-global": l.pool4().String() + "," + l.pool6().String(),
+		// Services of sharedNS may share an address (TestSharedAddress).
+		"allow-share-" + sharedNS: "true",
 	}}
 	if _, err := l.admin.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	if _, err := l.admin.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scaleNS}}, metav1.CreateOptions{}); err != nil {
-		return err
+	for _, ns := range []string{scaleNS, sharedNS} {
+		if _, err := l.admin.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			return err
+		}
 	}
 	for _, n := range l.nodes {
 		node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: map[string]string{"kubernetes.io/hostname": n.name}}}

@@ -18,10 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
-)
 
-// LeasePrefix prefixes the name of a Service's Lease (kube-vip's name).
-const LeasePrefix = "kubevip-"
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
 
 // ServiceOption changes a Service before it is created.
 type ServiceOption func(*v1.Service)
@@ -38,6 +37,22 @@ func IPv6Only() ServiceOption {
 		s.Spec.IPFamilyPolicy = &p
 		s.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol}
 	}
+}
+
+// Annotate sets an annotation.
+func Annotate(key, value string) ServiceOption {
+	return func(s *v1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[key] = value
+	}
+}
+
+// Port makes the Service listen on port (to the responders' port 80), so
+// that Services sharing an address do not clash.
+func Port(port int32) ServiceOption {
+	return func(s *v1.Service) { s.Spec.Ports[0].Port = port }
 }
 
 // CreateService creates a LoadBalancer Service for the responders (TCP
@@ -104,6 +119,9 @@ func (l *Lab) WaitAddress(ctx context.Context, ns, name string) ([]netip.Addr, e
 			return false, err
 		}
 		addrs = Ingress(svc)
+		if len(addrs) > 0 {
+			l.lastAddr.Store(ns+"/"+name, addrs[0])
+		}
 		return len(addrs) > 0, nil
 	})
 	if err != nil {
@@ -112,10 +130,33 @@ func (l *Lab) WaitAddress(ctx context.Context, ns, name string) ([]netip.Addr, e
 	return addrs, nil
 }
 
-// LeaseHolder returns the holder of the Service's Lease ("" and false when
-// the Lease does not exist).
+// AgentNamespace holds every vip Lease (the agents' namespace).
+const AgentNamespace = "kube-system"
+
+// LeaseHolder returns the holder of the Lease that decides who announces
+// the Service ("" and false when the Lease does not exist): the Lease of its
+// address (vip-addr-<addr>), or its own Lease when it obtains its address by
+// DHCP (vip-dhcp-<ns>-<name>). A deleted Service is looked up by the address
+// it last had.
 func (l *Lab) LeaseHolder(ctx context.Context, ns, svc string) (string, bool, error) {
-	lease, err := l.Admin.CoordinationV1().Leases(ns).Get(ctx, LeasePrefix+svc, metav1.GetOptions{})
+	leases := l.Admin.CoordinationV1().Leases(AgentNamespace)
+	lease, err := leases.Get(ctx, lbsvc.DHCPLeaseName(ns, svc), metav1.GetOptions{})
+	if err == nil {
+		return holder(lease), true, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return "", false, err
+	}
+	addr, ok, err := l.serviceAddr(ctx, ns, svc)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	return l.AddressHolder(ctx, addr)
+}
+
+// AddressHolder returns the holder of an address's Lease.
+func (l *Lab) AddressHolder(ctx context.Context, addr netip.Addr) (string, bool, error) {
+	lease, err := l.Admin.CoordinationV1().Leases(AgentNamespace).Get(ctx, lbsvc.AddressLeaseName(addr), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return "", false, nil
 	}
@@ -125,6 +166,26 @@ func (l *Lab) LeaseHolder(ctx context.Context, ns, svc string) (string, bool, er
 	return holder(lease), true, nil
 }
 
+// serviceAddr is the first address of a Service's status, or the one it
+// last had when it is gone.
+func (l *Lab) serviceAddr(ctx context.Context, ns, svc string) (netip.Addr, bool, error) {
+	key := ns + "/" + svc
+	s, err := l.Admin.CoreV1().Services(ns).Get(ctx, svc, metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return netip.Addr{}, false, err
+	}
+	if err == nil {
+		if addrs := Ingress(s); len(addrs) > 0 {
+			l.lastAddr.Store(key, addrs[0])
+			return addrs[0], true, nil
+		}
+	}
+	if a, ok := l.lastAddr.Load(key); ok {
+		return a.(netip.Addr), true, nil
+	}
+	return netip.Addr{}, false, nil
+}
+
 func holder(l *coordv1.Lease) string {
 	if l.Spec.HolderIdentity == nil {
 		return ""
@@ -132,16 +193,33 @@ func holder(l *coordv1.Lease) string {
 	return *l.Spec.HolderIdentity
 }
 
-// Holders returns the holder of every Service Lease in ns, by Service name.
+// Holders returns, by Service name, the holder of the address Lease of
+// every Service in ns that has an address.
 func (l *Lab) Holders(ctx context.Context, ns string) (map[string]string, error) {
-	list, err := l.Admin.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{})
+	svcs, err := l.Admin.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
+	list, err := l.Admin.CoordinationV1().Leases(AgentNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]string{}
 	for i := range list.Items {
-		if name, ok := strings.CutPrefix(list.Items[i].Name, LeasePrefix); ok {
-			out[name] = holder(&list.Items[i])
+		byName[list.Items[i].Name] = holder(&list.Items[i])
+	}
+	out := map[string]string{}
+	for i := range svcs.Items {
+		s := &svcs.Items[i]
+		if h, ok := byName[lbsvc.DHCPLeaseName(ns, s.Name)]; ok {
+			out[s.Name] = h
+			continue
+		}
+		if addrs := Ingress(s); len(addrs) > 0 {
+			l.lastAddr.Store(ns+"/"+s.Name, addrs[0])
+			if h, ok := byName[lbsvc.AddressLeaseName(addrs[0])]; ok {
+				out[s.Name] = h
+			}
 		}
 	}
 	return out, nil
@@ -157,7 +235,7 @@ func (l *Lab) WaitHolder(ctx context.Context, ns, svc string, ok func(string) bo
 		return err == nil && ok(h), nil
 	})
 	if err != nil {
-		return h, fmt.Errorf("Lease %s/%s%s: holder %q: %w", ns, LeasePrefix, svc, h, err)
+		return h, fmt.Errorf("Lease of Service %s/%s: holder %q: %w", ns, svc, h, err)
 	}
 	return h, nil
 }
@@ -308,7 +386,8 @@ func parseLabels(s string) map[string]string {
 	return out
 }
 
-// WaitLeaseGone waits until the Service's Lease no longer exists.
+// WaitLeaseGone waits until the Lease deciding who announces the Service no
+// longer exists (for an address Lease: no Service has the address).
 func (l *Lab) WaitLeaseGone(ctx context.Context, ns, svc string) error {
 	return poll(ctx, 50*time.Millisecond, func() (bool, error) {
 		_, exists, err := l.LeaseHolder(ctx, ns, svc)

@@ -91,6 +91,10 @@ type Lab struct {
 	ClientIP4, ClientIP6 netip.Addr
 	ClientMAC            string
 
+	// lastAddr is the last address seen per Service key, to find the
+	// address Lease of a deleted Service.
+	lastAddr sync.Map
+
 	mu     sync.Mutex
 	procs  []*Proc
 	nss    []string

@@ -490,3 +490,35 @@ func Failures(rs []ProbeResult) int {
 	}
 	return n
 }
+
+// ArpingMACs sends count ARP requests for addr from the client namespace
+// (iputils arping) and returns the distinct MACs that answered, in order of
+// first reply.
+func (l *Lab) ArpingMACs(ctx context.Context, addr netip.Addr, count int) ([]string, error) {
+	out, err := l.Exec(ctx, l.Client, "arping", "-I", "eth0", "-c", strconv.Itoa(count), "-w", strconv.Itoa(count+2), addr.String())
+	macs := parseArping(out)
+	if err != nil && len(macs) == 0 {
+		return nil, fmt.Errorf("arping %s: %w: %s", addr, err, out)
+	}
+	return macs, nil
+}
+
+// parseArping returns the distinct MACs of iputils arping's reply lines
+// ("Unicast reply from 10.1.0.200 [02:00:0A:01:00:0B]  0.6ms").
+func parseArping(out string) []string {
+	var macs []string
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, "reply from") {
+			continue
+		}
+		i, j := strings.Index(line, "["), strings.Index(line, "]")
+		if i < 0 || j < i {
+			continue
+		}
+		mac := strings.ToLower(line[i+1 : j])
+		if !slices.Contains(macs, mac) {
+			macs = append(macs, mac)
+		}
+	}
+	return macs
+}

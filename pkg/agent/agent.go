@@ -33,17 +33,24 @@ type Agent struct {
 	factory   informers.SharedInformerFactory
 	cmFactory informers.SharedInformerFactory
 	svcs      corelisters.ServiceLister
+	svcIndex  cache.Indexer // Services by status address (ingressIndex)
 	slices    discoverylisters.EndpointSliceLister
 	nodes     corelisters.NodeLister
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
 
-	mu      sync.Mutex
-	held    map[string]map[netip.Addr]string // service key -> address -> interface
-	leases  map[string]string                // service key -> lease name
-	holders map[string]string                // service key -> last known holder
-	ifaces  *ipam.Config                     // interface-<ns> settings
-	ports   portMapState                     // UPnP settings warnings (portmap.go)
+	mu sync.Mutex
+	// held is what this node announces, by announcer owner: an address key
+	// (@<addr>) for addresses elected per address, a Service key for DHCP
+	// Services. owner -> address -> interface.
+	held     map[string]map[netip.Addr]string
+	told     map[netip.Addr]map[string]bool // address -> Services told it is announced here
+	svcAddrs map[string][]netip.Addr        // Service key -> status addresses last seen
+	leases   map[string]string              // DHCP Service key -> its Lease name
+	holders  map[string]string              // address or DHCP Service key -> last known holder
+	legacy   map[string]bool                // Service keys whose old per-Service Lease was cleaned up
+	ifaces   *ipam.Config                   // interface-<ns> settings
+	ports    portMapState                   // UPnP settings warnings (portmap.go)
 
 	// dhcpRecorded is the DHCP record last written per Service Lease.
 	dhcpRecorded map[string]string
@@ -55,13 +62,16 @@ func New(o Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		o:       o,
-		log:     o.Logger.WithValues("node", o.NodeName),
-		rec:     o.Recorder,
-		metrics: newMetrics(o.Registerer),
-		held:    map[string]map[netip.Addr]string{},
-		leases:  map[string]string{},
-		holders: map[string]string{},
+		o:        o,
+		log:      o.Logger.WithValues("node", o.NodeName),
+		rec:      o.Recorder,
+		metrics:  newMetrics(o.Registerer),
+		held:     map[string]map[netip.Addr]string{},
+		told:     map[netip.Addr]map[string]bool{},
+		svcAddrs: map[string][]netip.Addr{},
+		leases:   map[string]string{},
+		holders:  map[string]string{},
+		legacy:   map[string]bool{},
 
 		dhcpRecorded: map[string]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -76,6 +86,10 @@ func New(o Options) (*Agent, error) {
 	es := a.factory.Discovery().V1().EndpointSlices()
 	ni := a.factory.Core().V1().Nodes()
 	a.svcs, a.slices, a.nodes = si.Lister(), es.Lister(), ni.Lister()
+	if err := si.Informer().AddIndexers(cache.Indexers{ingressIndex: indexByIngress}); err != nil {
+		return nil, fmt.Errorf("indexing Services: %w", err)
+	}
+	a.svcIndex = si.Informer().GetIndexer()
 	_, _ = si.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    a.enqueueObj,
 		UpdateFunc: func(_, o any) { a.enqueueObj(o) },
@@ -180,19 +194,23 @@ func (a *Agent) OnNodeChange(node string, alive bool) {
 	a.EnqueueAll()
 }
 
-// OnServiceLeaseChange maps a Lease event back to its Service.
+// OnServiceLeaseChange maps a Lease event of the agent namespace back to
+// its address or DHCP Service.
 func (a *Agent) OnServiceLeaseChange(namespace, leaseName string) {
+	if namespace != a.o.Namespace {
+		return
+	}
+	if addr, ok := lbsvc.AddressFromLeaseName(leaseName); ok {
+		a.queue.Add(addrKey(addr))
+		return
+	}
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	for k, l := range a.leases {
-		if l == leaseName && len(k) > len(namespace) && k[:len(namespace)+1] == namespace+"/" {
-			a.mu.Unlock()
+		if l == leaseName {
 			a.queue.Add(k)
 			return
 		}
-	}
-	a.mu.Unlock()
-	if len(leaseName) > len(lbsvc.LeasePrefix) && leaseName[:len(lbsvc.LeasePrefix)] == lbsvc.LeasePrefix {
-		a.queue.Add(namespace + "/" + leaseName[len(lbsvc.LeasePrefix):])
 	}
 }
 

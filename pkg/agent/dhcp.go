@@ -86,7 +86,7 @@ func (a *Agent) announceDHCP(ctx context.Context, key string, svc *v1.Service, l
 		a.withdrawAll(ctx, key, svc, "no DHCP lease")
 		return nil // the client's events enqueue the Service again
 	}
-	if err := a.recordDHCP(ctx, key, svc.Namespace, leaseName, l); err != nil {
+	if err := a.recordDHCP(ctx, key, a.o.Namespace, leaseName, l); err != nil {
 		return err
 	}
 	if !slices.Contains(status, l.Addr) {

@@ -95,7 +95,7 @@ func TestDHCPOwnerFlow(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default", Annotations: map[string]string{lbsvc.AnnotationLoadBalancerIPs: "0.0.0.0"}},
 		Spec:       v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer},
 	}
-	lease := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "kubevip-web", Namespace: "default"}}
+	lease := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "vip-dhcp-default-web", Namespace: "kube-system"}}
 	client := fake.NewClientset(svc, lease)
 	el := &fixedElector{d: Decision{Announce: true, Holder: "n1"}}
 	dh := &recordingDHCP{running: map[string]dhcp.Params{}}
@@ -137,7 +137,7 @@ func TestDHCPOwnerFlow(t *testing.T) {
 		Times: dhcp.Times{Start: time.Now(), T1: time.Minute, T2: 2 * time.Minute, Lease: 4 * time.Minute}}
 	dh.mu.Unlock()
 	sync()
-	got, err := client.CoordinationV1().Leases("default").Get(ctx, "kubevip-web", metav1.GetOptions{})
+	got, err := client.CoordinationV1().Leases("kube-system").Get(ctx, "vip-dhcp-default-web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

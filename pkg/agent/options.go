@@ -74,6 +74,9 @@ type Options struct {
 	// whose subnet covers the address). ServicesInterface overrides it for
 	// Services (kube-vip's vip_servicesinterface).
 	Interface, ServicesInterface string
+	// Namespace is the agent's namespace, which holds every vip Lease
+	// (default kube-system).
+	Namespace string
 	// ConfigMapName/Namespace locate the pools ConfigMap, read for its
 	// interface-<namespace> keys.
 	ConfigMapName, ConfigMapNamespace string
@@ -107,6 +110,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 4
+	}
+	if o.Namespace == "" {
+		o.Namespace = "kube-system"
 	}
 	if o.ConfigMapName == "" {
 		o.ConfigMapName = "kubevip"

@@ -66,13 +66,7 @@ func (a *Agent) mapPorts(key string, svc *v1.Service) {
 	if pm.Mapper == nil || a.o.Mode != ModeARP {
 		return
 	}
-	a.mu.Lock()
-	var vips []netip.Addr
-	for addr := range a.held[key] {
-		vips = append(vips, addr)
-	}
-	a.mu.Unlock()
-	w, problems := wantPorts(svc, vips, pm)
+	w, problems := wantPorts(svc, a.servedAddrs(key), pm)
 	pm.Mapper.Set(key, w)
 	msg := strings.Join(problems, "; ")
 	a.ports.mu.Lock()

@@ -33,47 +33,83 @@ const (
 const labelExcludeLB = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 func (a *Agent) sync(ctx context.Context, key string) error {
+	if addr, ok := parseAddrKey(key); ok {
+		return a.syncAddr(ctx, addr)
+	}
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		return nil
 	}
-	log := a.log.WithValues("service", key)
 	svc, err := a.svcs.Services(ns).Get(name)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
+	a.mu.Lock()
+	prev := a.svcAddrs[key]
+	a.mu.Unlock()
 	if why := goneReason(svc, err, a.o.Class); why != "" {
+		a.setSvcAddrs(key, nil)
+		a.enqueueAddrs(prev)
+		a.mu.Lock()
+		delete(a.legacy, key)
+		a.mu.Unlock()
 		a.withdrawAll(ctx, key, svc, why)
 		a.stopDHCP(key, true)
-		return a.forgetLease(ctx, key, ns)
+		return a.forgetLease(ctx, key)
 	}
-	dhcpWanted := a.wantsDHCP(svc)
-	if !dhcpWanted {
+	if a.wantsDHCP(svc) {
+		a.setSvcAddrs(key, nil)
+		a.enqueueAddrs(prev)
+		return a.syncDHCP(ctx, key, svc)
+	}
+	if a.dhcpLeaseKnown(key) {
+		a.withdrawAll(ctx, key, svc, "the Service no longer obtains its address by DHCP")
 		a.stopDHCP(key, true)
+		if err := a.forgetLease(ctx, key); err != nil {
+			return err
+		}
 	}
 	addrs := announceable(lbsvc.IngressIPs(svc))
-	lease := lbsvc.LeaseName(svc)
+	a.setSvcAddrs(key, addrs)
+	a.enqueueAddrs(prev, addrs)
+	return nil
+}
+
+// setSvcAddrs remembers the addresses a Service had, so that the addresses
+// it leaves are looked at again.
+func (a *Agent) setSvcAddrs(key string, addrs []netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(addrs) == 0 {
+		delete(a.svcAddrs, key)
+		return
+	}
+	a.svcAddrs[key] = addrs
+}
+
+// dhcpLeaseKnown reports whether key was elected as a DHCP Service.
+func (a *Agent) dhcpLeaseKnown(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.leases[key]
+	return ok
+}
+
+// syncDHCP elects the owner of a DHCP Service (its address is not known
+// before it is leased, so the election is per Service, on the Lease
+// vip-dhcp-<namespace>-<service> in the agent namespace).
+func (a *Agent) syncDHCP(ctx context.Context, key string, svc *v1.Service) error {
+	addrs := announceable(lbsvc.IngressIPs(svc))
+	lease := lbsvc.DHCPLeaseName(svc.Namespace, svc.Name)
 	a.mu.Lock()
 	a.leases[key] = lease
 	a.mu.Unlock()
-	if len(addrs) == 0 && !dhcpWanted {
-		a.withdrawAll(ctx, key, svc, "no address in status")
-		return nil
-	}
-	cands := a.candidates(svc)
-	if a.o.Mode == ModeBGP {
-		if slices.Contains(cands, a.o.NodeName) {
-			return a.announce(ctx, key, svc, addrs, "eligible node", false)
-		}
-		a.withdrawAll(ctx, key, svc, "no ready local endpoint on this node")
-		return nil
-	}
 	if a.o.Elector.Fenced() {
 		a.withdrawAll(ctx, key, svc, "this node cannot renew its heartbeat (self-fenced)")
 		a.stopDHCP(key, false)
 		return nil
 	}
-	d, err := a.o.Elector.Ensure(ctx, ns, lease, key, cands)
+	d, err := a.o.Elector.Ensure(ctx, a.o.Namespace, lease, key, a.candidates(svc))
 	if err != nil {
 		a.metrics.electionErrors.Inc()
 		return fmt.Errorf("electing owner of %s: %w", key, err)
@@ -88,18 +124,12 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 	case d.HandOffTo != "":
 		a.withdrawAll(ctx, key, svc, "handing over: "+d.Reason)
 		a.stopDHCP(key, false)
-		if err := a.o.Elector.Release(ctx, ns, lease, d.HandOffTo); err != nil {
+		if err := a.o.Elector.Release(ctx, a.o.Namespace, lease, d.HandOffTo); err != nil {
 			return fmt.Errorf("handing %s to %s: %w", key, d.HandOffTo, err)
 		}
-		log.V(1).Info("handed over", "to", d.HandOffTo, "reason", d.Reason)
-		if d.HandOffTo == releaseToNobody {
-			d.HandOffTo = ""
-		}
 		return nil
-	case d.Announce && dhcpWanted:
-		return a.announceDHCP(ctx, key, svc, lease, addrs, d.Reason, d.Changed)
 	case d.Announce:
-		return a.announce(ctx, key, svc, addrs, d.Reason, d.Changed)
+		return a.announceDHCP(ctx, key, svc, lease, addrs, d.Reason, d.Changed)
 	default:
 		why := "owned by " + d.Holder
 		if d.Holder == "" {
@@ -211,10 +241,6 @@ func (a *Agent) interfaceFor(svc *v1.Service) string {
 	return a.o.Interface
 }
 
-func (a *Agent) announce(ctx context.Context, key string, svc *v1.Service, addrs []netip.Addr, reason string, changed bool) error {
-	return a.announceOn(ctx, key, svc, addrs, a.interfaceFor(svc), reason, changed)
-}
-
 // announceOn announces addrs on iface and withdraws the key's other
 // addresses.
 func (a *Agent) announceOn(ctx context.Context, key string, svc *v1.Service, addrs []netip.Addr, iface, reason string, changed bool) error {
@@ -308,27 +334,25 @@ func (a *Agent) withdrawAll(ctx context.Context, key string, svc *v1.Service, wh
 	}
 }
 
-// forgetLease deletes the Lease of a Service that is gone or no longer ours:
-// the holder does it, or anyone if the holder is dead.
-func (a *Agent) forgetLease(ctx context.Context, key, ns string) error {
+// forgetLease deletes the Lease of a DHCP Service that is gone or no
+// longer obtains its address by DHCP: the holder does it, or anyone if the
+// holder is dead.
+func (a *Agent) forgetLease(ctx context.Context, key string) error {
 	a.mu.Lock()
 	lease, ok := a.leases[key]
 	delete(a.leases, key)
 	delete(a.holders, key)
 	a.mu.Unlock()
-	if a.o.Mode != ModeARP {
+	if a.o.Mode != ModeARP || !ok {
 		return nil
 	}
-	if !ok {
-		lease = lbsvc.LeasePrefix + key[len(ns)+1:]
-	}
-	holder, exists := a.o.Elector.Holder(ns, lease)
+	holder, exists := a.o.Elector.Holder(a.o.Namespace, lease)
 	if !exists {
 		return nil
 	}
 	if holder == a.o.NodeName || holder == "" || !a.o.Elector.Alive(holder) {
-		if err := a.o.Elector.Delete(ctx, ns, lease); err != nil {
-			return fmt.Errorf("deleting Lease %s/%s: %w", ns, lease, err)
+		if err := a.o.Elector.Delete(ctx, a.o.Namespace, lease); err != nil {
+			return fmt.Errorf("deleting Lease %s/%s: %w", a.o.Namespace, lease, err)
 		}
 	}
 	return nil
@@ -355,10 +379,10 @@ func (a *Agent) WithdrawEverything(ctx context.Context) {
 	}
 	a.mu.Unlock()
 	for _, k := range keys {
-		var svc *v1.Service
-		if ns, name, err := cache.SplitMetaNamespaceKey(k); err == nil {
-			svc, _ = a.svcs.Services(ns).Get(name)
+		if addr, ok := parseAddrKey(k); ok {
+			a.withdrawAddr(ctx, addr, "agent stopping")
+			continue
 		}
-		a.withdrawAll(ctx, k, svc, "agent stopping")
+		a.withdrawAll(ctx, k, a.service(k), "agent stopping")
 	}
 }

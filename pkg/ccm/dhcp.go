@@ -59,6 +59,10 @@ func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan
 			o = tomb.Obj
 		}
 		if l, ok := o.(*coordv1.Lease); ok {
+			if k := l.Annotations[election.AnnotationService]; k != "" {
+				lb.dhcpQueue.Add(k)
+				return
+			}
 			lb.dhcpQueue.Add(l.Namespace + "/" + l.Labels[election.LabelService])
 		}
 	}
@@ -202,13 +206,15 @@ func (lb *LoadBalancer) dhcpRecord(svc *v1.Service) (lbsvc.DHCPRecord, bool, err
 	if lb.leases == nil {
 		return lbsvc.DHCPRecord{}, false, nil
 	}
-	l, err := lb.leases.Leases(svc.Namespace).Get(lbsvc.LeaseName(svc))
+	// The owning agent writes the record on its per-Service Lease in the
+	// agent namespace, which tenants cannot write.
+	l, err := lb.leases.Leases(election.DefaultNamespace).Get(lbsvc.DHCPLeaseName(svc.Namespace, svc.Name))
 	if err != nil {
 		return lbsvc.DHCPRecord{}, false, nil
 	}
-	if l.Labels[election.LabelService] != svc.Name {
+	if l.Annotations[election.AnnotationService] != lbsvc.Key(svc) {
 		return lbsvc.DHCPRecord{}, false, fmt.Errorf("Lease %s/%s belongs to Service %q, not %q", l.Namespace, l.Name,
-			l.Labels[election.LabelService], svc.Name)
+			l.Annotations[election.AnnotationService], lbsvc.Key(svc))
 	}
 	return lbsvc.ParseDHCPRecord(l.Annotations)
 }

@@ -24,10 +24,21 @@ func dhcpSvc(ns, name string, mut ...func(*v1.Service)) *v1.Service {
 }
 
 func dhcpLease(ns, svc string, ann map[string]string) *coordv1.Lease {
+	a := map[string]string{election.AnnotationService: ns + "/" + svc}
+	for k, v := range ann {
+		a[k] = v
+	}
 	return &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{
-		Name: lbsvc.LeasePrefix + svc, Namespace: ns, Annotations: ann,
+		Name: lbsvc.DHCPLeaseName(ns, svc), Namespace: election.DefaultNamespace, Annotations: a,
 		Labels: map[string]string{lbsvc.LabelDHCP: "true", election.LabelService: svc, election.LabelRole: election.RoleService},
 	}}
+}
+
+// forgedDHCPLease is a Lease named for svc but recording another Service.
+func forgedDHCPLease(ns, svc, other string, ann map[string]string) *coordv1.Lease {
+	l := dhcpLease(ns, svc, ann)
+	l.Annotations[election.AnnotationService] = ns + "/" + other
+	return l
 }
 
 func TestDHCPRecordReachesStatus(t *testing.T) {
@@ -55,10 +66,8 @@ func TestDHCPRecordReachesStatus(t *testing.T) {
 		{name: "another Service's address refused", svc: dhcpSvc("default", "a"), reason: ReasonDHCPAddressRejected, warning: true,
 			objs: []runtime.Object{lbSvc("default", "other", withStatus("10.0.0.0")),
 				dhcpLease("default", "a", map[string]string{lbsvc.AnnotationDHCPAddress: "10.0.0.0"})}},
-		{name: "Lease of another Service refused", svc: dhcpSvc("default", "a", func(s *v1.Service) {
-			s.Annotations[lbsvc.AnnotationLeaseName] = "kubevip-x"
-		}), reason: ReasonDHCPAddressRejected, warning: true,
-			objs: []runtime.Object{dhcpLease("default", "x", map[string]string{lbsvc.AnnotationDHCPAddress: "10.77.0.152"})}},
+		{name: "Lease of another Service refused", svc: dhcpSvc("default", "a"), reason: ReasonDHCPAddressRejected, warning: true,
+			objs: []runtime.Object{forgedDHCPLease("default", "a", "x", map[string]string{lbsvc.AnnotationDHCPAddress: "10.77.0.152"})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lb, rec := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/30"}, tc.objs...)
@@ -141,7 +150,7 @@ func TestDHCPLeaseChangeReachesStatus(t *testing.T) {
 	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/30"}, svc, lease)
 	ctx := context.Background()
 	lease.Annotations[lbsvc.AnnotationDHCPAddress] = "10.77.0.170"
-	if _, err := lb.client.CoordinationV1().Leases("default").Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+	if _, err := lb.client.CoordinationV1().Leases(lease.Namespace).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -49,6 +49,7 @@ func New(o Options) (*Controller, error) {
 	}
 	if !o.EveryReadyNode {
 		c.el = newElector(o, c.log, m.transition, func(d bool) { m.denied.Set(b2f(d)) })
+		c.el.address = c.address
 	}
 	return c, nil
 }
@@ -184,6 +185,13 @@ func (c *Controller) setReady(ready bool) {
 	c.syncLocked(context.Background())
 	c.mu.Unlock()
 	c.notify()
+}
+
+// address is the VIP as resolved so far (invalid until then).
+func (c *Controller) address() netip.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.vip
 }
 
 func (c *Controller) setVIP(a netip.Addr) {

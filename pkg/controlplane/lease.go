@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +19,9 @@ import (
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/vip-lb/vip/pkg/election"
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // observed is the Lease as this node last saw it change.
@@ -42,6 +46,9 @@ type elector struct {
 	log                logr.Logger
 	onTransition       func(reason string)
 	onDenied           func(denied bool)
+	// address is the VIP, published on the Lease (vip.io/control-plane-
+	// address) so that vip-ccm never hands it out; nil or invalid: none.
+	address func() netip.Addr
 
 	mu       sync.Mutex
 	seen     observed
@@ -276,6 +283,7 @@ func (e *elector) write(ctx context.Context, deadline time.Time, acquire bool) (
 			Spec: coordv1.LeaseSpec{HolderIdentity: &e.id, LeaseDurationSeconds: &secs,
 				AcquireTime: &now, RenewTime: &now, LeaseTransitions: ptr(int32(0))},
 		}
+		e.publish(l)
 		got, err := e.leases.Create(ctx, l, metav1.CreateOptions{})
 		if err != nil {
 			e.afterError(ctx, err, "creating")
@@ -306,6 +314,7 @@ func (e *elector) write(ctx context.Context, deadline time.Time, acquire bool) (
 	l.Spec.HolderIdentity = &e.id
 	l.Spec.LeaseDurationSeconds = &secs
 	l.Spec.RenewTime = &now
+	e.publish(l)
 	got, err := e.leases.Update(ctx, l, metav1.UpdateOptions{})
 	if err != nil {
 		e.afterError(ctx, err, "updating")
@@ -366,3 +375,24 @@ func (e *elector) release() {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// publish puts the VIP and vip's labels on the Lease this node writes.
+func (e *elector) publish(l *coordv1.Lease) {
+	if l.Labels == nil {
+		l.Labels = map[string]string{}
+	}
+	l.Labels[election.LabelManagedBy] = election.ManagedByValue
+	l.Labels[election.LabelRole] = RoleControlPlane
+	if e.address == nil {
+		return
+	}
+	if a := e.address(); a.IsValid() {
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[lbsvc.AnnotationControlPlaneAddress] = a.String()
+	}
+}
+
+// RoleControlPlane is the vip.io/role label of the control-plane Lease.
+const RoleControlPlane = "control-plane"

@@ -54,9 +54,11 @@ type Elector struct {
 	wants    map[string]want       // by lease key: the last Ensure's arguments, for Shutdown
 	reasons  map[string]string     // by lease key: why a pending hand-off was decided
 	hb       heartbeat
-	stopping bool
-	hbStop   context.CancelFunc
-	hbDone   chan struct{}
+	// published are annotations put on the heartbeat (Publish).
+	published map[string]string
+	stopping  bool
+	hbStop    context.CancelFunc
+	hbDone    chan struct{}
 }
 
 // want is what the last Ensure of a Lease said about its Service.
@@ -89,7 +91,9 @@ func New(o Options) (*Elector, error) {
 		wants:   map[string]want{},
 		reasons: map[string]string{},
 	}
-	e.informer = coordinformers.NewFilteredLeaseInformer(o.Client, metav1.NamespaceAll, 0,
+	// Every vip Lease lives in the agent's namespace: the agent needs no
+	// read access elsewhere, and tenants cannot plant Leases it trusts.
+	e.informer = coordinformers.NewFilteredLeaseInformer(o.Client, o.Namespace, 0,
 		cache.Indexers{holderIndex: indexByHolder},
 		func(lo *metav1.ListOptions) { lo.LabelSelector = LabelManagedBy + "=" + ManagedByValue })
 	e.store = cache.NewIntegerResourceVersionMutationCacheWithOptions(e.log, e.informer.GetIndexer(),
@@ -199,7 +203,7 @@ func (e *Elector) onUpsert(oldObj, obj any) {
 	case e.isHeartbeat(l):
 		e.observeHeartbeat(l)
 		e.evaluate()
-	case l.Labels[LabelRole] == RoleService:
+	case isOwnership(l):
 		if old, ok := oldObj.(*coordv1.Lease); ok && old.ResourceVersion == l.ResourceVersion {
 			return
 		}
@@ -228,7 +232,7 @@ func (e *Elector) onDelete(obj any) {
 		}
 		e.mu.Unlock()
 		e.evaluate()
-	case l.Labels[LabelRole] == RoleService:
+	case isOwnership(l):
 		e.countHeld()
 		e.o.OnServiceLeaseChange(l.Namespace, l.Name)
 	}
@@ -282,10 +286,17 @@ func (e *Elector) leases(namespace string) coordclient.LeaseInterface {
 // indexByHolder indexes Service Leases by holder.
 func indexByHolder(obj any) ([]string, error) {
 	l, ok := obj.(*coordv1.Lease)
-	if !ok || l.Labels[LabelRole] != RoleService || holderOf(l) == "" {
+	if !ok || !isOwnership(l) || holderOf(l) == "" {
 		return nil, nil
 	}
 	return []string{holderOf(l)}, nil
+}
+
+// isOwnership tells ownership Leases (per address, or per DHCP Service)
+// from heartbeats and conflict records.
+func isOwnership(l *coordv1.Lease) bool {
+	r := l.Labels[LabelRole]
+	return r == RoleAddress || r == RoleService
 }
 
 // markManaged labels l (a deep copy or a new object) as a Lease of ours

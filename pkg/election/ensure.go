@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // maxAttempts bounds the re-read-and-decide rounds after a lost race.
@@ -208,7 +210,7 @@ func (e *Elector) decideOwn(l *coordv1.Lease, v view, serviceKey string, candida
 		}
 		res.RequeueAfter = e.o.SettleTime - up
 	}
-	if l.Labels[LabelManagedBy] != ManagedByValue || l.Labels[LabelRole] != RoleService {
+	if l.Labels[LabelManagedBy] != ManagedByValue || !isOwnership(l) {
 		// A Lease written by someone else (kube-vip): adopt it so the
 		// informer sees it from now on.
 		obj := l.DeepCopy()
@@ -261,13 +263,22 @@ func (e *Elector) claim(l *coordv1.Lease, holder, serviceKey, reason string, now
 	l.Spec.HolderIdentity = &holder
 }
 
-// setLabels puts the Service Lease labels on l. serviceKey "" keeps the
-// Service label as it is.
+// setLabels puts the ownership labels on l: an address Lease
+// (vip-addr-<addr>) gets RoleAddress and the address annotation, any other
+// the Service labels. serviceKey "" keeps them as they are.
 func setLabels(l *coordv1.Lease, serviceKey string) {
+	if strings.HasPrefix(l.Name, lbsvc.AddressLeasePrefix) {
+		markManaged(l, RoleAddress)
+		if serviceKey != "" {
+			annotate(l, lbsvc.AnnotationAddress, serviceKey)
+		}
+		return
+	}
 	markManaged(l, RoleService)
 	if serviceKey == "" {
 		return
 	}
+	annotate(l, AnnotationService, serviceKey)
 	name := serviceKey[strings.LastIndex(serviceKey, "/")+1:]
 	if len(validation.IsValidLabelValue(name)) == 0 {
 		l.Labels[LabelService] = name

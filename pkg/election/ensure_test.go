@@ -112,7 +112,7 @@ func TestEnsureDecisions(t *testing.T) {
 	}, {
 		name: "lost the race: the API server has a newer holder",
 		setup: setup{key: keyPreferring(t, "a", "a", "b"), holder: str("c"), dead: []string{"c"},
-			conflict: svcLease("default", "kubevip-x", "b", "")},
+			conflict: svcLease(DefaultNamespace, "kubevip-x", "b", "")},
 		want:       Result{Holder: "b"},
 		wantHolder: str("b"), wantWrite: true,
 	}} {
@@ -147,12 +147,12 @@ func TestEnsureDecisions(t *testing.T) {
 				u.mu.Unlock()
 			}
 			if tc.holder != nil {
-				seed(t, client, svcLease("default", "kubevip-x", *tc.holder, ""), u)
+				seed(t, client, svcLease(DefaultNamespace, "kubevip-x", *tc.holder, ""), u)
 			}
 			if tc.conflict != nil {
-				cur := stored(t, client, "default", "kubevip-x")
+				cur := stored(t, client, DefaultNamespace, "kubevip-x")
 				cur.Spec.HolderIdentity = tc.conflict.Spec.HolderIdentity
-				if _, err := client.CoordinationV1().Leases("default").Update(t.Context(), cur, metav1.UpdateOptions{}); err != nil {
+				if _, err := client.CoordinationV1().Leases(DefaultNamespace).Update(t.Context(), cur, metav1.UpdateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -161,7 +161,7 @@ func TestEnsureDecisions(t *testing.T) {
 				cands = all
 			}
 			writes := testutil.ToFloat64(u.metrics.writes.WithLabelValues(writeService))
-			got, err := u.Ensure(t.Context(), "default", "kubevip-x", tc.key, cands)
+			got, err := u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", tc.key, cands)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestEnsureDecisions(t *testing.T) {
 			if wrote != tc.wantWrite {
 				t.Errorf("wrote = %v, want %v", wrote, tc.wantWrite)
 			}
-			l := stored(t, client, "default", "kubevip-x")
+			l := stored(t, client, DefaultNamespace, "kubevip-x")
 			switch {
 			case tc.wantHolder == nil && l != nil:
 				t.Errorf("lease exists, held by %q", holderOf(l))
@@ -188,7 +188,7 @@ func TestEnsureDecisions(t *testing.T) {
 			}
 			if got.ShouldAnnounce && got.Change != None {
 				checkServiceLease(t, l, "a", "x")
-				if h, ok := u.Holder("default", "kubevip-x"); !ok || h != "a" {
+				if h, ok := u.Holder(DefaultNamespace, "kubevip-x"); !ok || h != "a" {
 					t.Errorf("Holder right after the write = %q, %v", h, ok)
 				}
 			}
@@ -217,32 +217,32 @@ func TestReleaseWritesSuccessor(t *testing.T) {
 	u.ready()
 	u.beat("b")
 	u.evaluate()
-	seed(t, client, svcLease("default", "kubevip-x", "a", ""), u)
-	res, err := u.Ensure(t.Context(), "default", "kubevip-x", "default/svc-x", []string{"b"})
+	seed(t, client, svcLease(DefaultNamespace, "kubevip-x", "a", ""), u)
+	res, err := u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", "default/svc-x", []string{"b"})
 	if err != nil || !res.Release || res.Successor != "b" || res.ShouldAnnounce {
 		t.Fatalf("Ensure = %+v, %v", res, err)
 	}
-	if err := u.Release(t.Context(), "default", "kubevip-x", res.Successor); err != nil {
+	if err := u.Release(t.Context(), DefaultNamespace, "kubevip-x", res.Successor); err != nil {
 		t.Fatal(err)
 	}
-	l := stored(t, client, "default", "kubevip-x")
+	l := stored(t, client, DefaultNamespace, "kubevip-x")
 	if holderOf(l) != "b" || l.Spec.LeaseTransitions == nil || *l.Spec.LeaseTransitions != 1 ||
 		!strings.Contains(l.Annotations[AnnotationReason], "no longer a candidate") {
 		t.Errorf("after Release: holder %q, spec %+v, reason %q", holderOf(l), l.Spec, l.Annotations[AnnotationReason])
 	}
 	// Releasing what is not ours is a no-op.
-	if err := u.Release(t.Context(), "default", "kubevip-x", ""); err != nil {
+	if err := u.Release(t.Context(), DefaultNamespace, "kubevip-x", ""); err != nil {
 		t.Fatal(err)
 	}
-	if holderOf(stored(t, client, "default", "kubevip-x")) != "b" {
+	if holderOf(stored(t, client, DefaultNamespace, "kubevip-x")) != "b" {
 		t.Error("released a lease held by another node")
 	}
 	// Release to nobody unsets the holder.
-	seed(t, client, svcLease("default", "kubevip-y", "a", ""), u)
-	if err := u.Release(t.Context(), "default", "kubevip-y", ""); err != nil {
+	seed(t, client, svcLease(DefaultNamespace, "kubevip-y", "a", ""), u)
+	if err := u.Release(t.Context(), DefaultNamespace, "kubevip-y", ""); err != nil {
 		t.Fatal(err)
 	}
-	if l := stored(t, client, "default", "kubevip-y"); l.Spec.HolderIdentity != nil || l.Spec.AcquireTime != nil {
+	if l := stored(t, client, DefaultNamespace, "kubevip-y"); l.Spec.HolderIdentity != nil || l.Spec.AcquireTime != nil {
 		t.Errorf("released lease: %+v", l.Spec)
 	}
 }
@@ -250,39 +250,39 @@ func TestReleaseWritesSuccessor(t *testing.T) {
 func TestDelete(t *testing.T) {
 	client := newFakeClient()
 	u := newUnit(t, client, "a", nil)
-	l := seed(t, client, svcLease("default", "kubevip-x", "a", ""), u)
+	l := seed(t, client, svcLease(DefaultNamespace, "kubevip-x", "a", ""), u)
 	// Changed meanwhile: kept.
 	cur := l.DeepCopy()
 	cur.Annotations = map[string]string{"x": "y"}
-	if _, err := client.CoordinationV1().Leases("default").Update(t.Context(), cur, metav1.UpdateOptions{}); err != nil {
+	if _, err := client.CoordinationV1().Leases(DefaultNamespace).Update(t.Context(), cur, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.Delete(t.Context(), "default", "kubevip-x"); err != nil {
+	if err := u.Delete(t.Context(), DefaultNamespace, "kubevip-x"); err != nil {
 		t.Fatal(err)
 	}
-	if stored(t, client, "default", "kubevip-x") == nil {
+	if stored(t, client, DefaultNamespace, "kubevip-x") == nil {
 		t.Fatal("deleted a lease that changed since it was seen")
 	}
 	// Up to date: deleted; again: NotFound is fine.
-	if err := u.informer.GetIndexer().Update(stored(t, client, "default", "kubevip-x")); err != nil {
+	if err := u.informer.GetIndexer().Update(stored(t, client, DefaultNamespace, "kubevip-x")); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if err := u.Delete(t.Context(), "default", "kubevip-x"); err != nil {
+		if err := u.Delete(t.Context(), DefaultNamespace, "kubevip-x"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if stored(t, client, "default", "kubevip-x") != nil {
+	if stored(t, client, DefaultNamespace, "kubevip-x") != nil {
 		t.Fatal("lease not deleted")
 	}
 	// Unknown to the cache (no labels, say from kube-vip): found and deleted.
-	kv := svcLease("default", "kubevip-old", "z", "")
+	kv := svcLease(DefaultNamespace, "kubevip-old", "z", "")
 	kv.Labels = nil
 	seed(t, client, kv)
-	if err := u.Delete(t.Context(), "default", "kubevip-old"); err != nil {
+	if err := u.Delete(t.Context(), DefaultNamespace, "kubevip-old"); err != nil {
 		t.Fatal(err)
 	}
-	if stored(t, client, "default", "kubevip-old") != nil {
+	if stored(t, client, DefaultNamespace, "kubevip-old") != nil {
 		t.Fatal("unlabelled lease leaked")
 	}
 }
@@ -308,7 +308,7 @@ func TestRacingElectorsExactlyOneWinner(t *testing.T) {
 			}
 			if existing {
 				// Held by a node none of them has ever seen alive.
-				seed(t, client, svcLease("default", "kubevip-x", "dead", ""), units...)
+				seed(t, client, svcLease(DefaultNamespace, "kubevip-x", "dead", ""), units...)
 			}
 			before := client.successes()
 			results := make([]Result, n)
@@ -321,7 +321,7 @@ func TestRacingElectorsExactlyOneWinner(t *testing.T) {
 					// they should own it, and a loser sees the winner as a
 					// non-candidate holder to take over from: a chain of CAS.
 					var err error
-					results[i], err = u.Ensure(t.Context(), "default", "kubevip-x", "default/svc-x", []string{u.self})
+					results[i], err = u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", "default/svc-x", []string{u.self})
 					if err != nil && !apierrors.IsConflict(err) { // losing maxAttempts races in a row is fine
 						t.Error(err)
 					}
@@ -346,7 +346,7 @@ func TestRacingElectorsExactlyOneWinner(t *testing.T) {
 			// Each elector that was told to announce made one of those
 			// writes; the last writer holds the Lease.
 			announced := 0
-			holder := holderOf(stored(t, client, "default", "kubevip-x"))
+			holder := holderOf(stored(t, client, DefaultNamespace, "kubevip-x"))
 			holderAnnounced := false
 			for i, r := range results {
 				if r.ShouldAnnounce {
@@ -359,11 +359,11 @@ func TestRacingElectorsExactlyOneWinner(t *testing.T) {
 			}
 			// Now that the race is over, every elector agrees on one owner.
 			for _, u := range units {
-				u.informer.GetIndexer().Update(stored(t, client, "default", "kubevip-x"))
+				u.informer.GetIndexer().Update(stored(t, client, DefaultNamespace, "kubevip-x"))
 			}
 			winners := 0
 			for _, u := range units {
-				r, err := u.Ensure(t.Context(), "default", "kubevip-x", "default/svc-x", all)
+				r, err := u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", "default/svc-x", all)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -387,7 +387,7 @@ func TestEnsureAfterShutdown(t *testing.T) {
 	if err := u.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := u.Ensure(t.Context(), "default", "kubevip-x", "default/svc-x", []string{"a"}); !errors.Is(err, ErrShuttingDown) {
+	if _, err := u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", "default/svc-x", []string{"a"}); !errors.Is(err, ErrShuttingDown) {
 		t.Fatalf("err = %v", err)
 	}
 }

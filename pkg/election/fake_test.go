@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	testclock "k8s.io/utils/clock/testing"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 var leasesGVR = coordv1.SchemeGroupVersion.WithResource("leases")
@@ -170,8 +172,9 @@ func hbLease(node, rv, health string) *coordv1.Lease {
 		Name: HeartbeatPrefix + node, Namespace: DefaultNamespace, ResourceVersion: rv,
 		Labels: map[string]string{LabelManagedBy: ManagedByValue, LabelRole: RoleHeartbeat},
 	}}
+	l.Annotations = map[string]string{lbsvc.AnnotationNodeReady: "true"}
 	if health != "" {
-		l.Annotations = map[string]string{AnnotationHealth: health}
+		l.Annotations[AnnotationHealth] = health
 	}
 	l.Spec.HolderIdentity = &node
 	return l

@@ -133,7 +133,7 @@ func TestFencing(t *testing.T) {
 				u.beat(n)
 			}
 			u.evaluate()
-			seed(t, client, svcLease("default", "kubevip-x", "a", ""), u)
+			seed(t, client, svcLease(DefaultNamespace, "kubevip-x", "a", ""), u)
 			if !u.Alive("a") {
 				t.Fatal("not alive after the first renewal")
 			}
@@ -172,7 +172,7 @@ func TestFencing(t *testing.T) {
 			if got := testutil.ToFloat64(u.metrics.fences); got != map[bool]float64{true: 1}[tc.fence] {
 				t.Errorf("vip_fences_total = %v", got)
 			}
-			res, err := u.Ensure(ctx, "default", "kubevip-x", "default/svc-x", []string{"a", "b", "c"})
+			res, err := u.Ensure(ctx, DefaultNamespace, "kubevip-x", "default/svc-x", []string{"a", "b", "c"})
 			if err != nil || res.ShouldAnnounce == tc.fence {
 				t.Errorf("Ensure while fenced=%v: %+v, %v", tc.fence, res, err)
 			}

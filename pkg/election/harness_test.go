@@ -62,10 +62,10 @@ type agent struct {
 
 // newCluster prepares namespaces for a scenario; nodes start with start.
 func newCluster(t *testing.T, env *testbed.Env, name string, services int, opts func(*Options)) *cluster {
-	c := &cluster{t: t, env: env, hbNS: "hb-" + name, svcNS: "svc-" + name, opts: opts,
+	c := &cluster{t: t, env: env, hbNS: "hb-" + name, svcNS: "hb-" + name, opts: opts,
 		nodes: map[string]*agent{}, begin: make(chan struct{}), gone: map[string]bool{}, announcers: map[string]map[string]bool{}, since: map[string]time.Time{}}
 	admin := env.AdminClient()
-	for _, ns := range []string{c.hbNS, c.svcNS} {
+	for _, ns := range []string{c.hbNS} {
 		_, err := admin.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)

@@ -3,11 +3,15 @@ package election
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strconv"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // heartbeat is the state of this node's own heartbeat and fencing. Times
@@ -130,6 +134,12 @@ func (e *Elector) writeHeartbeat(ctx context.Context, cur *coordv1.Lease, now ti
 func (e *Elector) fillHeartbeat(l *coordv1.Lease, now time.Time) {
 	markManaged(l, RoleHeartbeat)
 	annotate(l, AnnotationHealth, e.o.HealthAddress)
+	annotate(l, lbsvc.AnnotationNodeReady, strconv.FormatBool(e.o.Ready()))
+	e.mu.Lock()
+	for k, v := range e.published {
+		annotate(l, k, v)
+	}
+	e.mu.Unlock()
 	t := metav1.NewMicroTime(now)
 	if holderOf(l) != e.self || l.Spec.AcquireTime == nil {
 		self := e.self
@@ -138,4 +148,17 @@ func (e *Elector) fillHeartbeat(l *coordv1.Lease, now time.Time) {
 	}
 	l.Spec.RenewTime = &t
 	l.Spec.LeaseDurationSeconds = e.durationSeconds()
+}
+
+// Publish sets annotations carried by this node's heartbeat Lease from its
+// next renewal on ("" removes one): the node's addresses and gateways, for
+// vip-ccm. The heartbeat is renewed every period anyway, so publishing
+// costs no extra write; the values change only when they change.
+func (e *Elector) Publish(values map[string]string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.published == nil {
+		e.published = map[string]string{}
+	}
+	maps.Copy(e.published, values)
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // nodeState is what this observer knows about one node's heartbeat. All
@@ -20,6 +22,7 @@ type nodeState struct {
 	staleAfter uint64    // changes when it last went stale: it revives on the next
 	stale      bool      // it has gone stale at least once
 	gone       bool      // its heartbeat Lease was deleted
+	ready      bool      // its heartbeat says the agent has synced (vip.io/ready)
 }
 
 // observeHeartbeat records a heartbeat from the informer. A heartbeat seen
@@ -41,6 +44,7 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 		e.nodes[node] = st
 	}
 	st.rv, st.renew, st.health = l.ResourceVersion, renew, l.Annotations[AnnotationHealth]
+	st.ready = l.Annotations[lbsvc.AnnotationNodeReady] == "true"
 	if !changed {
 		return
 	}
@@ -86,7 +90,9 @@ func (e *Elector) evaluate() {
 	var stale []string
 	e.mu.Lock()
 	for node, st := range e.nodes {
-		if alive := e.judge(st, now); node != e.self && alive != st.alive {
+		// A peer whose agent has not synced is no candidate: it would win
+		// addresses and announce nothing.
+		if alive := e.judge(st, now) && st.ready; node != e.self && alive != st.alive {
 			st.alive = alive
 			if alive {
 				st.aliveSince = now
@@ -156,7 +162,7 @@ func (e *Elector) Alive(node string) bool {
 // aliveLocked is Alive with e.mu held.
 func (e *Elector) aliveLocked(node string) bool {
 	if node == e.self {
-		return e.selfAliveLocked()
+		return e.selfAliveLocked() && e.o.Ready()
 	}
 	st := e.nodes[node]
 	return st != nil && st.alive && !st.gone
@@ -172,7 +178,7 @@ func (e *Elector) AliveNodes() []string {
 			out = append(out, node)
 		}
 	}
-	if e.selfAliveLocked() {
+	if e.aliveLocked(e.self) {
 		out = append(out, e.self)
 	}
 	slices.Sort(out)

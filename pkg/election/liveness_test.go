@@ -17,8 +17,8 @@ func TestLivenessOnObserverClock(t *testing.T) {
 	if !u.Alive("b") || !u.Alive("c") || !u.Alive("a") {
 		t.Fatalf("alive nodes = %v", u.AliveNodes())
 	}
-	seed(t, client, svcLease("default", "kubevip-1", "b", ""), u)
-	seed(t, client, svcLease("default", "kubevip-2", "c", ""), u)
+	seed(t, client, svcLease(DefaultNamespace, "kubevip-1", "b", ""), u)
+	seed(t, client, svcLease(DefaultNamespace, "kubevip-2", "c", ""), u)
 	u.rec.reset()
 
 	// c renews, b does not: b goes stale after the timeout, not before.
@@ -34,7 +34,7 @@ func TestLivenessOnObserverClock(t *testing.T) {
 		t.Errorf("node events = %v", got)
 	}
 	// The agent learns which Services to look at.
-	if got := u.rec.leaseEvents(); !slices.Equal(got, []string{"default/kubevip-1"}) {
+	if got := u.rec.leaseEvents(); !slices.Equal(got, []string{"kube-system/kubevip-1"}) {
 		t.Errorf("lease events = %v", got)
 	}
 	if got := u.AliveNodes(); !slices.Equal(got, []string{"a", "c"}) {
@@ -58,7 +58,7 @@ func TestLivenessOnObserverClock(t *testing.T) {
 	if u.Alive("c") || !slices.Equal(u.rec.nodeEvents(), []transition{{"c", false}}) {
 		t.Fatalf("c deleted: alive %v, events %v", u.Alive("c"), u.rec.nodeEvents())
 	}
-	if got := u.rec.leaseEvents(); !slices.Equal(got, []string{"default/kubevip-2"}) {
+	if got := u.rec.leaseEvents(); !slices.Equal(got, []string{"kube-system/kubevip-2"}) {
 		t.Errorf("lease events = %v", got)
 	}
 }

@@ -23,10 +23,17 @@ const (
 	LabelRole = "vip.io/role"
 	// RoleHeartbeat is the LabelRole value of node heartbeat Leases.
 	RoleHeartbeat = "heartbeat"
-	// RoleService is the LabelRole value of per-Service Leases.
+	// RoleService is the LabelRole value of per-Service Leases (DHCP
+	// Services, whose address is not known before the election).
 	RoleService = "service"
+	// RoleAddress is the LabelRole value of per-address Leases
+	// (vip-addr-<addr>): the holder announces every Service on the address.
+	RoleAddress = "address"
 	// LabelService names the Service a Service Lease belongs to.
 	LabelService = "vip.io/service"
+	// AnnotationService names the Service (namespace/name) of a
+	// per-Service Lease.
+	AnnotationService = "vip.io/service"
 	// AnnotationReason records why a Service Lease last changed hands.
 	AnnotationReason = "vip.io/reason"
 	// AnnotationHealth carries the agent's health URL on its heartbeat Lease.
@@ -102,6 +109,10 @@ type Options struct {
 	Clock clock.WithTicker
 	// Probe asks a peer's health URL (default: HTTP GET); for tests.
 	Probe ProbeFunc
+	// Ready reports whether this agent has synced and can serve Services
+	// (default: always). It is published on the heartbeat (vip.io/ready);
+	// only nodes whose heartbeat is fresh and ready are alive candidates.
+	Ready func() bool
 	// PingAPI asks the API server whether this node reaches it, when no
 	// peer answers the fencing probes (default: GET /livez/ping through
 	// Client); for tests.
@@ -143,6 +154,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PingAPI == nil {
 		o.PingAPI = clientPing(o.Client)
+	}
+	if o.Ready == nil {
+		o.Ready = func() bool { return true }
 	}
 	if o.OnServiceLeaseChange == nil {
 		o.OnServiceLeaseChange = func(string, string) {}

@@ -31,7 +31,7 @@ func TestRunLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	if _, err := e.Ensure(ctx, "default", "kubevip-web", "default/web", []string{"a"}); !errors.Is(err, ErrNotSynced) {
+	if _, err := e.Ensure(ctx, DefaultNamespace, "kubevip-web", "default/web", []string{"a"}); !errors.Is(err, ErrNotSynced) {
 		t.Errorf("Ensure before sync: %v", err)
 	}
 	done := make(chan error, 1)
@@ -47,22 +47,22 @@ func TestRunLifecycle(t *testing.T) {
 	if hb == nil || hb.Labels[LabelRole] != RoleHeartbeat || holderOf(hb) != "a" || *hb.Spec.LeaseDurationSeconds != 1 {
 		t.Fatalf("heartbeat = %+v", hb)
 	}
-	res, err := e.Ensure(ctx, "default", "kubevip-web", "default/web", []string{"a"})
+	res, err := e.Ensure(ctx, DefaultNamespace, "kubevip-web", "default/web", []string{"a"})
 	if err != nil || !res.ShouldAnnounce || res.Change != Acquired {
 		t.Fatalf("Ensure = %+v, %v", res, err)
 	}
-	if got := e.HeldLeases(); !slices.Equal(got, []LeaseRef{{"default", "kubevip-web"}}) {
+	if got := e.HeldLeases(); !slices.Equal(got, []LeaseRef{{DefaultNamespace, "kubevip-web"}}) {
 		t.Errorf("HeldLeases = %v", got)
 	}
-	waitFor(t, 2*time.Second, "lease event", func() bool { return slices.Contains(rec.leaseEvents(), "default/kubevip-web") })
+	waitFor(t, 2*time.Second, "lease event", func() bool { return slices.Contains(rec.leaseEvents(), "kube-system/kubevip-web") })
 	// The heartbeat keeps changing; the Service Lease does not.
-	rv := stored(t, client, "default", "kubevip-web").ResourceVersion
+	rv := stored(t, client, DefaultNamespace, "kubevip-web").ResourceVersion
 	hbRV := hb.ResourceVersion
 	time.Sleep(3 * DefaultHeartbeatPeriod)
 	if stored(t, client, DefaultNamespace, "vip-node-a").ResourceVersion == hbRV {
 		t.Error("heartbeat not renewed")
 	}
-	if stored(t, client, "default", "kubevip-web").ResourceVersion != rv {
+	if stored(t, client, DefaultNamespace, "kubevip-web").ResourceVersion != rv {
 		t.Error("service lease rewritten in steady state")
 	}
 	if err := e.Shutdown(ctx); err != nil {
@@ -71,7 +71,7 @@ func TestRunLifecycle(t *testing.T) {
 	if stored(t, client, DefaultNamespace, "vip-node-a") != nil {
 		t.Error("heartbeat left behind")
 	}
-	if l := stored(t, client, "default", "kubevip-web"); l == nil || l.Spec.HolderIdentity != nil {
+	if l := stored(t, client, DefaultNamespace, "kubevip-web"); l == nil || l.Spec.HolderIdentity != nil {
 		t.Errorf("lease after shutdown: %+v", l)
 	}
 	cancel()

@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vip-lb/vip/e2e/lab"
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 const (
@@ -141,8 +142,8 @@ func (d *demo) run(ctx context.Context) error {
 	d.curl(ctx, vip)
 	d.say("answered by %s", answer)
 
-	d.begin("who announces it: the holder of Lease " + ns + "/" + lab.LeasePrefix + svcName)
-	d.show(d.kubectl(ctx, "get", "lease", lab.LeasePrefix+svcName, "-o",
+	d.begin("who announces it: the holder of Lease " + lab.AgentNamespace + "/" + lbsvc.AddressLeaseName(vip) + " (one Lease per address)")
+	d.show(d.kubectl(ctx, "get", "lease", lbsvc.AddressLeaseName(vip), "-n", lab.AgentNamespace, "-o",
 		"custom-columns=LEASE:.metadata.name,HOLDER:.spec.holderIdentity,REASON:.metadata.annotations.vip\\.io/reason"))
 	if nb, err := l.ClientNeigh(vip); err == nil {
 		d.say("client's neighbour entry: %s -> %s %s (%s's eth0)", vip, nb.MAC, nb.State, owner)
@@ -188,7 +189,7 @@ func (d *demo) run(ctx context.Context) error {
 	if nb, err := l.ClientNeigh(vip); err == nil {
 		d.say("client's neighbour entry now: %s -> %s (%s's eth0, from its gratuitous ARP)", vip, nb.MAC, next)
 	}
-	d.show(d.kubectl(ctx, "get", "lease", lab.LeasePrefix+svcName, "-o",
+	d.show(d.kubectl(ctx, "get", "lease", lbsvc.AddressLeaseName(vip), "-n", lab.AgentNamespace, "-o",
 		"custom-columns=LEASE:.metadata.name,HOLDER:.spec.holderIdentity,REASON:.metadata.annotations.vip\\.io/reason"))
 	d.show(d.events(ctx))
 
@@ -265,7 +266,11 @@ func (d *demo) print(ctx context.Context, args []string) string {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", svc.Name, svc.Spec.Type, svc.Spec.ClusterIP, ext,
 			strings.Join(ports, ","), time.Since(svc.CreationTimestamp.Time).Round(time.Second))
 	case len(args) >= 2 && args[1] == "lease":
-		le, err := cs.CoordinationV1().Leases(ns).Get(ctx, args[2], metav1.GetOptions{})
+		leaseNS := ns
+		if len(args) >= 5 && args[3] == "-n" {
+			leaseNS = args[4]
+		}
+		le, err := cs.CoordinationV1().Leases(leaseNS).Get(ctx, args[2], metav1.GetOptions{})
 		if err != nil {
 			return err.Error()
 		}

@@ -1,0 +1,309 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// Ownership is per address: every Service whose status carries an address
+// is announced from the node holding the address's Lease (layer 2), or from
+// the same set of nodes (BGP). The queue carries Service keys and address
+// keys; a Service reconcile enqueues its addresses, an address reconcile
+// converges this node's announcement of it.
+
+// addrKeyPrefix marks address keys in the queue and owner names in the
+// announcer: "@<addr>".
+const addrKeyPrefix = "@"
+
+// ingressIndex indexes Services by the addresses in their status.
+const ingressIndex = "ingress"
+
+func addrKey(a netip.Addr) string { return addrKeyPrefix + a.String() }
+
+// parseAddrKey returns the address of an address key.
+func parseAddrKey(key string) (netip.Addr, bool) {
+	s, ok := strings.CutPrefix(key, addrKeyPrefix)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(s)
+	return a, err == nil
+}
+
+// indexByIngress indexes a Service by its status addresses.
+func indexByIngress(obj any) ([]string, error) {
+	svc, ok := obj.(*v1.Service)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, a := range lbsvc.IngressIPs(svc) {
+		out = append(out, a.String())
+	}
+	return out, nil
+}
+
+// sharers returns the Services to serve on addr, sorted by key: those that
+// want a load balancer of our class, are not being deleted, carry addr in
+// status and do not obtain it by DHCP (those are elected per Service).
+func (a *Agent) sharers(addr netip.Addr) []*v1.Service {
+	objs, err := a.svcIndex.ByIndex(ingressIndex, addr.String())
+	if err != nil {
+		return nil
+	}
+	var out []*v1.Service
+	for _, o := range objs {
+		svc, ok := o.(*v1.Service)
+		if !ok || goneReason(svc, nil, a.o.Class) != "" || a.wantsDHCP(svc) {
+			continue
+		}
+		out = append(out, svc)
+	}
+	sort.Slice(out, func(i, j int) bool { return lbsvc.Key(out[i]) < lbsvc.Key(out[j]) })
+	return out
+}
+
+// sharedCandidates is the intersection of the Services' candidates: every
+// Service on the address must be servable from the announcing node.
+func (a *Agent) sharedCandidates(svcs []*v1.Service) []string {
+	var out []string
+	for i, svc := range svcs {
+		c := a.candidates(svc)
+		if i == 0 {
+			out = c
+			continue
+		}
+		out = slices.DeleteFunc(out, func(n string) bool { return !slices.Contains(c, n) })
+	}
+	return out
+}
+
+// syncAddr converges this node's announcement of addr.
+func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
+	key := addrKey(addr)
+	svcs := a.sharers(addr)
+	if len(svcs) == 0 {
+		a.withdrawAddr(ctx, addr, "no Service has the address any more")
+		return a.forgetAddrLease(ctx, addr)
+	}
+	cands := a.sharedCandidates(svcs)
+	if a.o.Mode == ModeBGP {
+		if slices.Contains(cands, a.o.NodeName) {
+			return a.announceAddr(ctx, addr, svcs, "eligible node", false)
+		}
+		a.withdrawAddr(ctx, addr, "this node is not a candidate for every Service on the address (excluded, or no ready local endpoint)")
+		return nil
+	}
+	if a.o.Elector.Fenced() {
+		a.withdrawAddr(ctx, addr, "this node cannot renew its heartbeat (self-fenced)")
+		return nil
+	}
+	lease := lbsvc.AddressLeaseName(addr)
+	d, err := a.o.Elector.Ensure(ctx, a.o.Namespace, lease, addr.String(), cands)
+	if err != nil {
+		a.metrics.electionErrors.Inc()
+		return fmt.Errorf("electing owner of %s: %w", addr, err)
+	}
+	if d.RequeueAfter > 0 {
+		a.queue.AddAfter(key, d.RequeueAfter)
+	}
+	a.mu.Lock()
+	a.holders[key] = d.Holder
+	a.mu.Unlock()
+	switch {
+	case d.HandOffTo != "":
+		a.withdrawAddr(ctx, addr, "handing over: "+d.Reason)
+		if err := a.o.Elector.Release(ctx, a.o.Namespace, lease, d.HandOffTo); err != nil {
+			return fmt.Errorf("handing %s to %s: %w", addr, d.HandOffTo, err)
+		}
+		a.log.V(1).Info("handed over", "vip", addr, "to", d.HandOffTo, "reason", d.Reason)
+		return nil
+	case d.Announce:
+		if err := a.announceAddr(ctx, addr, svcs, d.Reason, d.Changed); err != nil {
+			return err
+		}
+		a.cleanupLegacy(ctx, svcs)
+		return nil
+	default:
+		why := "owned by " + d.Holder
+		if d.Holder == "" {
+			why = "no owner elected yet"
+		}
+		a.withdrawAddr(ctx, addr, why)
+		return nil
+	}
+}
+
+// announceAddr announces addr for svcs (on the interface the first of them
+// asks for) and tells each Service once.
+func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs []*v1.Service, reason string, changed bool) error {
+	key := addrKey(addr)
+	iface := a.interfaceFor(svcs[0])
+	a.mu.Lock()
+	was, have := a.held[key][addr]
+	a.mu.Unlock()
+	if have && iface != "" && was != iface {
+		a.withdrawOne(ctx, key, addr)
+		have = false
+	}
+	if !have {
+		if err := a.o.Announcer.Announce(ctx, key, addr, iface); err != nil {
+			err = fmt.Errorf("announcing %s: %w", addr, err)
+			for _, svc := range svcs {
+				a.rec.Event(svc, v1.EventTypeWarning, ReasonAnnounceFail, err.Error())
+			}
+			return err
+		}
+		a.mu.Lock()
+		a.held[key] = map[netip.Addr]string{addr: iface}
+		a.mu.Unlock()
+		a.metrics.setHeld(a.heldCount())
+		a.log.Info("announcing", "vip", addr, "services", len(svcs), "iface", iface, "reason", reason)
+	}
+	how := "ARP"
+	switch {
+	case a.o.Mode == ModeBGP:
+		how = "BGP"
+	case addr.Is6():
+		how = "NDP"
+	}
+	keys := make([]string, 0, len(svcs))
+	a.mu.Lock()
+	told := a.told[addr]
+	if told == nil {
+		told = map[string]bool{}
+		a.told[addr] = told
+	}
+	var fresh []*v1.Service
+	for _, svc := range svcs {
+		k := lbsvc.Key(svc)
+		keys = append(keys, k)
+		if !told[k] {
+			told[k] = true
+			fresh = append(fresh, svc)
+		}
+	}
+	var left []string
+	for k := range told {
+		if !slices.Contains(keys, k) {
+			delete(told, k)
+			left = append(left, k)
+		}
+	}
+	a.mu.Unlock()
+	for _, svc := range fresh {
+		msg := fmt.Sprintf("Announcing %s via %s from %s", addr, how, a.o.NodeName)
+		if changed && reason != "" {
+			msg += " (" + reason + ")"
+		}
+		a.rec.Event(svc, v1.EventTypeNormal, ReasonAnnouncing, msg)
+		a.mapPorts(lbsvc.Key(svc), svc)
+	}
+	for _, k := range left {
+		a.portsChanged(ctx, k)
+	}
+	return nil
+}
+
+// withdrawAddr stops announcing addr and tells the Services that were told.
+func (a *Agent) withdrawAddr(ctx context.Context, addr netip.Addr, why string) {
+	key := addrKey(addr)
+	a.mu.Lock()
+	_, have := a.held[key][addr]
+	told := a.told[addr]
+	delete(a.told, addr)
+	a.mu.Unlock()
+	if have {
+		a.withdrawOne(ctx, key, addr)
+		a.metrics.setHeld(a.heldCount())
+		a.log.Info("withdrawn", "vip", addr, "reason", why)
+	}
+	for k := range told {
+		if svc := a.service(k); svc != nil && have {
+			a.rec.Eventf(svc, v1.EventTypeNormal, ReasonWithdrawn, "Withdrew %s from %s: %s", addr, a.o.NodeName, why)
+		}
+		a.portsChanged(ctx, k)
+	}
+}
+
+// forgetAddrLease deletes the Lease of an address no Service carries: the
+// holder does it, or anyone if the holder is dead.
+func (a *Agent) forgetAddrLease(ctx context.Context, addr netip.Addr) error {
+	a.mu.Lock()
+	delete(a.holders, addrKey(addr))
+	a.mu.Unlock()
+	if a.o.Mode != ModeARP {
+		return nil
+	}
+	lease := lbsvc.AddressLeaseName(addr)
+	holder, exists := a.o.Elector.Holder(a.o.Namespace, lease)
+	if !exists {
+		return nil
+	}
+	if holder == a.o.NodeName || holder == "" || !a.o.Elector.Alive(holder) {
+		if err := a.o.Elector.Delete(ctx, a.o.Namespace, lease); err != nil {
+			return fmt.Errorf("deleting Lease %s/%s: %w", a.o.Namespace, lease, err)
+		}
+	}
+	return nil
+}
+
+// service returns the Service of key from the cache (nil when gone).
+func (a *Agent) service(key string) *v1.Service {
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok {
+		return nil
+	}
+	svc, err := a.svcs.Services(ns).Get(name)
+	if err != nil {
+		return nil
+	}
+	return svc
+}
+
+// servedAddrs returns the addresses this node announces for a Service key.
+func (a *Agent) servedAddrs(key string) []netip.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []netip.Addr
+	for addr := range a.held[key] {
+		out = append(out, addr)
+	}
+	for addr, told := range a.told {
+		if told[key] {
+			out = append(out, addr)
+		}
+	}
+	slices.SortFunc(out, func(x, y netip.Addr) int { return x.Compare(y) })
+	return out
+}
+
+// portsChanged refreshes a Service's port mappings after one of its
+// addresses stopped being announced here.
+func (a *Agent) portsChanged(ctx context.Context, key string) {
+	if a.o.PortMap.Mapper == nil {
+		return
+	}
+	if svc := a.service(key); svc != nil && len(a.servedAddrs(key)) > 0 {
+		a.mapPorts(key, svc)
+		return
+	}
+	a.unmapPorts(ctx, key)
+}
+
+// enqueueAddrs schedules address reconciles.
+func (a *Agent) enqueueAddrs(addrs ...[]netip.Addr) {
+	for _, list := range addrs {
+		for _, ad := range list {
+			a.queue.Add(addrKey(ad))
+		}
+	}
+}
