@@ -32,6 +32,7 @@ func TestL2(t *testing.T) {
 		{"Spread", s.spread},
 		{"ExternalTrafficPolicyLocal", s.local},
 		{"SharedAddress", s.sharedAddress},
+		{"HeartbeatPublishes", s.heartbeatPublishes},
 		{"IPv6", s.ipv6},
 		{"PortCut", s.portCut},
 		{"AgentKilled", s.agentKilled},

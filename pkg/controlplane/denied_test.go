@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vip-lb/vip/pkg/announce/fake"
+	"github.com/vip-lb/vip/pkg/lbsvc"
 	"github.com/vip-lb/vip/pkg/testbed"
 )
 
@@ -127,6 +128,10 @@ func TestDeniedCredentialsAreExplained(t *testing.T) {
 	}
 	if h := l.Spec.HolderIdentity; h == nil || *h != "cp1" {
 		t.Errorf("Lease holder %v, want cp1", h)
+	}
+	// The holder publishes the VIP for vip-ccm, which never hands it out.
+	if got := l.Annotations[lbsvc.AnnotationControlPlaneAddress]; got != vip.String() {
+		t.Errorf("Lease annotation %s = %q, want %s", lbsvc.AnnotationControlPlaneAddress, got, vip)
 	}
 	eventually(t, 5*time.Second, "the gauge cleared", func() bool { return testutil.ToFloat64(c.metrics.denied) == 0 })
 	if logs.count("accepts this node's credentials for the control-plane Lease again") != 1 {
