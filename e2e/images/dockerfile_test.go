@@ -32,6 +32,7 @@ type stage struct {
 	runs       []string
 	copies     [][]string // COPY arguments
 	user       string
+	entrypoint []string // ENTRYPOINT in exec (JSON) form
 }
 
 // parseDockerfile reads the instructions this project's Dockerfiles use:
@@ -83,6 +84,10 @@ func parseDockerfile(text string) ([]stage, error) {
 			s.copies = append(s.copies, strings.Fields(rest))
 		case "USER":
 			s.user = rest
+		case "ENTRYPOINT":
+			if err := json.Unmarshal([]byte(rest), &s.entrypoint); err != nil {
+				return nil, fmt.Errorf("ENTRYPOINT %s: want the exec form (a JSON array): %w", rest, err)
+			}
 		}
 	}
 	return stages, nil
@@ -199,9 +204,14 @@ func TestDockerfiles(t *testing.T) {
 		// jsonLog makes the program write a log line and stop (it cannot
 		// reach an API server): the line must be JSON.
 		jsonLog []string
+		// commands are the paths manifests run (kube-vip's among them):
+		// each must resolve in the image's file tree to the program.
+		commands []string
 	}{
-		{"Dockerfile.ccm", "vip-ccm", true, []string{"--logging-format=json", "--v=1", "--kubeconfig=/nonexistent/kubeconfig"}},
-		{"Dockerfile.agent", "vip-agent", false, []string{"--logging-format=json", "--arp", "--node-name=n1", "--lease-duration=3", "--kubeconfig=/nonexistent/kubeconfig"}},
+		{"Dockerfile.ccm", "vip-ccm", true, []string{"--logging-format=json", "--v=1", "--kubeconfig=/nonexistent/kubeconfig"},
+			[]string{"/vip-ccm", "/kube-vip-cloud-provider"}},
+		{"Dockerfile.agent", "vip-agent", false, []string{"--logging-format=json", "--arp", "--node-name=n1", "--lease-duration=3", "--kubeconfig=/nonexistent/kubeconfig"},
+			[]string{"/vip-agent", "/kube-vip"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			text, err := os.ReadFile(filepath.Join(repoRoot, tc.file))
@@ -276,6 +286,7 @@ func TestDockerfiles(t *testing.T) {
 				t.Errorf("%s --version = %q, want %q", tc.program, got, want)
 			}
 			checkJSONLog(t, bin, tc.jsonLog)
+			checkImageTree(t, build, final, gb.out, bin, tc.program+" "+release, append(tc.commands, final.entrypoint...))
 		})
 	}
 }
