@@ -378,7 +378,7 @@ func TestHelmCustomValues(t *testing.T) {
 		t.Errorf("password of 10.0.0.1 = %v", got)
 	}
 	pools := m["ConfigMap kube-system/kubevip"]
-	if got := dig(t, pools, "data"); !reflect.DeepEqual(got, map[string]any{"cidr-global": "10.20.0.0/28", "allow-share-global": "true"}) {
+	if got := dig(t, pools, "data"); !reflect.DeepEqual(got, map[string]any{"cidr-global": "10.20.0.0/28", "allow-share-global": "true", "allow-static-outside-pools": "false"}) {
 		t.Errorf("pools = %v", got)
 	}
 	sm := m["ServiceMonitor kube-system/vip"]

@@ -28,6 +28,13 @@ var addressingPools = map[string]string{
 	// Namespace nsa: cidr before range, both before global.
 	"cidr-nsa":  "10.20.0.0/30",
 	"range-nsa": "10.20.1.1-10.20.1.2",
+	// A namespace with pools of its own spills over to global only when
+	// allowed.
+	"fallthrough-nsa":   "true",
+	"fallthrough-reuse": "true",
+	// .0 and .255 are ordinary addresses here (tested in pkg/ipam); CIDR
+	// ends are still skipped.
+	"skip-dot0-dot255": "false",
 	// IPv6-only namespace pool.
 	"range-v6only": "fd00:30::1-fd00:30::3",
 	// Sharing.
@@ -36,7 +43,7 @@ var addressingPools = map[string]string{
 	// Release and reuse.
 	"cidr-reuse": "10.80.0.0/31",
 	// Overlapping entries are merged.
-	"cidr-overlap":  "10.81.0.0/30,10.81.0.2/31",
+	"cidr-overlap":  "10.81.0.0/31,10.81.0.2/31",
 	"range-overlap": "10.81.0.1-10.81.0.4",
 }
 
@@ -63,15 +70,16 @@ func TestAddressing(t *testing.T) {
 	dualStack := supportsDualStack(t, h)
 
 	t.Run("NamespaceBeforeGlobal", func(t *testing.T) {
-		// cidr-nsa (4 addresses), then range-nsa (2), then global.
-		want := []string{"10.20.0.0", "10.20.0.1", "10.20.0.2", "10.20.0.3", "10.20.1.1", "10.20.1.2", "10.10.0.0"}
+		// cidr-nsa (4 addresses less its network and broadcast address),
+		// then range-nsa (2), then global (fallthrough-nsa).
+		want := []string{"10.20.0.1", "10.20.0.2", "10.20.1.1", "10.20.1.2", "10.10.0.1"}
 		for i, w := range want {
 			name := "a" + string(rune('0'+i))
 			create(t, cs, LBService("nsa", name))
 			wantIP(t, cs, "nsa", name, w) // one at a time: the order is deterministic
 		}
 		ev := waitEvent(t, cs, "nsa", "Service", "a0", v1.EventTypeNormal, "AddressAllocated")
-		if !strings.Contains(ev.Message, "10.20.0.0") {
+		if !strings.Contains(ev.Message, "10.20.0.1") {
 			t.Errorf("AddressAllocated event says %q", ev.Message)
 		}
 	})
@@ -268,9 +276,9 @@ func TestAddressing(t *testing.T) {
 		h.SetPools(ctx, pools)
 		time.Sleep(time.Second) // let vip-ccm see the new pools (it retries anyway)
 		create(t, cs, LBService("desc", "d1"))
-		wantIP(t, cs, "desc", "d1", "10.90.0.7")
+		wantIP(t, cs, "desc", "d1", "10.90.0.6") // .7 is the broadcast address of the /29
 		create(t, cs, LBService("desc", "d2"))
-		wantIP(t, cs, "desc", "d2", "10.90.0.6")
+		wantIP(t, cs, "desc", "d2", "10.90.0.5")
 	})
 
 	t.Run("SkipEndIPsInCIDR", func(t *testing.T) {

@@ -89,7 +89,8 @@ func TestHostileInput(t *testing.T) {
 	}
 
 	// Hostile Services: each gets its Warning and no address.
-	taken := waitIP(t, cs, "long", "svc")
+	otherPool := waitIP(t, cs, "long", "svc") // cidr-long serves namespace long only
+	taken := waitIP(t, cs, "garbage", "svc")  // cidr-global serves every namespace
 	for _, s := range []struct{ name, ann, reason string }{
 		{"cpvip", cp, "AddressForbidden"},
 		{"node", "10.60.0.4", "AddressForbidden"},
@@ -99,6 +100,7 @@ func TestHostileInput(t *testing.T) {
 		{"broadcast", "255.255.255.255", "AddressForbidden"},
 		{"unspecified6", "::", "AddressForbidden"},
 		{"other", taken, "AddressConflict"},
+		{"other-pool", otherPool, "AddressForbidden"},
 		{"three", "10.60.0.5,10.60.0.6,fd00::5", "InvalidAddressRequest"},
 		{"huge-annotation", manyAddrs(15000), "InvalidAddressRequest"},
 		{"garbage-annotation", strings.Repeat("x", 200000), "InvalidAddressRequest"},

@@ -1,6 +1,7 @@
 package ccmtest
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,11 @@ func TestPoolProblems(t *testing.T) {
 	cs := h.Admin
 	ctx := tctx(t)
 	ccm := h.StartCCM("ccm", "--retry-after=2s", "--v=2")
+	// .0 is an ordinary address in these pools (tested in pkg/ipam).
+	setPools := func(_ context.Context, data map[string]string) {
+		data["skip-dot0-dot255"] = "false"
+		h.SetPools(ctx, data)
+	}
 
 	t.Run("MissingConfigMap", func(t *testing.T) {
 		create(t, cs, LBService("small", "early"))
@@ -32,10 +38,10 @@ func TestPoolProblems(t *testing.T) {
 	})
 
 	t.Run("BadEntriesAreSkipped", func(t *testing.T) {
-		h.SetPools(ctx, map[string]string{
+		setPools(ctx, map[string]string{
 			"cidr-small":     "10.50.0.0/31, not-a-cidr, 10.50.0.300/32",
 			"range-broken":   "10.51.0.9-10.51.0.1",
-			"cidr-fine":      "10.52.0.0/30",
+			"cidr-fine":      "10.52.0.0-10.52.0.3",
 			"allow-share-x":  "maybe",
 			"search-order":   "sideways",
 			"interface-bad0": "a/b",
@@ -65,9 +71,9 @@ func TestPoolProblems(t *testing.T) {
 		create(t, cs, LBService("fine", "f2"))
 		wantIP(t, cs, "fine", "f2", "10.52.0.1")
 		// The pool grows: the waiting Service gets an address on its own.
-		h.SetPools(ctx, map[string]string{
+		setPools(ctx, map[string]string{
 			"cidr-small": "10.50.0.0/31,10.50.0.8/32",
-			"cidr-fine":  "10.52.0.0/30",
+			"cidr-fine":  "10.52.0.0-10.52.0.3",
 		})
 		wantIP(t, cs, "small", "third", "10.50.0.8")
 	})
@@ -75,7 +81,7 @@ func TestPoolProblems(t *testing.T) {
 	t.Run("BrokenEditKeepsLastGood", func(t *testing.T) {
 		// cidr-fine is broken by an edit: its last good value stays in
 		// force, assignments are untouched, and new Services are still served.
-		h.SetPools(ctx, map[string]string{
+		setPools(ctx, map[string]string{
 			"cidr-small": "10.50.0.0/31,10.50.0.8/32",
 			"cidr-fine":  "10.52.0.0/33",
 		})
@@ -99,7 +105,7 @@ func TestPoolProblems(t *testing.T) {
 
 	t.Run("ShrunkPoolKeepsAssignments", func(t *testing.T) {
 		// Pools edited so that existing addresses fall outside: nothing moves.
-		h.SetPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32"})
+		setPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32"})
 		time.Sleep(time.Second)
 		create(t, cs, LBService("fine", "f4"))
 		wantIP(t, cs, "fine", "f4", "10.52.0.3")
@@ -111,13 +117,13 @@ func TestPoolProblems(t *testing.T) {
 	})
 
 	t.Run("StaticOutsidePoolsSetting", func(t *testing.T) {
-		h.SetPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32", "allow-static-outside-pools": "false"})
+		setPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32", "allow-static-outside-pools": "false"})
 		time.Sleep(time.Second)
 		create(t, cs, LBService("fine", "outside", WithAnnotation(annIPs, "10.99.9.9")))
 		waitEvent(t, cs, "fine", "Service", "outside", v1.EventTypeWarning, "AddressOutsidePools")
 		assertPending(t, cs, "fine", "outside", 0)
 		// Allowed again (the default): the same request is served on retry.
-		h.SetPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32"})
+		setPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32"})
 		wantIP(t, cs, "fine", "outside", "10.99.9.9")
 	})
 

@@ -3,6 +3,8 @@ package ccm
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -90,7 +92,9 @@ func waitEvents(rec *record.FakeRecorder, n int, timeout time.Duration) []string
 	for len(out) < n {
 		select {
 		case e := <-rec.Events:
-			out = append(out, e)
+			if !strings.HasPrefix(e, "Warning "+ReasonStaticUnrestricted+" ") {
+				out = append(out, e)
+			}
 		case <-deadline:
 			return out
 		}
@@ -98,12 +102,17 @@ func waitEvents(rec *record.FakeRecorder, n int, timeout time.Duration) []string
 	return append(out, drain(rec)...)
 }
 
+// drain returns the Events recorded so far, leaving out the one-time
+// Warning about a legacy pools ConfigMap (TestLegacyConfigMapWarnsOnce
+// checks it).
 func drain(rec *record.FakeRecorder) []string {
 	var out []string
 	for {
 		select {
 		case e := <-rec.Events:
-			out = append(out, e)
+			if !strings.HasPrefix(e, "Warning "+ReasonStaticUnrestricted+" ") {
+				out = append(out, e)
+			}
 		default:
 			return out
 		}
@@ -143,7 +152,7 @@ func TestEnsureFailuresAreRetriedWithEvents(t *testing.T) {
 	opts := DefaultOptions()
 	opts.ControlPlaneVIPs = []netip.Addr{netip.MustParseAddr("10.0.0.1")}
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.0"}}}}
-	lb, rec := newTestLB(t, opts, map[string]string{"cidr-global": "10.0.0.0/30", "cidr-bad": "nope"}, node)
+	lb, rec := newTestLB(t, opts, map[string]string{"range-global": "10.0.0.0-10.0.0.3", "skip-dot0-dot255": "false", "cidr-bad": "nope"}, node)
 	// The ConfigMap handler may run just after the informers report synced.
 	if evs := waitEvents(rec, 1, 5*time.Second); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonPoolConfigInvalid) || !strings.Contains(evs[0], "nope") {
 		t.Errorf("bad pool entry: events %q", evs)
@@ -214,7 +223,7 @@ func TestDHCPMarkerStaysPending(t *testing.T) {
 }
 
 func TestReleaseOnDeleteAndForeignTracking(t *testing.T) {
-	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/31"})
+	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/31", "skip-dot0-dot255": "false"})
 	a := lbSvc("default", "a")
 	if ips, err := ensureIPs(t, lb, a); err != nil || ips[0] != "10.0.0.0" {
 		t.Fatalf("%v %v", ips, err)
@@ -342,7 +351,7 @@ func TestInstanceMetadata(t *testing.T) {
 
 func TestNodeAddressesForbidUntilRemoved(t *testing.T) {
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.0"}}}}
-	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/31"}, node)
+	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/31", "skip-dot0-dot255": "false"}, node)
 	if ips, err := ensureIPs(t, lb, lbSvc("default", "a")); err != nil || ips[0] != "10.0.0.1" {
 		t.Fatalf("got %v %v, want 10.0.0.1 (10.0.0.0 is the node's)", ips, err)
 	}
@@ -419,5 +428,43 @@ func TestClassController(t *testing.T) {
 	})
 	if _, ok, _ := lb.GetLoadBalancer(ctx, "", s); ok {
 		t.Error("address not released")
+	}
+}
+
+// TestLegacyConfigMapWarnsOnce: a pools ConfigMap without
+// allow-static-outside-pools gets one Warning, however often it changes; a
+// ConfigMap with the key gets none.
+func TestLegacyConfigMapWarnsOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pools map[string]string
+		want  int
+	}{
+		{"legacy", map[string]string{"cidr-global": "10.0.0.0/30"}, 1},
+		{"new install", map[string]string{"cidr-global": "10.0.0.0/30", "allow-static-outside-pools": "false"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lb, rec := newTestLB(t, DefaultOptions(), tc.pools)
+			for i := range 3 {
+				data := maps.Clone(tc.pools)
+				data["cidr-x"] = fmt.Sprintf("10.1.%d.0/30", i)
+				lb.onConfigMap(&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kubevip", Namespace: "kube-system"}, Data: data})
+			}
+			n := 0
+			for {
+				select {
+				case e := <-rec.Events:
+					if strings.HasPrefix(e, "Warning "+ReasonStaticUnrestricted+" ") {
+						n++
+					}
+					continue
+				default:
+				}
+				break
+			}
+			if n != tc.want {
+				t.Errorf("%d %s Warnings, want %d", n, ReasonStaticUnrestricted, tc.want)
+			}
+		})
 	}
 }

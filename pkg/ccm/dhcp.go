@@ -186,7 +186,7 @@ func (lb *LoadBalancer) grantDHCPLocked(svc *v1.Service, rec lbsvc.DHCPRecord) (
 			return fmt.Sprintf("leased address %s is already held by %s", rec.Addr, h), nil
 		}
 	}
-	lb.alloc.Restore(key, svc.Namespace, []netip.Addr{rec.Addr}, ipamPorts(svc), false)
+	lb.alloc.Restore(ipamRequest(svc, nil, nil), []netip.Addr{rec.Addr}, false)
 	st := lb.dhcp[key]
 	if st == nil {
 		st = &dhcpState{}

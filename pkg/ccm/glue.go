@@ -38,6 +38,7 @@ func ipamPorts(svc *v1.Service) []ipam.Port {
 
 func ipamRequest(svc *v1.Service, fams []lbsvc.Family, static []netip.Addr) ipam.Request {
 	r := ipam.Request{Key: lbsvc.Key(svc), Namespace: svc.Namespace, Ports: ipamPorts(svc), Requested: static}
+	r.SharingKey, r.ShareWith = lbsvc.SharingConsent(svc)
 	for _, f := range fams {
 		if f == lbsvc.IPv6 {
 			r.Families = append(r.Families, ipam.IPv6)

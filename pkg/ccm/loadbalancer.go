@@ -39,6 +39,9 @@ const (
 	ReasonPoolConfigInvalid = "PoolConfigInvalid"
 	ReasonPoolConfigMissing = "PoolConfigMissing"
 	ReasonWaitingForDHCP    = "WaitingForDHCP"
+	// ReasonStaticUnrestricted is given once on a pools ConfigMap without
+	// allow-static-outside-pools.
+	ReasonStaticUnrestricted = "StaticAddressesUnrestricted"
 )
 
 // LoadBalancer implements cloudprovider.LoadBalancer by picking addresses
@@ -54,6 +57,8 @@ type LoadBalancer struct {
 	cfg      *ipam.Config
 	restored bool
 	nodeIPs  map[netip.Addr]int
+	// legacyWarned: the Warning about a legacy ConfigMap was given.
+	legacyWarned bool
 
 	client   kubernetes.Interface
 	recorder record.EventRecorder
@@ -212,7 +217,7 @@ func (lb *LoadBalancer) restoreLocked() error {
 			// Not ours (another class, ignored, or served by vip in another
 			// mode before): its addresses are still taken.
 			if addrs := foreignAddrs(svc); len(addrs) > 0 {
-				lb.alloc.Restore(lbsvc.Key(svc), svc.Namespace, addrs, ipamPorts(svc), false)
+				lb.alloc.Restore(ipamRequest(svc, nil, nil), addrs, false)
 				foreign++
 			}
 			continue
@@ -221,7 +226,7 @@ func (lb *LoadBalancer) restoreLocked() error {
 		if len(addrs) == 0 {
 			continue
 		}
-		lb.alloc.Restore(lbsvc.Key(svc), svc.Namespace, addrs, ipamPorts(svc), lb.cfg != nil && lb.cfg.Shareable(svc.Namespace))
+		lb.alloc.Restore(ipamRequest(svc, nil, nil), addrs, lb.cfg != nil && lb.cfg.Shareable(svc.Namespace))
 		n++
 	}
 	lb.restored = true
@@ -260,7 +265,7 @@ func (lb *LoadBalancer) onServiceChanged(o any) {
 	if len(held) == len(addrs) && sameAddrs(held, addrs) {
 		return
 	}
-	lb.alloc.Restore(key, svc.Namespace, addrs, ipamPorts(svc), false)
+	lb.alloc.Restore(ipamRequest(svc, nil, nil), addrs, false)
 }
 
 func sameAddrs(a, b []netip.Addr) bool {
@@ -333,6 +338,14 @@ func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBala
 	lb.mu.Lock()
 	pools := lb.cfg
 	lb.mu.Unlock()
+	if req.DHCP && !pools.DHCPAllowed(svc.Namespace) {
+		msg := fmt.Sprintf("address 0.0.0.0 (an address by DHCP) is not enabled for namespace %q: an admin sets %s%s: \"true\" in the pools ConfigMap",
+			svc.Namespace, ipam.KeyPrefixAllowDHCP, svc.Namespace)
+		lb.recorder.Event(svc, v1.EventTypeWarning, ReasonForbidden, msg)
+		logger.Info("no address assigned", "reason", ReasonForbidden, "err", msg)
+		lb.metrics.failures.WithLabelValues(ReasonForbidden).Inc()
+		return nil, api.NewRetryError(msg, lb.opts.RetryAfter)
+	}
 	if lbsvc.UsesDHCP(svc, pools) {
 		return lb.dhcpStatus(svc)
 	}
@@ -441,7 +454,7 @@ func reasonFor(err error) string {
 	switch {
 	case errors.Is(err, ipam.ErrConflict):
 		return ReasonConflict
-	case errors.Is(err, ipam.ErrForbidden):
+	case errors.Is(err, ipam.ErrForbidden), errors.Is(err, ipam.ErrOtherPool):
 		return ReasonForbidden
 	case errors.Is(err, ipam.ErrOutsidePools):
 		return ReasonOutsidePools

@@ -98,6 +98,12 @@ func (lb *LoadBalancer) onConfigMap(o any) {
 	for _, err := range errs {
 		klog.InfoS("invalid pool entry ignored; the last good value of its key stays in force", "configmap", klog.KObj(cm), "err", err)
 	}
+	if cfg.Legacy() && !lb.legacyWarned {
+		lb.legacyWarned = true
+		klog.InfoS("pools ConfigMap has no "+ipam.KeyAllowStaticOutsidePools+" key: any namespace may request any address that no other namespace's pool holds (kube-vip's behaviour)",
+			"configmap", klog.KObj(cm))
+		lb.recorder.Event(cm, v1.EventTypeWarning, ReasonStaticUnrestricted, legacyMessage)
+	}
 	if len(errs) > 0 {
 		lb.recorder.Event(cm, v1.EventTypeWarning, ReasonPoolConfigInvalid,
 			fmt.Sprintf("%d invalid entries ignored (other entries still serve): %s", len(errs), truncate(joinErrs(errs), 900)))
@@ -112,6 +118,13 @@ func (lb *LoadBalancer) onConfigMapDeleted() {
 	// what was known until a new ConfigMap appears.
 	klog.InfoS("pools ConfigMap deleted; keeping the last known pools", "configmap", lb.opts.ConfigMapNamespace+"/"+lb.opts.ConfigMapName)
 }
+
+// legacyMessage is the Warning given once on a pools ConfigMap without
+// allow-static-outside-pools.
+const legacyMessage = ipam.KeyAllowStaticOutsidePools + ` is not set: any namespace may request any address ` +
+	`(annotation kube-vip.io/loadbalancerIPs or spec.loadBalancerIP) that no other namespace's pool holds, ` +
+	`and 0.0.0.0 (DHCP), as with kube-vip. Set it to "false" (the default of new vip installs) and trust single ` +
+	`namespaces with ` + ipam.KeyPrefixAllowStaticOutsidePools + `<namespace> and ` + ipam.KeyPrefixAllowDHCP + `<namespace>`
 
 func joinErrs(errs []error) string {
 	s := make([]string, len(errs))

@@ -23,14 +23,36 @@ type Request struct {
 	Ports []Port
 	// Requested lists static addresses; empty means pick from the pools.
 	Requested []netip.Addr
+	// SharingKey and ShareWith are the Service's consent to share its
+	// address with Services of other namespaces: both Services must carry
+	// the same non-empty key and each must list the other's namespace (or
+	// "*") in ShareWith. Inside one namespace allow-share-<ns> is enough.
+	SharingKey string
+	ShareWith  []string
 }
 
 // holding is what one key holds.
 type holding struct {
-	ns        string
-	addrs     []netip.Addr
-	ports     []Port // normalized
-	shareable bool
+	ns         string
+	addrs      []netip.Addr
+	ports      []Port // normalized
+	shareable  bool
+	sharingKey string
+	shareWith  []string
+}
+
+// claim is what a key asks to hold, for the sharing checks.
+type claim struct {
+	key, ns    string
+	ports      []Port // normalized
+	shareable  bool
+	sharingKey string
+	shareWith  []string
+}
+
+func claimOf(req Request, ports []Port, shareable bool) claim {
+	return claim{key: req.Key, ns: req.Namespace, ports: ports, shareable: shareable,
+		sharingKey: req.SharingKey, shareWith: req.ShareWith}
 }
 
 // Allocator hands out addresses from the pools of a Config and remembers who
@@ -133,9 +155,9 @@ func (a *Allocator) Assign(req Request) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("assigning addresses: empty key: %w", ErrBadRequest)
 	}
 	ports := normalizePorts(req.Ports)
-	shareable := a.cfg.Shareable(req.Namespace)
+	c := claimOf(req, ports, a.cfg.Shareable(req.Namespace))
 	if len(req.Requested) > 0 {
-		return a.assignStatic(req, ports, shareable)
+		return a.assignStatic(req, c)
 	}
 	old := a.keys[req.Key]
 	fams, err := a.families(req, old)
@@ -152,7 +174,7 @@ func (a *Allocator) Assign(req Request) ([]netip.Addr, error) {
 			}
 			continue
 		}
-		addr, err := a.pick(req, f, ports, shareable)
+		addr, err := a.pick(req, f, c)
 		if err != nil {
 			return nil, err // nothing recorded yet: no partial assignment
 		}
@@ -164,7 +186,7 @@ func (a *Allocator) Assign(req Request) ([]netip.Addr, error) {
 			return nil, err
 		}
 	}
-	a.setHolding(req.Key, req.Namespace, keep, ports, shareable)
+	a.setHolding(c, keep)
 	return out, nil
 }
 
@@ -204,7 +226,8 @@ func (a *Allocator) families(req Request, old *holding) ([]Family, error) {
 }
 
 // assignStatic handles a request for specific addresses.
-func (a *Allocator) assignStatic(req Request, ports []Port, shareable bool) ([]netip.Addr, error) {
+func (a *Allocator) assignStatic(req Request, c claim) ([]netip.Addr, error) {
+	ports := c.ports
 	var addrs []netip.Addr
 	for _, x := range req.Requested {
 		if !x.IsValid() || x.Zone() != "" {
@@ -218,10 +241,9 @@ func (a *Allocator) assignStatic(req Request, ports []Port, shareable bool) ([]n
 		if err := a.checkPorts(req.Key, addrs, ports); err != nil {
 			return nil, err
 		}
-		a.setHolding(req.Key, req.Namespace, addrs, ports, shareable)
+		a.setHolding(c, addrs)
 		return addrs, nil
 	}
-	eligible := a.cfg.eligible(req.Namespace)
 	for _, x := range addrs {
 		switch {
 		case x.IsUnspecified():
@@ -229,15 +251,14 @@ func (a *Allocator) assignStatic(req Request, ports []Port, shareable bool) ([]n
 		case a.isForbidden(x):
 			return nil, fmt.Errorf("assigning %s to %s: %w", x, req.Key, ErrForbidden)
 		}
-		if err := a.checkShare(x, req.Key, ports, shareable); err != nil {
+		if err := a.cfg.CheckRequested(req.Namespace, x); err != nil {
+			return nil, fmt.Errorf("assigning to %s: %w", req.Key, err)
+		}
+		if err := a.checkShare(x, c); err != nil {
 			return nil, fmt.Errorf("assigning %s to %s: %w", x, req.Key, err)
 		}
-		if !a.cfg.AllowStaticOutsidePools() && !slices.ContainsFunc(eligible, func(p *pool) bool { return p.contains(x) }) {
-			return nil, fmt.Errorf("assigning %s to %s: not in a pool of namespace %q and %s is false: %w",
-				x, req.Key, req.Namespace, KeyAllowStaticOutsidePools, ErrOutsidePools)
-		}
 	}
-	a.setHolding(req.Key, req.Namespace, addrs, ports, shareable)
+	a.setHolding(c, addrs)
 	return slices.Clone(addrs), nil
 }
 
@@ -257,43 +278,72 @@ func (a *Allocator) isForbidden(x netip.Addr) bool {
 	return BuiltinForbidden(x) || (a.forbidden != nil && a.forbidden(x))
 }
 
-// checkShare returns ErrConflict unless key may hold x next to its current
-// holders: everybody shareable and no port clash.
-func (a *Allocator) checkShare(x netip.Addr, key string, ports []Port, shareable bool) error {
+// checkShare returns ErrConflict unless c may hold x next to its current
+// holders: everybody shareable (allow-share-<ns>), consent on both sides
+// when the namespaces differ, and no port clash. The error names another
+// holder only when it is in c's own namespace.
+func (a *Allocator) checkShare(x netip.Addr, c claim) error {
 	for _, other := range a.inUse[x] {
-		if other == key {
+		if other == c.key {
 			continue
 		}
 		h := a.keys[other]
+		who := other
+		if h.ns != c.ns {
+			who = "a Service of another namespace"
+		}
 		switch {
-		case !shareable || !h.shareable:
-			return fmt.Errorf("held by %s and sharing is not allowed: %w", other, ErrConflict)
-		case portsClash(ports, h.ports):
-			return fmt.Errorf("ports clash with %s: %w", other, ErrConflict)
+		case !c.shareable || !h.shareable:
+			return fmt.Errorf("held by %s and sharing is not allowed: %w", who, ErrConflict)
+		case h.ns != c.ns && !crossConsent(c, h):
+			return fmt.Errorf("held by %s; sharing across namespaces needs the same sharing key on both Services and each naming the other's namespace: %w", who, ErrConflict)
+		case portsClash(c.ports, h.ports):
+			return fmt.Errorf("ports clash with %s: %w", who, ErrConflict)
 		}
 	}
 	return nil
+}
+
+// crossConsent reports whether c and h, of different namespaces, both agreed
+// to share: the same non-empty sharing key, and each lists the other's
+// namespace or "*".
+func crossConsent(c claim, h *holding) bool {
+	return c.sharingKey != "" && c.sharingKey == h.sharingKey &&
+		admits(c.shareWith, h.ns) && admits(h.shareWith, c.ns)
+}
+
+func admits(list []string, ns string) bool {
+	return slices.Contains(list, ns) || slices.Contains(list, "*")
 }
 
 // checkPorts returns ErrConflict when new ports of key clash with another
 // holder of one of addrs. Sharing itself was agreed when the address was
 // assigned, so only ports are checked.
 func (a *Allocator) checkPorts(key string, addrs []netip.Addr, ports []Port) error {
+	ns := ""
+	if h := a.keys[key]; h != nil {
+		ns = h.ns
+	}
 	for _, x := range addrs {
 		for _, other := range a.inUse[x] {
 			if other != key && portsClash(ports, a.keys[other].ports) {
-				return fmt.Errorf("updating ports of %s on %s: ports clash with %s: %w", key, x, other, ErrConflict)
+				who := other
+				if a.keys[other].ns != ns {
+					who = "a Service of another namespace"
+				}
+				return fmt.Errorf("updating ports of %s on %s: ports clash with %s: %w", key, x, who, ErrConflict)
 			}
 		}
 	}
 	return nil
 }
 
-// Restore records that key holds addrs, e.g. from the status of an existing
-// Service after a restart. It never fails: invalid addresses are dropped and
-// addresses outside every pool, or already held, are recorded anyway. It
-// replaces whatever key held before; no addresses means Release.
-func (a *Allocator) Restore(key, ns string, addrs []netip.Addr, ports []Port, shareable bool) {
+// Restore records that req.Key holds addrs, e.g. from the status of an
+// existing Service after a restart; req.Requested and req.Families are
+// ignored. It never fails: invalid addresses are dropped and addresses
+// outside every pool, or already held, are recorded anyway. It replaces
+// whatever the key held before; no addresses means Release.
+func (a *Allocator) Restore(req Request, addrs []netip.Addr, shareable bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var clean []netip.Addr
@@ -302,14 +352,14 @@ func (a *Allocator) Restore(key, ns string, addrs []netip.Addr, ports []Port, sh
 			clean = append(clean, x)
 		}
 	}
-	a.setHolding(key, ns, clean, normalizePorts(ports), shareable)
+	a.setHolding(claimOf(req, normalizePorts(req.Ports), shareable), clean)
 }
 
 // Release forgets everything key holds. Releasing an unknown key is a no-op.
 func (a *Allocator) Release(key string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.setHolding(key, "", nil, nil, false)
+	a.setHolding(claim{key: key}, nil)
 }
 
 // UpdatePorts records new ports for key. It returns ErrConflict, and keeps the
@@ -357,8 +407,9 @@ func (a *Allocator) Used(poolName string) int {
 	return a.used[poolName]
 }
 
-// setHolding makes key hold exactly addrs and keeps every index in step.
-func (a *Allocator) setHolding(key, ns string, addrs []netip.Addr, ports []Port, shareable bool) {
+// setHolding makes c.key hold exactly addrs and keeps every index in step.
+func (a *Allocator) setHolding(c claim, addrs []netip.Addr) {
+	key := c.key
 	var old []netip.Addr
 	if h := a.keys[key]; h != nil {
 		old = h.addrs
@@ -366,7 +417,8 @@ func (a *Allocator) setHolding(key, ns string, addrs []netip.Addr, ports []Port,
 	if len(addrs) == 0 {
 		delete(a.keys, key)
 	} else {
-		a.keys[key] = &holding{ns: ns, addrs: slices.Clone(addrs), ports: ports, shareable: shareable}
+		a.keys[key] = &holding{ns: c.ns, addrs: slices.Clone(addrs), ports: c.ports, shareable: c.shareable,
+			sharingKey: c.sharingKey, shareWith: slices.Clone(c.shareWith)}
 	}
 	for _, x := range old {
 		if !slices.Contains(addrs, x) {

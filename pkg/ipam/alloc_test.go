@@ -19,6 +19,10 @@ type step struct {
 	restore *restored
 	ports   *portUpdate
 	forbid  []string // addresses the caller's Forbidden func refuses
+	// parity applies config exactly; otherwise the CIDR end and .0/.255
+	// skipping of picks is switched off, so the scenarios below test the
+	// search mechanics with every address of a pool available.
+	parity bool
 
 	want    string // expected addresses, comma-separated, in order
 	wantErr error  // checked with errors.Is
@@ -27,10 +31,12 @@ type step struct {
 }
 
 type restored struct {
-	key, ns   string
-	addrs     string
-	ports     []string
-	shareable bool
+	key, ns    string
+	addrs      string
+	ports      []string
+	shareable  bool
+	sharingKey string
+	shareWith  []string
 }
 
 type portUpdate struct {
@@ -46,6 +52,11 @@ func rq(key string, fams ...Family) *Request {
 func withPorts(r *Request, ports ...string) *Request { r.Ports = parsePorts(ports); return r }
 
 func static(r *Request, addrs string) *Request { r.Requested = parseAddrs(addrs); return r }
+
+func shareWith(r *Request, key string, namespaces ...string) *Request {
+	r.SharingKey, r.ShareWith = key, namespaces
+	return r
+}
 
 // parsePorts turns "tcp/80" (or "80") into Ports.
 func parsePorts(in []string) []Port {
@@ -94,6 +105,12 @@ func runSteps(t *testing.T, steps []step) {
 			if len(errs) > 0 {
 				t.Fatalf("step %d (%s): config errors %v", i, s.desc, errs)
 			}
+			if !s.parity {
+				cfg.keepDot0 = true
+				for _, p := range cfg.pools {
+					p.ends = nil
+				}
+			}
 			a.SetConfig(cfg)
 		case s.req != nil:
 			got, err = a.Assign(*s.req)
@@ -101,7 +118,8 @@ func runSteps(t *testing.T, steps []step) {
 			a.Release(s.release)
 		case s.restore != nil:
 			r := s.restore
-			a.Restore(r.key, r.ns, parseAddrs(r.addrs), parsePorts(r.ports), r.shareable)
+			a.Restore(Request{Key: r.key, Namespace: r.ns, Ports: parsePorts(r.ports), SharingKey: r.sharingKey, ShareWith: r.shareWith},
+				parseAddrs(r.addrs), r.shareable)
 		case s.ports != nil:
 			err = a.UpdatePorts(s.ports.key, parsePorts(s.ports.ports))
 		case s.forbid != nil:
@@ -183,7 +201,7 @@ func TestScenarios(t *testing.T) {
 			{req: rq("ns/b", IPv4), want: "10.0.1.0"},
 		}},
 		{"namespace pools before global; cidr before range", []step{
-			{config: map[string]string{"cidr-dev": "10.1.0.0/31", "range-dev": "10.2.0.5-10.2.0.5", "cidr-global": "10.9.0.0/24"}},
+			{config: map[string]string{"cidr-dev": "10.1.0.0/31", "range-dev": "10.2.0.5-10.2.0.5", "cidr-global": "10.9.0.0/24", "fallthrough-dev": "true"}},
 			{req: rq("dev/a", IPv4), want: "10.1.0.0"},
 			{req: rq("dev/b", IPv4), want: "10.1.0.1"},
 			{req: rq("dev/c", IPv4), want: "10.2.0.5"},
@@ -191,7 +209,7 @@ func TestScenarios(t *testing.T) {
 			{desc: "other namespaces never see dev pools", req: rq("prod/x", IPv4), want: "10.9.0.1"},
 		}},
 		{"overlapping pools never hand out an address twice", []step{
-			{config: map[string]string{"cidr-dev": "10.0.0.0/30", "range-global": "10.0.0.2-10.0.0.5"}},
+			{config: map[string]string{"cidr-dev": "10.0.0.0/30", "range-global": "10.0.0.2-10.0.0.5", "fallthrough-global": "true"}},
 			{req: rq("dev/a", IPv4), want: "10.0.0.0"},
 			{req: rq("prod/b", IPv4), want: "10.0.0.2"},
 			{req: rq("dev/c", IPv4), want: "10.0.0.1"},
@@ -239,6 +257,77 @@ func TestScenarios(t *testing.T) {
 			{desc: "default: no sharing", config: map[string]string{"cidr-global": "10.0.0.0/29"}},
 			{req: withPorts(static(rq("dev/f"), "10.0.0.0"), "tcp/25"), wantErr: ErrConflict},
 		}},
+		{"sharing across namespaces needs consent on both Services", []step{
+			{config: map[string]string{"cidr-global": "10.0.0.0/29", "allow-share-global": "true"}},
+			{req: withPorts(rq("a/web", IPv4), "tcp/80"), want: "10.0.0.0"},
+			{desc: "admin sharing alone does not let another namespace join",
+				req: withPorts(static(rq("b/x"), "10.0.0.0"), "tcp/81"), wantErr: ErrConflict},
+			{desc: "nor does a pick join it", req: withPorts(rq("b/y", IPv4), "tcp/82"), want: "10.0.0.1"},
+			{desc: "consent on one side only", req: shareWith(withPorts(static(rq("b/z"), "10.0.0.0"), "tcp/83"), "k", "a"), wantErr: ErrConflict},
+			{restore: &restored{key: "a/web", ns: "a", addrs: "10.0.0.0", ports: []string{"tcp/80"}, shareable: true, sharingKey: "k", shareWith: []string{"b"}}},
+			{desc: "another key", req: shareWith(withPorts(static(rq("b/z"), "10.0.0.0"), "tcp/83"), "other", "a"), wantErr: ErrConflict},
+			{desc: "the right key but not listing namespace a", req: shareWith(withPorts(static(rq("b/z"), "10.0.0.0"), "tcp/83"), "k", "c"), wantErr: ErrConflict},
+			{desc: "both sides agree", req: shareWith(withPorts(static(rq("b/z"), "10.0.0.0"), "tcp/83"), "k", "*"), want: "10.0.0.0",
+				holders: map[string]string{"10.0.0.0": "a/web,b/z"}},
+			{desc: "a third namespace is not listed by a/web", req: shareWith(withPorts(static(rq("c/w"), "10.0.0.0"), "tcp/84"), "k", "*"), wantErr: ErrConflict},
+			{desc: "ports still count", req: shareWith(withPorts(static(rq("b/p"), "10.0.0.0"), "tcp/80"), "k", "a"), wantErr: ErrConflict},
+		}},
+		{"pools are a boundary for requested addresses", []step{
+			{config: map[string]string{"cidr-team-a": "10.1.0.0/24", "cidr-team-b": "10.2.0.0/24", "cidr-global": "10.9.0.0/24"}},
+			{desc: "legacy ConfigMap: outside every pool is allowed", req: static(rq("team-a/x"), "192.168.1.1"), want: "192.168.1.1"},
+			{desc: "own pool", req: static(rq("team-a/y"), "10.1.0.7"), want: "10.1.0.7"},
+			{desc: "global pool", req: static(rq("team-a/z"), "10.9.0.7"), want: "10.9.0.7"},
+			{desc: "another namespace's pool, legacy ConfigMap or not", req: static(rq("team-a/w"), "10.2.0.7"), wantErr: ErrOtherPool},
+			{config: map[string]string{"cidr-team-a": "10.1.0.0/24", "cidr-team-b": "10.2.0.0/24", "allow-static-outside-pools": "true"}},
+			{req: static(rq("team-a/w"), "10.2.0.7"), wantErr: ErrOtherPool},
+			{config: map[string]string{"cidr-team-a": "10.1.0.0/24", "cidr-team-b": "10.2.0.0/24", "allow-static-outside-pools": "false",
+				"allow-static-outside-pools-infra": "true"}},
+			{req: static(rq("team-a/v"), "192.168.1.2"), wantErr: ErrOutsidePools},
+			{desc: "a trusted namespace", req: static(rq("infra/v"), "192.168.1.2"), want: "192.168.1.2"},
+			{desc: "a trusted namespace still cannot take another namespace's pool", req: static(rq("infra/u"), "10.2.0.8"), wantErr: ErrOtherPool},
+			{desc: "overlapping own pool wins", config: map[string]string{"cidr-team-a": "10.2.0.0/25", "cidr-team-b": "10.2.0.0/24"}},
+			{req: static(rq("team-a/t"), "10.2.0.9"), want: "10.2.0.9"},
+			{req: static(rq("team-a/s"), "10.2.0.200"), wantErr: ErrOtherPool},
+			{desc: "held addresses never change", req: static(rq("team-a/y"), "10.1.0.7"), want: "10.1.0.7"},
+		}},
+		{"pick parity with kube-vip-cloud-provider", []step{
+			{parity: true, config: map[string]string{"cidr-global": "10.0.0.0/23"}},
+			{desc: "network address skipped", req: rq("ns/a", IPv4), want: "10.0.0.1"},
+			{parity: true, config: map[string]string{"cidr-global": "10.0.0.0/23", "search-order": "desc"}},
+			{desc: "broadcast skipped", req: rq("ns/b", IPv4), want: "10.0.1.254"},
+			{parity: true, config: map[string]string{"range-global": "10.0.0.254-10.0.1.1"}},
+			{desc: ".255 and .0 skipped in ranges too", req: rq("ns/c", IPv4), want: "10.0.0.254"},
+			{req: rq("ns/d", IPv4), want: "10.0.1.1"},
+			{parity: true, config: map[string]string{"range-global": "10.0.0.254-10.0.1.1", "skip-dot0-dot255": "false"}},
+			{desc: "skip-dot0-dot255 false", req: rq("ns/e", IPv4), want: "10.0.0.255"},
+			{parity: true, config: map[string]string{"cidr-global": "10.0.2.0/24", "skip-dot0-dot255": "false"}},
+			{desc: "CIDR ends are always skipped", req: rq("ns/f", IPv4), want: "10.0.2.1"},
+			{parity: true, config: map[string]string{"cidr-global": "10.0.3.4/31,10.0.4.0/32"}},
+			{desc: "/31 and /32 have no ends, .0 still skipped", req: rq("ns/g", IPv4), want: "10.0.3.4"},
+			{req: rq("ns/h", IPv4), want: "10.0.3.5"},
+			{req: rq("ns/i", IPv4), wantErr: ErrPoolExhausted},
+			{parity: true, config: map[string]string{"cidr-global": "fd00::/126,fd01::/127"}},
+			{desc: "IPv6 subnet-router anycast skipped", req: rq("ns/j", IPv6), want: "fd00::1"},
+			{req: rq("ns/k", IPv6), want: "fd00::2"},
+			{req: rq("ns/l", IPv6), want: "fd00::3"},
+			{desc: "/127 has none", req: rq("ns/m", IPv6), want: "fd01::"},
+			{desc: "requested addresses are not affected", req: static(rq("ns/n"), "10.0.5.0"), want: "10.0.5.0"},
+			{desc: "held addresses never change", req: rq("ns/a", IPv4), want: "10.0.0.1"},
+		}},
+		{"a namespace pool is a cap unless fallthrough", []step{
+			{config: map[string]string{"cidr-dev": "10.1.0.0/31", "cidr-global": "10.9.0.0/24"}},
+			{req: rq("dev/a", IPv4), want: "10.1.0.0"},
+			{req: rq("dev/b", IPv4), want: "10.1.0.1"},
+			{req: rq("dev/c", IPv4), wantErr: ErrPoolExhausted},
+			{desc: "no IPv6 in dev's pools", req: rq("dev/d", IPv6), wantErr: ErrNoPool},
+			{req: rq("prod/x", IPv4), want: "10.9.0.0"},
+			{config: map[string]string{"cidr-dev": "10.1.0.0/31", "cidr-global": "10.9.0.0/24", "fallthrough-global": "true", "fallthrough-dev": "false"}},
+			{desc: "fallthrough-<ns> beats fallthrough-global", req: rq("dev/c", IPv4), wantErr: ErrPoolExhausted},
+			{config: map[string]string{"cidr-dev": "10.1.0.0/31", "cidr-global": "10.9.0.0/24", "fallthrough-dev": "true"}},
+			{req: rq("dev/c", IPv4), want: "10.9.0.1"},
+			{desc: "back to a cap: held addresses never change", config: map[string]string{"cidr-dev": "10.1.0.0/31", "cidr-global": "10.9.0.0/24"}},
+			{req: rq("dev/c", IPv4), want: "10.9.0.1"},
+		}},
 		{"UpdatePorts on a shared address", []step{
 			{config: map[string]string{"cidr-global": "10.0.0.0/29", "allow-share-global": "true"}},
 			{req: withPorts(rq("ns/a", IPv4), "tcp/80"), want: "10.0.0.0"},
@@ -266,7 +355,7 @@ func TestScenarios(t *testing.T) {
 			{desc: "a key that had a static address keeps it", req: rq("ns/c", IPv4), want: "10.0.0.3"},
 			{config: map[string]string{"cidr-global": "10.0.0.0/30,fd00::/120", "cidr-dev": "10.5.0.0/30", "allow-static-outside-pools": "false"}},
 			{req: static(rq("ns/e"), "192.168.1.12"), wantErr: ErrOutsidePools},
-			{desc: "another namespace's pool is outside", req: static(rq("ns/e"), "10.5.0.1"), wantErr: ErrOutsidePools},
+			{desc: "another namespace's pool is refused", req: static(rq("ns/e"), "10.5.0.1"), wantErr: ErrOtherPool},
 			{req: static(rq("dev/e"), "10.5.0.1"), want: "10.5.0.1"},
 			{desc: "old assignments outside pools stay", req: static(rq("ns/a"), "192.168.1.11"), want: "192.168.1.11"},
 			{desc: "dual-stack static", req: static(rq("ns/f"), "10.0.0.2,fd00::5"), want: "10.0.0.2,fd00::5"},
@@ -340,7 +429,7 @@ func TestScenarios(t *testing.T) {
 			{desc: "only forbidden addresses", req: rq("ns/f", IPv4, IPv6), wantErr: ErrPoolExhausted},
 		}},
 		{"DHCP pool", []step{
-			{config: map[string]string{"cidr-dev": "0.0.0.0/32", "cidr-global": "10.0.0.0/30,fd00::/127"}},
+			{config: map[string]string{"cidr-dev": "0.0.0.0/32", "cidr-global": "10.0.0.0/30,fd00::/127", "fallthrough-dev": "true"}},
 			{req: rq("dev/a", IPv4), want: "0.0.0.0", holders: map[string]string{"0.0.0.0": ""}},
 			{req: rq("dev/b", IPv4, IPv6), want: "0.0.0.0,fd00::"},
 			{req: rq("prod/c", IPv4), want: "10.0.0.0"},
@@ -435,7 +524,7 @@ func checkInternal(t *testing.T, a *Allocator) {
 				for x := r.From(); r.Contains(x); x = x.Next() {
 					below := c.loDone || x.Less(c.lo)
 					above := c.hiDone || c.hi.Less(x)
-					if (below || above) && a.free(x) && !BuiltinForbidden(x) {
+					if (below || above) && a.free(st, x) && !BuiltinForbidden(x) {
 						t.Errorf("pool %s: %s is free but behind a cursor %+v", st.p.name, x, c)
 					}
 				}

@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -31,10 +32,31 @@ const (
 	// KeySearchOrder is "asc" (default: lowest free address first) or "desc"
 	// (highest free address first).
 	KeySearchOrder = "search-order"
-	// KeyAllowStaticOutsidePools holds a bool (default true): whether a
-	// Service may request a static address outside the pools serving its
-	// namespace.
+	// KeyAllowStaticOutsidePools holds a bool: whether a Service may request
+	// a static address outside every pool. A ConfigMap without it keeps
+	// kube-vip's behaviour (true, see Config.Legacy); vip's own installs set
+	// it to false. An address inside a pool that does not serve the
+	// Service's namespace is refused whatever it says.
 	KeyAllowStaticOutsidePools = "allow-static-outside-pools"
+	// KeyPrefixAllowStaticOutsidePools starts keys holding a bool for one
+	// namespace: allow-static-outside-pools-<namespace> overrides
+	// allow-static-outside-pools for that namespace alone.
+	KeyPrefixAllowStaticOutsidePools = KeyAllowStaticOutsidePools + "-"
+	// KeyPrefixAllowDHCP starts keys holding a bool: whether Services of that
+	// scope (a namespace, or GlobalScope) may request 0.0.0.0, an address by
+	// DHCP. Without any such key DHCP requests are allowed only where a pool
+	// holds the 0.0.0.0/32 marker, or everywhere when the ConfigMap is a
+	// legacy one (no allow-static-outside-pools key).
+	KeyPrefixAllowDHCP = "allow-dhcp-"
+	// KeySkipDot0Dot255 holds a bool (default true): never hand out an IPv4
+	// address ending in .0 or .255 from a pool, as kube-vip-cloud-provider
+	// does. Requested addresses are not affected.
+	KeySkipDot0Dot255 = "skip-dot0-dot255"
+	// KeyPrefixFallthrough starts keys holding a bool: whether a namespace
+	// that has pools of its own also gets addresses from the global pools
+	// once its own are full (fallthrough-<namespace>, or fallthrough-global
+	// for every namespace). Default false: a namespace pool is a cap.
+	KeyPrefixFallthrough = "fallthrough-"
 	// GlobalScope is the scope suffix of pools and settings for all namespaces.
 	GlobalScope = "global"
 )
@@ -52,6 +74,11 @@ type Config struct {
 	skipEnd     bool
 	desc        bool
 	denyOutside bool // inverted so that the zero Config has the default
+	outsideSet  bool // allow-static-outside-pools is present
+	outsideNS   map[string]bool
+	dhcpAllow   map[string]bool
+	fallthru    map[string]bool
+	keepDot0    bool // skip-dot0-dot255 is false
 }
 
 // pool is the merged content of one cidr-/range- key.
@@ -60,6 +87,10 @@ type pool struct {
 	scope string
 	dhcp  bool                // holds the 0.0.0.0/32 DHCP marker
 	rr    [2][]netipx.IPRange // per family: sorted, disjoint, merged
+	// ends are never picked: the network and broadcast address of each IPv4
+	// CIDR entry (/30 and wider) and the subnet-router anycast address of
+	// each IPv6 CIDR entry (/126 and wider).
+	ends map[netip.Addr]struct{}
 }
 
 func (p *pool) has(f Family) bool {
@@ -91,10 +122,13 @@ type PoolInfo struct {
 // expanded. Errors come in key order, so the result is deterministic.
 func ParseConfig(data map[string]string) (*Config, []error) {
 	c := &Config{
-		pools:   map[string]*pool{},
-		byScope: map[string][]*pool{},
-		share:   map[string]bool{},
-		ifaces:  map[string]string{},
+		pools:     map[string]*pool{},
+		byScope:   map[string][]*pool{},
+		share:     map[string]bool{},
+		ifaces:    map[string]string{},
+		outsideNS: map[string]bool{},
+		dhcpAllow: map[string]bool{},
+		fallthru:  map[string]bool{},
 	}
 	var errs []error
 	parseBool := func(key string, dst *bool) {
@@ -114,6 +148,19 @@ func ParseConfig(data map[string]string) (*Config, []error) {
 	allowOutside := true
 	parseBool(KeyAllowStaticOutsidePools, &allowOutside)
 	c.denyOutside = !allowOutside
+	_, c.outsideSet = data[KeyAllowStaticOutsidePools]
+	skipDot0 := true
+	parseBool(KeySkipDot0Dot255, &skipDot0)
+	c.keepDot0 = !skipDot0
+	scopedBool := func(key, prefix string, dst map[string]bool) {
+		scope := strings.TrimPrefix(key, prefix)
+		var b bool
+		before := len(errs)
+		parseBool(key, &b)
+		if scope != "" && len(errs) == before {
+			dst[scope] = b
+		}
+	}
 	if v, ok := data[KeySearchOrder]; ok {
 		switch strings.ToLower(strings.TrimSpace(v)) {
 		case "desc":
@@ -137,13 +184,13 @@ func ParseConfig(data map[string]string) (*Config, []error) {
 			errs = append(errs, perrs...)
 			c.pools[key] = p
 		case strings.HasPrefix(key, KeyPrefixAllowShare):
-			scope := strings.TrimPrefix(key, KeyPrefixAllowShare)
-			var b bool
-			before := len(errs)
-			parseBool(key, &b)
-			if scope != "" && len(errs) == before {
-				c.share[scope] = b
-			}
+			scopedBool(key, KeyPrefixAllowShare, c.share)
+		case strings.HasPrefix(key, KeyPrefixAllowStaticOutsidePools):
+			scopedBool(key, KeyPrefixAllowStaticOutsidePools, c.outsideNS)
+		case strings.HasPrefix(key, KeyPrefixAllowDHCP):
+			scopedBool(key, KeyPrefixAllowDHCP, c.dhcpAllow)
+		case strings.HasPrefix(key, KeyPrefixFallthrough):
+			scopedBool(key, KeyPrefixFallthrough, c.fallthru)
 		case strings.HasPrefix(key, KeyPrefixInterface):
 			scope := strings.TrimPrefix(key, KeyPrefixInterface)
 			name := strings.TrimSpace(val)
@@ -171,7 +218,7 @@ func ParseConfig(data map[string]string) (*Config, []error) {
 // entry syntax decides its kind ("a-b" range, "a/n" CIDR, or a lone address),
 // whatever the key prefix, as kube-vip-cloud-provider does.
 func parsePool(key, scope, val string, skipEnd bool) (*pool, []error) {
-	p := &pool{name: key, scope: scope}
+	p := &pool{name: key, scope: scope, ends: map[netip.Addr]struct{}{}}
 	var errs []error
 	var b [2]netipx.IPSetBuilder
 	for entry := range strings.SplitSeq(val, ",") {
@@ -187,6 +234,9 @@ func parsePool(key, scope, val string, skipEnd bool) (*pool, []error) {
 			p.dhcp = true
 		case r.IsValid():
 			b[FamilyOf(r.From()).index()].AddRange(r)
+			for _, x := range cidrEnds(entry) {
+				p.ends[x] = struct{}{}
+			}
 		}
 	}
 	for i := range b {
@@ -194,6 +244,25 @@ func parsePool(key, scope, val string, skipEnd bool) (*pool, []error) {
 		p.rr[i] = set.Ranges()
 	}
 	return p, errs
+}
+
+// cidrEnds returns the addresses of a CIDR entry that are never picked: the
+// network and broadcast address of an IPv4 prefix of /30 or wider (a /31 has
+// none, RFC 3021), the subnet-router anycast address (RFC 4291 2.6.1) of an
+// IPv6 prefix of /126 or wider (a /127 has none, RFC 6164).
+func cidrEnds(entry string) []netip.Addr {
+	pfx, err := netip.ParsePrefix(entry)
+	if err != nil {
+		return nil
+	}
+	r := netipx.RangeOfPrefix(pfx.Masked())
+	switch {
+	case pfx.Addr().Is4() && pfx.Bits() <= 30:
+		return []netip.Addr{r.From(), r.To()}
+	case pfx.Addr().Is6() && pfx.Bits() <= 126:
+		return []netip.Addr{r.From()}
+	}
+	return nil
 }
 
 // parseEntry parses one pool entry into a range, or reports the DHCP marker,
@@ -308,18 +377,120 @@ func (c *Config) Pools() []PoolInfo {
 	return out
 }
 
-// eligible returns the pools serving namespace ns in search order: the
-// namespace's cidr and range pools, then the global ones.
+// eligible returns the pools vip picks from for namespace ns, in search
+// order: the namespace's own cidr and range pools; the global ones when the
+// namespace has no usable pool of its own, or when fallthrough-<ns> (or
+// fallthrough-global) lets it spill over.
 func (c *Config) eligible(ns string) []*pool {
 	if c == nil {
 		return nil
 	}
-	out := slices.Clone(c.byScope[ns])
+	var out []*pool
 	if ns != GlobalScope {
-		out = append(out, c.byScope[GlobalScope]...)
+		for _, p := range c.byScope[ns] {
+			if p.has(IPv4) || p.has(IPv6) {
+				out = append(out, p)
+			}
+		}
+		if len(out) > 0 && !c.Fallthrough(ns) {
+			return out
+		}
 	}
-	return out
+	return append(out, c.byScope[GlobalScope]...)
 }
+
+// Fallthrough reports whether a namespace with pools of its own also gets
+// addresses from the global pools: fallthrough-<ns>, else
+// fallthrough-global, else false.
+func (c *Config) Fallthrough(ns string) bool {
+	if c == nil {
+		return false
+	}
+	if b, ok := c.fallthru[ns]; ok {
+		return b
+	}
+	return c.fallthru[GlobalScope]
+}
+
+// CheckRequested says whether a Service of namespace ns may request x as far
+// as the pools go (never-assignable addresses and other holders are checked
+// elsewhere). An address inside a pool of another namespace is refused with
+// ErrOtherPool unless a pool of ns holds it too, whatever
+// allow-static-outside-pools says. An address in no pool of ns nor of
+// GlobalScope is refused with ErrOutsidePools unless AllowStaticOutside(ns).
+// The error never names another namespace.
+func (c *Config) CheckRequested(ns string, x netip.Addr) error {
+	if c == nil {
+		return nil
+	}
+	x = x.Unmap()
+	inOwn, inGlobal, inOther := false, false, false
+	for _, p := range c.pools {
+		if !p.contains(x) {
+			continue
+		}
+		switch p.scope {
+		case ns:
+			inOwn = true
+		case GlobalScope:
+			inGlobal = true
+		default:
+			inOther = true
+		}
+	}
+	switch {
+	case inOwn:
+		return nil
+	case inOther:
+		return fmt.Errorf("%s lies in an address pool that does not serve namespace %q: %w", x, ns, ErrOtherPool)
+	case inGlobal || c.AllowStaticOutside(ns):
+		return nil
+	}
+	key := KeyAllowStaticOutsidePools
+	if _, ok := c.outsideNS[ns]; ok {
+		key = KeyPrefixAllowStaticOutsidePools + ns
+	}
+	return fmt.Errorf("%s is not in a pool of namespace %q and %s is false: %w", x, ns, key, ErrOutsidePools)
+}
+
+// AllowStaticOutside reports whether Services of namespace ns may request
+// addresses outside every pool: allow-static-outside-pools-<ns>, else
+// allow-static-outside-pools, else true (kube-vip's behaviour).
+func (c *Config) AllowStaticOutside(ns string) bool {
+	if c == nil {
+		return true
+	}
+	if b, ok := c.outsideNS[ns]; ok {
+		return b
+	}
+	return !c.denyOutside
+}
+
+// Legacy reports whether the ConfigMap lacks allow-static-outside-pools, as
+// kube-vip-cloud-provider's do: any namespace may then request any address
+// that no pool of another namespace holds.
+func (c *Config) Legacy() bool { return c == nil || !c.outsideSet }
+
+// DHCPAllowed reports whether Services of namespace ns may request 0.0.0.0
+// (an address by DHCP): allow-dhcp-<ns>, else allow-dhcp-global; without
+// either, when a pool serving ns holds the 0.0.0.0/32 marker or the
+// ConfigMap is a legacy one.
+func (c *Config) DHCPAllowed(ns string) bool {
+	if c == nil {
+		return true
+	}
+	if b, ok := c.dhcpAllow[ns]; ok {
+		return b
+	}
+	if b, ok := c.dhcpAllow[GlobalScope]; ok {
+		return b
+	}
+	return c.Legacy() || c.DHCP(ns)
+}
+
+// SkipDot0Dot255 reports whether IPv4 addresses ending in .0 or .255 are
+// skipped when picking from a pool (skip-dot0-dot255, default true).
+func (c *Config) SkipDot0Dot255() bool { return c == nil || !c.keepDot0 }
 
 // DHCP reports whether namespace ns gets its IPv4 addresses by DHCP: the
 // first pool serving it with IPv4 holds the 0.0.0.0/32 marker, so the
@@ -343,6 +514,20 @@ func (c *Config) PoolOf(ns string, a netip.Addr) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// InAnyPool reports whether any pool, of any scope, holds a.
+func (c *Config) InAnyPool(a netip.Addr) bool {
+	if c == nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range c.pools {
+		if p.contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Shareable reports whether Services of namespace ns may share addresses:
@@ -375,6 +560,7 @@ func (c *Config) Descending() bool { return c != nil && c.desc }
 // SkipEndIPsInCIDR reports whether skip-end-ips-in-cidr is set.
 func (c *Config) SkipEndIPsInCIDR() bool { return c != nil && c.skipEnd }
 
-// AllowStaticOutsidePools reports whether static requests may name addresses
-// outside the pools serving their namespace (default true).
+// AllowStaticOutsidePools reports whether allow-static-outside-pools allows
+// static requests outside the pools (default true); see AllowStaticOutside
+// for the per-namespace answer.
 func (c *Config) AllowStaticOutsidePools() bool { return c == nil || !c.denyOutside }

@@ -287,7 +287,7 @@ func TestPoolOfSearchOrder(t *testing.T) {
 	}{
 		{"dev", "10.0.0.5", "cidr-dev"},
 		{"dev", "10.0.1.1", "range-dev"},
-		{"dev", "10.0.2.1", "cidr-global"},
+		{"dev", "10.0.2.1", ""}, // dev has pools of its own: global ones do not serve it
 		{"prod", "10.0.0.5", "cidr-global"},
 		{"prod", "10.1.0.1", "range-global"},
 		{"prod", "10.2.0.1", ""},
@@ -319,5 +319,40 @@ func TestWholeFamilyRefused(t *testing.T) {
 		if _, errs := ParseConfig(map[string]string{"cidr-global": entry}); len(errs) != 0 {
 			t.Errorf("%s refused: %v", entry, errs)
 		}
+	}
+}
+
+func TestTenantSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		data                  map[string]string
+		ns                    string
+		legacy, outside, dhcp bool
+		fallThru, skipDot0255 bool
+	}{
+		{"legacy ConfigMap", map[string]string{"cidr-global": "10.0.0.0/24"}, "a", true, true, true, false, true},
+		{"new install", map[string]string{"allow-static-outside-pools": "false"}, "a", false, false, false, false, true},
+		{"explicit true is not legacy", map[string]string{"allow-static-outside-pools": "true"}, "a", false, true, false, false, true},
+		{"trusted namespace", map[string]string{"allow-static-outside-pools": "false", "allow-static-outside-pools-a": "true"}, "a", false, true, false, false, true},
+		{"untrusting one namespace of a legacy ConfigMap", map[string]string{"allow-static-outside-pools-a": "false"}, "a", true, false, true, false, true},
+		{"DHCP by admin key", map[string]string{"allow-static-outside-pools": "false", "allow-dhcp-a": "true"}, "a", false, false, true, false, true},
+		{"DHCP global key, namespace overrides", map[string]string{"allow-dhcp-global": "true", "allow-dhcp-a": "false"}, "a", true, true, false, false, true},
+		{"DHCP by a marker pool", map[string]string{"allow-static-outside-pools": "false", "cidr-a": "0.0.0.0/32"}, "a", false, false, true, false, true},
+		{"fallthrough and dot0", map[string]string{"fallthrough-global": "true", "skip-dot0-dot255": "false"}, "a", true, true, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, errs := ParseConfig(tc.data)
+			if len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			if c.Legacy() != tc.legacy || c.AllowStaticOutside(tc.ns) != tc.outside || c.DHCPAllowed(tc.ns) != tc.dhcp ||
+				c.Fallthrough(tc.ns) != tc.fallThru || c.SkipDot0Dot255() != tc.skipDot0255 {
+				t.Errorf("Legacy %v AllowStaticOutside %v DHCPAllowed %v Fallthrough %v SkipDot0Dot255 %v",
+					c.Legacy(), c.AllowStaticOutside(tc.ns), c.DHCPAllowed(tc.ns), c.Fallthrough(tc.ns), c.SkipDot0Dot255())
+			}
+		})
+	}
+	if _, errs := ParseConfig(map[string]string{"allow-dhcp-a": "yes please"}); len(errs) != 1 {
+		t.Errorf("bad bool: errors %v", errs)
 	}
 }

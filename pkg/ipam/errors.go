@@ -25,6 +25,9 @@ var (
 	// ErrOutsidePools means a static address lies outside every pool that
 	// serves the namespace and the configuration does not allow that.
 	ErrOutsidePools = errors.New("address outside the pools")
+	// ErrOtherPool means a static address lies inside a pool that does not
+	// serve the Service's namespace.
+	ErrOtherPool = errors.New("address in another namespace's pool")
 	// ErrBadRequest means the request itself is malformed (no key, an invalid
 	// address or an unknown family).
 	ErrBadRequest = errors.New("malformed address request")

@@ -28,6 +28,7 @@ func FuzzParseConfig(f *testing.F) {
 		"range-global=10.0.0.9-10.0.0.1,1-2-3,a-b,10.0.0.1-2001::1\ncidr-=x",
 		"allow-share-dev=true\nallow-share-global=maybe\ninterface-dev=eth0\ninterface-global=a/b",
 		"cidr-dev=0.0.0.0/32\nallow-static-outside-pools=false",
+		"allow-static-outside-pools-dev=true\nallow-dhcp-global=false\nskip-dot0-dot255=no\nfallthrough-dev=true",
 		"cidr-x=::ffff:10.0.0.0/120,fe80::1%eth0/64, 10.0.0.0/24 ,,",
 	} {
 		f.Add(seed)
@@ -78,6 +79,8 @@ var fuzzConfigs = []map[string]string{
 	{"cidr-global": "10.0.0.0/28", "skip-end-ips-in-cidr": "true", "search-order": "desc", "allow-share-dev": "true"},
 	{"cidr-dev": "0.0.0.0/32", "cidr-global": "10.0.0.8/30,fd00::/126", "allow-static-outside-pools": "false", "allow-share-global": "true"},
 	{"range-global": "10.0.0.0-10.0.0.3,fd00::-fd00::1", "allow-share-global": "true", "search-order": "desc"},
+	{"cidr-prod": "10.0.0.0/29", "cidr-global": "10.0.0.8/29", "allow-static-outside-pools": "false", "allow-share-global": "true",
+		"skip-dot0-dot255": "false", "fallthrough-dev": "true"},
 	{},
 }
 
@@ -126,6 +129,9 @@ func FuzzAllocator(f *testing.F) {
 			switch op {
 			case 0, 1, 2, 3:
 				req := Request{Key: key, Namespace: ns, Ports: ports, Families: fuzzFamilies[int(p)%len(fuzzFamilies)]}
+				if k&16 != 0 {
+					req.SharingKey, req.ShareWith = "k", []string{"*"}
+				}
 				if op == 3 {
 					req.Requested = []netip.Addr{fuzzAddrs[int(p)%len(fuzzAddrs)]}
 				}
@@ -137,7 +143,7 @@ func FuzzAllocator(f *testing.F) {
 				a.Release(key)
 				delete(restoredKeys, key)
 			case 5:
-				a.Restore(key, ns, []netip.Addr{fuzzAddrs[int(p)%len(fuzzAddrs)]}, ports, p&1 == 1)
+				a.Restore(Request{Key: key, Namespace: ns, Ports: ports}, []netip.Addr{fuzzAddrs[int(p)%len(fuzzAddrs)]}, p&1 == 1)
 				restoredKeys[key] = true
 			case 6:
 				_ = a.UpdatePorts(key, ports)
@@ -200,6 +206,12 @@ func checkAssign(t *testing.T, a *Allocator, before snap, req Request, got []net
 		if _, ok := cfg.PoolOf(req.Namespace, x); !ok && len(req.Requested) == 0 {
 			t.Errorf("%s got %s outside the pools of %q", req.Key, x, req.Namespace)
 		}
+		if len(req.Requested) > 0 && cfg.CheckRequested(req.Namespace, x) != nil {
+			t.Errorf("%s got requested %s that its namespace may not have", req.Key, x)
+		}
+		if b := x.As16(); len(req.Requested) == 0 && x.Is4() && cfg.SkipDot0Dot255() && (b[15] == 0 || b[15] == 255) {
+			t.Errorf("%s picked %s", req.Key, x)
+		}
 		for _, other := range before.holders[x] {
 			h := before.keys[other]
 			if other == req.Key {
@@ -207,6 +219,9 @@ func checkAssign(t *testing.T, a *Allocator, before snap, req Request, got []net
 			}
 			if !h.shareable || !cfg.Shareable(req.Namespace) {
 				t.Errorf("%s joined %s held by %s without consent", req.Key, x, other)
+			}
+			if h.ns != req.Namespace && (req.SharingKey == "" || req.SharingKey != h.sharingKey) {
+				t.Errorf("%s joined %s held by %s of another namespace without both consents", req.Key, x, other)
 			}
 			if portsClash(normalizePorts(req.Ports), h.ports) {
 				t.Errorf("%s joined %s held by %s with clashing ports", req.Key, x, other)

@@ -56,7 +56,7 @@ func (st *poolState) freed(x netip.Addr) {
 }
 
 // pick chooses one address of family f for req. Nothing is recorded.
-func (a *Allocator) pick(req Request, f Family, ports []Port, shareable bool) (netip.Addr, error) {
+func (a *Allocator) pick(req Request, f Family, c claim) (netip.Addr, error) {
 	var pools []*poolState
 	for _, p := range a.cfg.eligible(req.Namespace) {
 		if p.has(f) {
@@ -66,8 +66,8 @@ func (a *Allocator) pick(req Request, f Family, ports []Port, shareable bool) (n
 	if len(pools) == 0 {
 		return netip.Addr{}, fmt.Errorf("allocating %s for %s: namespace %q: %w", f, req.Key, req.Namespace, ErrNoPool)
 	}
-	if shareable && len(ports) > 0 {
-		if x, ok := a.pickShared(pools, f, req.Key, ports); ok {
+	if c.shareable && len(c.ports) > 0 {
+		if x, ok := a.pickShared(pools, f, c); ok {
 			return x, nil
 		}
 	}
@@ -93,11 +93,11 @@ func (a *Allocator) pick(req Request, f Family, ports []Port, shareable bool) (n
 
 // pickShared returns the best already-shared address that key may join: in
 // the first pool of the search order, lowest (or highest) first.
-func (a *Allocator) pickShared(pools []*poolState, f Family, key string, ports []Port) (netip.Addr, bool) {
+func (a *Allocator) pickShared(pools []*poolState, f Family, c claim) (netip.Addr, bool) {
 	var best netip.Addr
 	bestRank := len(pools)
 	for x := range a.shared {
-		if FamilyOf(x) != f || a.isForbidden(x) || a.checkShare(x, key, ports, true) != nil {
+		if FamilyOf(x) != f || a.isForbidden(x) || a.checkShare(x, c) != nil {
 			continue
 		}
 		for rank, st := range pools {
@@ -131,9 +131,9 @@ func (a *Allocator) scan(st *poolState, f Family) (netip.Addr, bool) {
 		var x netip.Addr
 		var ok bool
 		if a.cfg.desc {
-			x, ok = a.scanDown(rr[j], c)
+			x, ok = a.scanDown(st, rr[j], c)
 		} else {
-			x, ok = a.scanUp(rr[j], c)
+			x, ok = a.scanUp(st, rr[j], c)
 		}
 		if ok {
 			return x, true
@@ -142,15 +142,25 @@ func (a *Allocator) scan(st *poolState, f Family) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// free reports whether x is unheld and not forbidden. Built-in forbidden
-// blocks are handled by the scanners, which jump over them.
-func (a *Allocator) free(x netip.Addr) bool {
+// free reports whether x may be picked from st: unheld, not forbidden, not
+// an end address of one of st's CIDR entries, and not an IPv4 .0 or .255
+// unless skip-dot0-dot255 is false. Built-in forbidden blocks are handled by
+// the scanners, which jump over them.
+func (a *Allocator) free(st *poolState, x netip.Addr) bool {
+	if _, end := st.p.ends[x]; end {
+		return false
+	}
+	if x.Is4() && a.cfg.SkipDot0Dot255() {
+		if b := x.As4(); b[3] == 0 || b[3] == 255 {
+			return false
+		}
+	}
 	return len(a.inUse[x]) == 0 && (a.forbidden == nil || !a.forbidden(x))
 }
 
 // scanUp finds the lowest free address at or above the cursor. The cursor is
 // left on the returned address, which stays valid if the caller drops it.
-func (a *Allocator) scanUp(r netipx.IPRange, c *cursor) (netip.Addr, bool) {
+func (a *Allocator) scanUp(st *poolState, r netipx.IPRange, c *cursor) (netip.Addr, bool) {
 	if c.loDone {
 		return netip.Addr{}, false
 	}
@@ -164,7 +174,7 @@ func (a *Allocator) scanUp(r netipx.IPRange, c *cursor) (netip.Addr, bool) {
 			x = blk.To().Next()
 			continue
 		}
-		if a.free(x) {
+		if a.free(st, x) {
 			c.lo = x
 			return x, true
 		}
@@ -177,7 +187,7 @@ func (a *Allocator) scanUp(r netipx.IPRange, c *cursor) (netip.Addr, bool) {
 }
 
 // scanDown is scanUp from the high end, for search-order desc.
-func (a *Allocator) scanDown(r netipx.IPRange, c *cursor) (netip.Addr, bool) {
+func (a *Allocator) scanDown(st *poolState, r netipx.IPRange, c *cursor) (netip.Addr, bool) {
 	if c.hiDone {
 		return netip.Addr{}, false
 	}
@@ -191,7 +201,7 @@ func (a *Allocator) scanDown(r netipx.IPRange, c *cursor) (netip.Addr, bool) {
 			x = blk.From().Prev()
 			continue
 		}
-		if a.free(x) {
+		if a.free(st, x) {
 			c.hi = x
 			return x, true
 		}

@@ -94,7 +94,7 @@ func WantsDHCP(svc *v1.Service) bool {
 }
 
 // UsesDHCP reports whether svc's IPv4 address comes from DHCP: it requests
-// 0.0.0.0, or it requests nothing, wants IPv4 and the first pool serving its
+// 0.0.0.0 and its namespace may (ipam.Config.DHCPAllowed), or it requests nothing, wants IPv4 and the first pool serving its
 // namespace is the 0.0.0.0/32 marker (pools may be nil), unless its status
 // already holds an IPv4 address from a pool (given before the pools were
 // edited: a pool edit never moves a Service).
@@ -104,7 +104,7 @@ func UsesDHCP(svc *v1.Service, pools *ipam.Config) bool {
 	case err != nil:
 		return false
 	case req.DHCP:
-		return true
+		return pools.DHCPAllowed(svc.Namespace)
 	case len(req.Addrs) > 0 || !pools.DHCP(svc.Namespace):
 		return false
 	}
@@ -113,7 +113,7 @@ func UsesDHCP(svc *v1.Service, pools *ipam.Config) bool {
 		return false
 	}
 	for _, a := range IngressIPs(svc) {
-		if _, inPool := pools.PoolOf(svc.Namespace, a); a.Is4() && inPool {
+		if a.Is4() && pools.InAnyPool(a) {
 			return false
 		}
 	}
