@@ -10,6 +10,9 @@ pkgs=(
   # lab peers and observers (LAB.md section 1)
   iputils-ping iputils-arping tcpdump ndisc6 ethtool nftables
   bird2 frr gobgpd dnsmasq-base busybox isc-dhcp-client miniupnpc
+  # the real-cluster lab (make cluster): container runtime, CNI plugins,
+  # what kube-proxy and kubelet call
+  containerd runc containernetworking-plugins iptables conntrack util-linux
 )
 
 missing=()
