@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 )
@@ -33,14 +34,17 @@ type Image struct {
 	Entrypoint []string
 	Cmd        []string
 	User       string
+	Links      map[string]string // symbolic links in the image: path -> target
 }
 
 // dockerStage is what the image build needs from a Dockerfile.
 type dockerStage struct {
 	buildLine  string // the RUN line with `go build`
 	args       map[string]string
-	out        string // -o path of the build line
-	copyTo     string // COPY --from=build <out> <copyTo> in the final stage
+	out        string            // -o path of the build line
+	copyTo     string            // where the final stage's COPY --from puts the binary
+	links      map[string]string // symbolic links the build stage makes beside the binary (name -> target)
+	linkDir    string            // where the final stage's COPY puts them
 	entrypoint []string
 	user       string
 }
@@ -52,6 +56,7 @@ var outFlag = regexp.MustCompile(`-o\s+(\S+)`)
 func parseDockerfile(text string) (dockerStage, error) {
 	var st dockerStage
 	st.args = map[string]string{}
+	st.links = map[string]string{}
 	var lines []string
 	var cur strings.Builder
 	for _, l := range strings.Split(text, "\n") {
@@ -83,10 +88,22 @@ func parseDockerfile(text string) (dockerStage, error) {
 					st.out = m[1]
 				}
 			}
+			// RUN ln -s <target> <dir of the binary>/<name>
+			if f := strings.Fields(rest); len(f) == 4 && f[0] == "ln" && f[1] == "-s" && st.out != "" &&
+				filepath.Dir(f[3]) == filepath.Dir(st.out) {
+				st.links[filepath.Base(f[3])] = f[2]
+			}
 		case "COPY":
 			f := strings.Fields(rest)
-			if len(f) == 3 && strings.HasPrefix(f[0], "--from=") && f[1] == st.out {
+			if len(f) != 3 || !strings.HasPrefix(f[0], "--from=") || st.out == "" {
+				break
+			}
+			switch strings.TrimSuffix(f[1], "/") {
+			case st.out: // the binary itself
 				st.copyTo = f[2]
+			case filepath.Dir(st.out): // the whole output folder
+				st.copyTo = filepath.Join(f[2], filepath.Base(st.out))
+				st.linkDir = f[2]
 			}
 		case "ENTRYPOINT":
 			if err := json.Unmarshal([]byte(rest), &st.entrypoint); err != nil {
@@ -126,7 +143,14 @@ func buildFromDockerfile(repo, dockerfile, outDir, ref string) (Image, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Image{}, fmt.Errorf("%s: %s: %w\n%s", dockerfile, line, err, out)
 	}
-	return Image{Ref: ref, Binary: bin, Path: st.copyTo, Entrypoint: st.entrypoint, User: st.user}, nil
+	img := Image{Ref: ref, Binary: bin, Path: st.copyTo, Entrypoint: st.entrypoint, User: st.user}
+	if st.linkDir != "" {
+		img.Links = map[string]string{}
+		for name, target := range st.links {
+			img.Links[filepath.Join(st.linkDir, name)] = target
+		}
+	}
+	return img, nil
 }
 
 // buildLabpod builds e2e/cmd/labpod, static.
@@ -183,6 +207,17 @@ func layerTar(img Image) ([]byte, error) {
 			return nil, err
 		}
 		if _, err := tw.Write(f.data); err != nil {
+			return nil, err
+		}
+	}
+	names := make([]string, 0, len(img.Links))
+	for p := range img.Links {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	for _, p := range names {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: strings.TrimPrefix(p, "/"),
+			Linkname: img.Links[p], Mode: 0o777, ModTime: mt}); err != nil {
 			return nil, err
 		}
 	}

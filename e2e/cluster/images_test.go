@@ -10,9 +10,9 @@ import (
 )
 
 func TestParseDockerfiles(t *testing.T) {
-	for _, tc := range []struct{ file, copyTo, user, entry string }{
-		{"Dockerfile.ccm", "/vip-ccm", "65532:65532", "/vip-ccm"},
-		{"Dockerfile.agent", "/vip-agent", "", "/vip-agent"},
+	for _, tc := range []struct{ file, copyTo, user, entry, link, target string }{
+		{"Dockerfile.ccm", "/vip-ccm", "65532:65532", "/vip-ccm", "kube-vip-cloud-provider", "vip-ccm"},
+		{"Dockerfile.agent", "/vip-agent", "", "/vip-agent", "kube-vip", "vip-agent"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("..", "..", tc.file))
@@ -25,6 +25,12 @@ func TestParseDockerfiles(t *testing.T) {
 			}
 			if st.copyTo != tc.copyTo || st.user != tc.user || len(st.entrypoint) != 1 || st.entrypoint[0] != tc.entry {
 				t.Errorf("got copy %q user %q entrypoint %v", st.copyTo, st.user, st.entrypoint)
+			}
+			if st.links[tc.link] != tc.target {
+				t.Errorf("link %s -> %q, want %q (links %v)", tc.link, st.links[tc.link], tc.target, st.links)
+			}
+			if len(st.links) > 0 && st.linkDir == "" {
+				t.Errorf("links %v but no COPY of the output folder", st.links)
 			}
 			if st.args["VERSION"] == "" {
 				t.Errorf("no VERSION default: %v", st.args)
