@@ -52,7 +52,9 @@ func TestUPnP(t *testing.T) {
 	if st, err := os.Stat(bin); err != nil || st.Mode()&0o111 == 0 {
 		t.Fatalf("%s missing: run `make bin/miniupnpd` (hack/miniupnpd.sh, as root)", bin)
 	}
-	l := l2Lab(t, lab.Options{AgentArgs: []string{"--enableUPNP", "--upnp-discovery-window=1s"}})
+	// Namespace default is allowed UPnP by the admin (allow-upnp-default).
+	l := l2Lab(t, lab.Options{AgentArgs: []string{"--enableUPNP", "--upnp-discovery-window=1s"},
+		Pools: map[string]string{agent.KeyPrefixAllowUPnP + "default": "true"}})
 	r, err := l.AddRouter()
 	if err != nil {
 		t.Fatal(err)

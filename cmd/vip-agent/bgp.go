@@ -451,14 +451,17 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 			}
 			_, _ = w.Write([]byte("ok"))
 		})
-		srv := &http.Server{Addr: c.metricsAddr, Handler: m, ReadHeaderTimeout: 5 * time.Second}
-		ln, err := net.Listen("tcp", c.metricsAddr)
+		addr, err := metricsListenAddr(c, rc.Host)
+		if err == nil {
+			var stop func()
+			if stop, err = serveMetrics(addr, m); err == nil {
+				defer stop()
+			}
+		}
 		if err != nil {
 			_ = sp.Close()
-			return fmt.Errorf("%w: metrics address %s: %v", errConfig, c.metricsAddr, err)
+			return err
 		}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
 	}
 	go releaseStartupPages(ctx, log, ag.Synced)
 	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers), "deselectedPeers", len(cfg.Deselected))

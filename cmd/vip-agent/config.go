@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -23,10 +24,12 @@ type config struct {
 	kubeconfig, nodeName, namespace   string
 	arp, bgp, services, controlPlane  bool
 	iface, servicesIface              string
+	allowedIfaces                     []string
 	heartbeatPeriod, heartbeatTimeout time.Duration
 	rebalance                         bool
 	settle                            time.Duration
 	metricsAddr, healthAdvertise      string
+	nodeAddress                       string
 	statePath                         string
 	classOnly                         bool
 	className                         string
@@ -83,11 +86,13 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.controlPlane, "controlplane", c.controlPlane, "Hold the control-plane VIP (env cp_enable).")
 	fs.StringVar(&c.iface, "interface", c.iface, "Announcing interface (env vip_interface; default: the interface whose subnet covers the VIP).")
 	fs.StringVar(&c.servicesIface, "services-interface", c.servicesIface, "Interface for Service VIPs, overriding --interface (env vip_servicesinterface).")
+	fs.StringSliceVar(&c.allowedIfaces, "allowed-interfaces", c.allowedIfaces, "Interfaces a Service may name with kube-vip.io/serviceInterface, comma-separated (env vip_allowed_interfaces), besides --interface, --services-interface and the pools ConfigMap's interface-* values; any other is refused with an InterfaceNotAllowed Warning.")
 	fs.DurationVar(&c.heartbeatPeriod, "heartbeat-period", c.heartbeatPeriod, "How often this node renews its heartbeat Lease (one API write each).")
 	fs.DurationVar(&c.heartbeatTimeout, "heartbeat-timeout", c.heartbeatTimeout, "How long a silent heartbeat means a dead node (failover time).")
 	fs.BoolVar(&c.rebalance, "rebalance", c.rebalance, "Give a Service back to its preferred node once that node has been alive for --settle-time.")
 	fs.DurationVar(&c.settle, "settle-time", c.settle, "How long a returning node must be alive before Services move back to it.")
-	fs.StringVar(&c.metricsAddr, "metrics-address", c.metricsAddr, "Address of the metrics and health server (env prometheus_server; empty: off).")
+	fs.StringVar(&c.metricsAddr, "metrics-address", c.metricsAddr, "Address of the metrics and health server (env prometheus_server; empty: off). Without a host (\":2112\") it listens on this node's address only (--node-address); \"0.0.0.0:2112\" listens on every interface.")
+	fs.StringVar(&c.nodeAddress, "node-address", c.nodeAddress, "This node's address (env NODE_IP; the DaemonSet passes status.hostIP): a --metrics-address without a host listens there (default: this host's address towards the API server).")
 	fs.StringVar(&c.healthAdvertise, "health-advertise-address", c.healthAdvertise, "Address peers use to reach this agent's health server (default: this node's address towards the API server).")
 	fs.StringVar(&c.statePath, "state-file", c.statePath, "File recording the addresses this agent bound (default /run/vip-agent/<node>.json).")
 	fs.BoolVar(&c.classOnly, "lb-class-only", c.classOnly, "Serve only Services of --lb-class-name (env lb_class_only).")
@@ -116,9 +121,9 @@ var envFlags = map[string]string{
 	"NODE_NAME": "node-name", "vip_nodename": "node-name",
 	"cp_namespace": "namespace",
 	"vip_arp":      "arp", "bgp_enable": "bgp", "svc_enable": "services", "cp_enable": "controlplane",
-	"vip_interface": "interface", "vip_servicesinterface": "services-interface",
-	"prometheus_server": "metrics-address",
-	"lb_class_only":     "lb-class-only", "lb_class_name": "lb-class-name",
+	"vip_interface": "interface", "vip_servicesinterface": "services-interface", "vip_allowed_interfaces": "allowed-interfaces",
+	"prometheus_server": "metrics-address", "NODE_IP": "node-address",
+	"lb_class_only": "lb-class-only", "lb_class_name": "lb-class-name",
 	"vip_leaderelection": "leader-election", "svc_election": "service-election",
 	"vip_leaseduration": "lease-duration", "vip_renewdeadline": "lease-renew-deadline", "vip_retryperiod": "lease-retry-period",
 }
@@ -213,6 +218,11 @@ func (c *config) validate() error {
 	}
 	if c.arp && c.services && c.metricsAddr == "" {
 		return fmt.Errorf("%w: --metrics-address (prometheus_server) must not be empty in ARP mode: peers probe this agent's health there before deciding it is cut off", errConfig)
+	}
+	if c.nodeAddress != "" {
+		if _, err := netip.ParseAddr(c.nodeAddress); err != nil {
+			return fmt.Errorf("%w: --node-address (NODE_IP) %q is not an IP address", errConfig, c.nodeAddress)
+		}
 	}
 	if c.heartbeatPeriod <= 0 || c.heartbeatTimeout < 2*c.heartbeatPeriod {
 		return fmt.Errorf("%w: --heartbeat-timeout (%v) must be at least twice --heartbeat-period (%v)", errConfig, c.heartbeatTimeout, c.heartbeatPeriod)

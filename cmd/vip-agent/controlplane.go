@@ -253,14 +253,17 @@ func serveControlPlane(ctx context.Context, c config, log logr.Logger) error {
 		m.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 		m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-		srv := &http.Server{Addr: c.metricsAddr, Handler: m, ReadHeaderTimeout: 5 * time.Second}
-		ln, err := net.Listen("tcp", c.metricsAddr)
+		addr, err := metricsListenAddr(c, apiHostOf(c))
+		if err == nil {
+			var stop func()
+			if stop, err = serveMetrics(addr, m); err == nil {
+				defer stop()
+			}
+		}
 		if err != nil {
 			_ = ann.Close()
-			return fmt.Errorf("%w: metrics address %s: %v", errConfig, c.metricsAddr, err)
+			return err
 		}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
 	}
 	mode := "arp"
 	if c.bgp {

@@ -179,9 +179,19 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	if err := dm.Cleanup(ctx); err != nil {
 		log.Error(err, "removing macvlans left by a previous run")
 	}
-	health := healthURL(c, rc)
+	metricsAddr := ""
+	if c.metricsAddr != "" {
+		if metricsAddr, err = metricsListenAddr(c, rc.Host); err != nil {
+			return err
+		}
+	}
+	// Node addresses gate the election health endpoint both ways; its
+	// informer syncs before the election runs (below).
+	nodes := newNodeAddresses(client)
+	health := healthURL(c, metricsAddr, rc)
 	el, err := election.New(election.Options{
-		Client: client, Namespace: c.namespace, NodeName: c.nodeName,
+		PeerAddressAllowed: nodes.Allowed,
+		Client:             client, Namespace: c.namespace, NodeName: c.nodeName,
 		HeartbeatPeriod: c.heartbeatPeriod, HeartbeatTimeout: c.heartbeatTimeout,
 		Logger: log.WithName("election"), Registerer: reg,
 		OnServiceLeaseChange: func(ns, name string) {
@@ -206,7 +216,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 		Client: client, NodeName: c.nodeName, Mode: agent.ModeARP,
 		Class:     lbsvc.ClassRule{Name: c.className, Only: c.classOnly},
 		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm,
-		Interface: c.iface, ServicesInterface: c.servicesIface,
+		Interface: c.iface, ServicesInterface: c.servicesIface, AllowedInterfaces: c.allowedIfaces,
 		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
 		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
 		PortMap: portMap,
@@ -215,16 +225,17 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 
-	if c.metricsAddr != "" {
-		srv := &http.Server{Addr: c.metricsAddr, Handler: mux(reg, el, ag), ReadHeaderTimeout: 5 * time.Second}
-		ln, err := net.Listen("tcp", c.metricsAddr)
+	if metricsAddr != "" {
+		stop, err := serveMetrics(metricsAddr, mux(reg, el, ag, nodes.Allowed, log))
 		if err != nil {
-			return fmt.Errorf("%w: metrics address %s: %v", errConfig, c.metricsAddr, err)
+			return err
 		}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
+		defer stop()
 	}
 
+	if err := nodes.start(ctx); err != nil {
+		return err
+	}
 	elCtx, elCancel := context.WithCancel(context.Background())
 	elDone := make(chan error, 1)
 	go func() { elDone <- el.Run(elCtx) }()
@@ -266,7 +277,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 // heartbeat annotations.
 const nodeInfoPeriod = 10 * time.Second
 
-func mux(reg *prometheus.Registry, el *election.Elector, ag *agent.Agent) http.Handler {
+func mux(reg *prometheus.Registry, el *election.Elector, ag *agent.Agent, fromNode func(netip.Addr) bool, log logr.Logger) http.Handler {
 	m := http.NewServeMux()
 	m.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
@@ -277,20 +288,24 @@ func mux(reg *prometheus.Registry, el *election.Elector, ag *agent.Agent) http.H
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
-	m.Handle("/vip/election", el.HealthHandler())
+	m.Handle("/vip/election", fromNodes(fromNode, el.HealthHandler(), log))
 	return m
 }
 
-// healthURL is where peers reach this agent's election health handler.
-func healthURL(c config, rc *rest.Config) string {
-	if c.metricsAddr == "" {
+// healthURL is where peers reach this agent's election health handler
+// served at listen.
+func healthURL(c config, listen string, rc *rest.Config) string {
+	if listen == "" {
 		return ""
 	}
-	_, port, err := net.SplitHostPort(c.metricsAddr)
+	bound, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return ""
 	}
 	host := c.healthAdvertise
+	if a, err := netip.ParseAddr(bound); host == "" && err == nil && !a.IsUnspecified() {
+		host = bound
+	}
 	if host == "" {
 		host = localAddrTowards(rc.Host)
 	}

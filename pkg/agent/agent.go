@@ -51,6 +51,8 @@ type Agent struct {
 	legacy   map[string]bool                // Service keys whose old per-Service Lease was cleaned up
 	ifaces   *ipam.Config                   // interface-<ns> settings
 	ports    portMapState                   // UPnP settings warnings (portmap.go)
+	consent  consent                        // allow-upnp-*, interface-* (tenant.go)
+	warned   map[string]string              // one-time Warnings (tenant.go)
 
 	// dhcpRecorded is the DHCP record last written per Service Lease.
 	dhcpRecorded map[string]string
@@ -243,6 +245,7 @@ func (a *Agent) onConfigMap(o any) {
 	for _, err := range errs {
 		a.log.V(1).Info("pools ConfigMap entry ignored", "err", err)
 	}
+	a.setConsent(cm.Data)
 	a.setInterfaces(cfg)
 }
 

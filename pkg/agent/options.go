@@ -77,6 +77,10 @@ type Options struct {
 	// Namespace is the agent's namespace, which holds every vip Lease
 	// (default kube-system).
 	Namespace string
+	// AllowedInterfaces are further interfaces a Service may name with
+	// kube-vip.io/serviceInterface (besides Interface, ServicesInterface and
+	// the pools ConfigMap's interface-* values); any other is refused.
+	AllowedInterfaces []string
 	// ConfigMapName/Namespace locate the pools ConfigMap, read for its
 	// interface-<namespace> keys.
 	ConfigMapName, ConfigMapNamespace string

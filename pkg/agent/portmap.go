@@ -66,6 +66,11 @@ func (a *Agent) mapPorts(key string, svc *v1.Service) {
 	if pm.Mapper == nil || a.o.Mode != ModeARP {
 		return
 	}
+	asks := pm.AllServices || strings.EqualFold(strings.TrimSpace(svc.Annotations[AnnotationForwardUPNP]), "true")
+	if a.upnpRefused(key, svc, asks) {
+		pm.Mapper.Set(key, upnp.Want{})
+		return
+	}
 	w, problems := wantPorts(svc, a.servedAddrs(key), pm)
 	pm.Mapper.Set(key, w)
 	msg := strings.Join(problems, "; ")

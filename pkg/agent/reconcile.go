@@ -220,27 +220,6 @@ func (a *Agent) readyNodes(svc *v1.Service) map[string]bool {
 	return out
 }
 
-// interfaceFor picks the announcing interface: the Service annotation, the
-// pools ConfigMap's interface-<ns>/interface-global, the services interface,
-// the default interface, or "" (the interface whose subnet covers the VIP).
-func (a *Agent) interfaceFor(svc *v1.Service) string {
-	if i := lbsvc.Interface(svc); i != "" {
-		return i
-	}
-	a.mu.Lock()
-	cfg := a.ifaces
-	a.mu.Unlock()
-	if cfg != nil {
-		if i := cfg.Interface(svc.Namespace); i != "" {
-			return i
-		}
-	}
-	if a.o.ServicesInterface != "" {
-		return a.o.ServicesInterface
-	}
-	return a.o.Interface
-}
-
 // announceOn announces addrs on iface and withdraws the key's other
 // addresses.
 func (a *Agent) announceOn(ctx context.Context, key string, svc *v1.Service, addrs []netip.Addr, iface, reason string, changed bool) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"sort"
@@ -305,6 +306,8 @@ func (e *Elector) probePeers(ctx context.Context, peers map[string]string) []pro
 			r := probeResult{node: node}
 			if u, err := url.Parse(raw); err != nil || raw == "" {
 				r.err = fmt.Errorf("peer %s publishes no usable health URL %q", node, raw)
+			} else if a, err := netip.ParseAddr(u.Hostname()); e.o.PeerAddressAllowed != nil && (err != nil || !e.o.PeerAddressAllowed(a)) {
+				r.err = fmt.Errorf("peer %s publishes a health URL whose host %q is no node's address", node, u.Hostname())
 			} else {
 				q := u.Query()
 				q.Set(QueryNode, e.self)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -113,6 +114,11 @@ type Options struct {
 	// (default: always). It is published on the heartbeat (vip.io/ready);
 	// only nodes whose heartbeat is fresh and ready are alive candidates.
 	Ready func() bool
+	// PeerAddressAllowed, when set, must accept the host of a peer's
+	// published health URL before it is probed: a URL naming an address
+	// that is no node's counts as no answer (the agent passes the Nodes'
+	// addresses, so a forged heartbeat cannot steer probes elsewhere).
+	PeerAddressAllowed func(netip.Addr) bool
 	// PingAPI asks the API server whether this node reaches it, when no
 	// peer answers the fencing probes (default: GET /livez/ping through
 	// Client); for tests.

@@ -159,6 +159,9 @@ func podSpec(o Options) corev1.PodSpec {
 	}
 	grace := int64(10)
 	spec := corev1.PodSpec{
+		SecurityContext: &corev1.PodSecurityContext{
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
 		HostNetwork:                   true,
 		PriorityClassName:             "system-node-critical",
 		TerminationGracePeriodSeconds: &grace,
@@ -176,6 +179,10 @@ func env(o Options) []corev1.EnvVar {
 	add("port", strconv.Itoa(o.Port))
 	e = append(e, corev1.EnvVar{Name: "vip_nodename", ValueFrom: &corev1.EnvVarSource{
 		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "spec.nodeName"},
+	}})
+	// Metrics and health listen on the node's address only.
+	e = append(e, corev1.EnvVar{Name: "NODE_IP", ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.hostIP"},
 	}})
 	if o.Interface != "" {
 		add("vip_interface", o.Interface)

@@ -195,15 +195,15 @@ func SSDP(o SSDPOptions) Discoverer {
 		o.HTTPTimeout = 10 * time.Second
 	}
 	return func(ctx context.Context) (Gateway, error) {
-		addrs, err := searchAddrs(o.Interface)
+		prefixes, err := searchPrefixes(o.Interface)
 		if err != nil {
 			return nil, err
 		}
 		var clients []httpu.ClientInterfaceCtx
-		for _, a := range addrs {
-			c, err := httpu.NewHTTPUClientAddr(a.String())
+		for _, p := range prefixes {
+			c, err := httpu.NewHTTPUClientAddr(p.Addr().String())
 			if err != nil {
-				return nil, fmt.Errorf("SSDP socket on %s: %w", a, err)
+				return nil, fmt.Errorf("SSDP socket on %s: %w", p.Addr(), err)
 			}
 			defer c.Close()
 			clients = append(clients, c)
@@ -218,18 +218,33 @@ func SSDP(o SSDPOptions) Discoverer {
 		}
 		var errs []error
 		seen := map[string]bool{}
+		offLink := 0
 		for _, r := range resps {
 			loc, err := r.Location()
 			if err != nil || seen[loc.String()] {
 				continue
 			}
 			seen[loc.String()] = true
+			// Only a gateway on the searched interface's own subnets is
+			// used: an answer naming any other host (another network, the
+			// management side, a name) is ignored.
+			if !onLink(prefixes, loc) {
+				offLink++
+				continue
+			}
 			g, err := fromLocation(ctx, loc, o.HTTPTimeout)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
+			if ig, ok := g.(*igd); ok && ig.soap != nil && ig.soap.EndpointURL.Host != "" && !onLink(prefixes, &ig.soap.EndpointURL) {
+				offLink++
+				continue // its control URL points off the link
+			}
 			return g, nil
+		}
+		if offLink > 0 {
+			errs = append(errs, fmt.Errorf("%d answers named a host outside the searched interface's subnets and were ignored", offLink))
 		}
 		where := "on every interface"
 		if o.Interface != "" {
@@ -267,8 +282,25 @@ func fromLocation(ctx context.Context, loc *url.URL, timeout time.Duration) (Gat
 	return nil, fmt.Errorf("%s (%s) offers no WANIPConnection or WANPPPConnection service", loc, root.Device.DeviceType)
 }
 
-// searchAddrs are the IPv4 addresses to send the search from.
-func searchAddrs(iface string) ([]netip.Addr, error) {
+// onLink reports whether u names, by address, a host inside one of
+// prefixes (the subnets of the searched interface).
+func onLink(prefixes []netip.Prefix, u *url.URL) bool {
+	a, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range prefixes {
+		if p.Masked().Contains(a) && a != p.Addr() {
+			return true
+		}
+	}
+	return false
+}
+
+// searchPrefixes are the IPv4 addresses to send the search from, with
+// their subnets (the only place a gateway's answer is accepted from).
+func searchPrefixes(iface string) ([]netip.Prefix, error) {
 	var ifis []net.Interface
 	if iface != "" {
 		ifi, err := net.InterfaceByName(iface)
@@ -287,7 +319,7 @@ func searchAddrs(iface string) ([]netip.Addr, error) {
 			}
 		}
 	}
-	var out []netip.Addr
+	var out []netip.Prefix
 	for _, ifi := range ifis {
 		as, err := ifi.Addrs()
 		if err != nil {
@@ -298,7 +330,7 @@ func searchAddrs(iface string) ([]netip.Addr, error) {
 			if err != nil || !p.Addr().Is4() || p.Bits() == 32 {
 				continue
 			}
-			out = append(out, p.Addr())
+			out = append(out, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()))
 		}
 	}
 	if len(out) == 0 {

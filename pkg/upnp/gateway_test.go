@@ -171,3 +171,27 @@ func TestMapperPermanentFallbackOverSOAP(t *testing.T) {
 		}
 	}
 }
+
+// TestOnLink: a gateway's answer is used only when its location (and its
+// control URL) names an address inside a subnet of the searched interface.
+func TestOnLink(t *testing.T) {
+	prefixes := []netip.Prefix{netip.MustParsePrefix("10.7.0.11/24"), netip.MustParsePrefix("192.168.5.2/30")}
+	for raw, want := range map[string]bool{
+		"http://10.7.0.1:5000/rootDesc.xml":      true,
+		"http://192.168.5.1:1900/desc.xml":       true,
+		"http://10.7.0.11:5000/rootDesc.xml":     false, // this host itself
+		"http://10.8.0.1:5000/rootDesc.xml":      false, // another network
+		"http://192.168.5.9/desc.xml":            false,
+		"http://router.example:5000/desc.xml":    false, // a name: resolved anywhere
+		"http://[fd00::1]:5000/desc.xml":         false,
+		"http://[::ffff:10.7.0.1]:5000/desc.xml": true,
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := onLink(prefixes, u); got != want {
+			t.Errorf("onLink(%s) = %v, want %v", raw, got, want)
+		}
+	}
+}
