@@ -463,7 +463,6 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 			return err
 		}
 	}
-	go releaseStartupPages(ctx, log, ag.Synced)
 	log.Info("started", "node", c.nodeName, "mode", "bgp", "as", cfg.AS, "routerID", cfg.RouterID, "peers", len(cfg.Peers), "deselectedPeers", len(cfg.Deselected))
 	runErr := ag.Run(ctx)
 	stopCP() // the control-plane VIP is withdrawn before the speaker closes

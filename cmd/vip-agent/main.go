@@ -245,7 +245,6 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	}
 	log.Info("started", "node", c.nodeName, "mode", "arp", "heartbeatPeriod", c.heartbeatPeriod,
 		"heartbeatTimeout", c.heartbeatTimeout, "health", health)
-	go releaseStartupPages(ctx, log, ag.Synced)
 	// The node's addresses and gateways go on the heartbeat for vip-ccm,
 	// which never hands them out; the addresses vip binds are not among them.
 	go agent.PublishNodeInfo(ctx, nodeInfoPeriod, log.WithName("nodeinfo"),

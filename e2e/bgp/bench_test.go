@@ -128,15 +128,6 @@ func (w *fibWatch) count(hop netip.Addr) (routes, full, via int) {
 	return
 }
 
-func (w *fibWatch) reset() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	clear(w.first)
-	clear(w.full)
-	clear(w.lastDrop)
-	clear(w.drops)
-}
-
 // firstDropAfter is the first update after t that removed hop from a route.
 func (w *fibWatch) firstDropAfter(hop netip.Addr, t time.Time) time.Time {
 	w.mu.Lock()

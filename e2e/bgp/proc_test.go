@@ -51,7 +51,6 @@ func sysctl(ns string, kv ...string) error {
 type proc struct {
 	name, ns, log, bin string
 	args, env          []string
-	user               *syscall.Credential
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd

@@ -92,7 +92,7 @@ func Binary(tb testing.TB) string {
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			os.Remove(tmp.Name())
-			build.err = fmt.Errorf("go build ./cmd/vip-ccm: %v\n%s", err, out)
+			build.err = fmt.Errorf("go build ./cmd/vip-ccm: %w\n%s", err, out)
 			return
 		}
 		build.path = filepath.Join(dir, "vip-ccm")

@@ -166,12 +166,11 @@ func (p *prober) failures(from, to time.Time) (bad, total int) {
 
 // duplicates watches that no two nodes whose agents run carry the VIP.
 type duplicates struct {
-	mu    sync.Mutex
-	seen  []string
-	stop  context.CancelFunc
-	done  chan struct{}
-	c     *cluster
-	allow func(*cpNode) bool
+	mu   sync.Mutex
+	seen []string
+	stop context.CancelFunc
+	done chan struct{}
+	c    *cluster
 }
 
 // startupCleanup bounds how long a restarted agent takes to remove the

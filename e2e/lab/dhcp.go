@@ -73,7 +73,7 @@ func (s *DHCPServer) Start(ctx context.Context) error {
 	}
 	return Poll(ctx, 20*time.Millisecond, func() (bool, error) {
 		if !s.Proc.Running() {
-			return false, fmt.Errorf("dnsmasq exited: %v\n%s", s.Proc.ExitErr(), s.Proc.Tail(20))
+			return false, fmt.Errorf("dnsmasq exited: %w\n%s", s.Proc.ExitErr(), s.Proc.Tail(20))
 		}
 		out, err := run(ctx, "ip", "netns", "exec", s.NS, "ss", "-Hlun", "sport", "= :67")
 		return err == nil && strings.TrimSpace(out) != "", nil

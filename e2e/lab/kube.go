@@ -125,7 +125,7 @@ func (l *Lab) WaitAddress(ctx context.Context, ns, name string) ([]netip.Addr, e
 		return len(addrs) > 0, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("Service %s/%s got no address: %w", ns, name, err)
+		return nil, fmt.Errorf("service %s/%s got no address: %w", ns, name, err)
 	}
 	return addrs, nil
 }
@@ -235,7 +235,7 @@ func (l *Lab) WaitHolder(ctx context.Context, ns, svc string, ok func(string) bo
 		return err == nil && ok(h), nil
 	})
 	if err != nil {
-		return h, fmt.Errorf("Lease of Service %s/%s: holder %q: %w", ns, svc, h, err)
+		return h, fmt.Errorf("lease of Service %s/%s: holder %q: %w", ns, svc, h, err)
 	}
 	return h, nil
 }

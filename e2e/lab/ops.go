@@ -276,7 +276,7 @@ func (l *Lab) WaitAgentReady(ctx context.Context, node string) error {
 	var last string
 	err := poll(ctx, 50*time.Millisecond, func() (bool, error) {
 		if !n.Agent.Running() {
-			return false, fmt.Errorf("%s exited: %v\n%s", n.Agent.Name, n.Agent.ExitErr(), n.Agent.Tail(30))
+			return false, fmt.Errorf("%s exited: %w\n%s", n.Agent.Name, n.Agent.ExitErr(), n.Agent.Tail(30))
 		}
 		code, body, err := l.agentGet(ctx, n, "/readyz")
 		if err != nil {

@@ -90,7 +90,7 @@ func TestFencing(t *testing.T) {
 		{name: "API server just back for peers", peers: map[string]probe{"b": {api: true, age: 50 * time.Millisecond}, "c": {api: true, age: -1}}, probed: true},
 		{name: "no peer reachable", peers: map[string]probe{"b": {err: true}, "c": {err: true}}, fence: true, probed: true, rounds: cutOffRounds},
 		{name: "no peer answers but the API server does (etcd down, peers busy)", peers: map[string]probe{"b": {err: true}, "c": {err: true}},
-			probed: true, rounds: cutOffRounds, ping: noError},
+			probed: true, rounds: cutOffRounds, ping: errNoError},
 		{name: "no peer answers, API server refuses connections (it is down, the network works)", peers: map[string]probe{"b": {err: true}, "c": {err: true}},
 			probed: true, rounds: cutOffRounds, ping: fmt.Errorf("dial tcp: %w", syscall.ECONNREFUSED)},
 		{name: "no peer answers, network unreachable", peers: map[string]probe{"b": {err: true}, "c": {err: true}},
@@ -108,7 +108,7 @@ func TestFencing(t *testing.T) {
 					switch tc.ping {
 					case nil:
 						return context.DeadlineExceeded
-					case noError:
+					case errNoError:
 						return nil
 					}
 					return tc.ping
@@ -206,8 +206,8 @@ func TestFencing(t *testing.T) {
 	}
 }
 
-// noError marks a ping that succeeds in TestFencing's table.
-var noError = errors.New("no error")
+// errNoError marks a ping that succeeds in TestFencing's table.
+var errNoError = errors.New("no error")
 
 func TestRenewalsFailing(t *testing.T) {
 	u := newUnit(t, newFakeClient(), "a", nil)

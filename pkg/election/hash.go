@@ -1,10 +1,6 @@
 package election
 
-// FNV-1a 64-bit parameters.
-const (
-	fnvOffset64 = 14695981039346656037
-	fnvPrime64  = 1099511628211
-)
+import "hash/fnv"
 
 // Preferred returns the candidate with the highest rendezvous score for
 // serviceKey ("" when there are no candidates). The score is a 64-bit
@@ -29,14 +25,11 @@ func Preferred(serviceKey string, candidates []string) string {
 
 // score is the rendezvous weight of node for serviceKey.
 func score(serviceKey, node string) uint64 {
-	h := uint64(fnvOffset64)
-	for i := 0; i < len(serviceKey); i++ {
-		h = (h ^ uint64(serviceKey[i])) * fnvPrime64
-	}
-	h = (h ^ 0) * fnvPrime64
-	for i := 0; i < len(node); i++ {
-		h = (h ^ uint64(node[i])) * fnvPrime64
-	}
+	f := fnv.New64a()
+	f.Write([]byte(serviceKey)) // a hash.Hash never returns an error
+	f.Write([]byte{0})
+	f.Write([]byte(node))
+	h := f.Sum64()
 	// murmur3 fmix64.
 	h ^= h >> 33
 	h *= 0xff51afd7ed558ccd

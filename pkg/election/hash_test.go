@@ -77,3 +77,21 @@ func TestPreferredIsDeterministic(t *testing.T) {
 		t.Errorf("single candidate: got %q", got)
 	}
 }
+
+// TestScoreIsStable pins score to the values every released agent computes:
+// agents of two versions must agree on each address's preferred node while
+// a rolling update runs.
+func TestScoreIsStable(t *testing.T) {
+	for _, c := range []struct {
+		key, node string
+		want      uint64
+	}{
+		{"default/web", "node-1", 0x4518cc228e937e3c},
+		{"10.0.0.5", "node-2", 0x8a9a722d782c633e},
+		{"", "n", 0x33f4dbc3acceab25},
+	} {
+		if got := score(c.key, c.node); got != c.want {
+			t.Errorf("score(%q, %q) = %#x, want %#x", c.key, c.node, got, c.want)
+		}
+	}
+}

@@ -73,7 +73,6 @@ type demo struct {
 	l        *lab.Lab
 	step     int
 	stepName string
-	logs     string // tail of the programs' logs on failure
 }
 
 const steps = 8

@@ -200,7 +200,6 @@ func TestGoBGPAgainstUpstream(t *testing.T) {
 		t.Fatalf("speaker RIB = %v; want only its own route (import must reject)", r)
 	}
 
-	t0 = time.Now()
 	if err := s.Withdraw(ctx, "ns/svc", vipA); err != nil {
 		t.Fatal(err)
 	}
