@@ -69,6 +69,8 @@ func (f *vipFlags) addTo(fs *pflag.FlagSet) {
 	fs.StringVar(&f.opts.Class.Name, "load-balancer-class", f.opts.Class.Name, "Also serve Services with this spec.loadBalancerClass (env KUBEVIP_CUSTOM_LOADBALANCERCLASS_NAME).")
 	fs.BoolVar(&f.opts.Class.Only, "load-balancer-class-only", f.opts.Class.Only, "Serve only Services with --load-balancer-class, none without a class (env KUBEVIP_ENABLE_LOADBALANCERCLASS).")
 	fs.StringSliceVar(&f.cp, "control-plane-address", f.cp, "Control-plane VIPs that must never be handed to a Service.")
+	fs.StringVar(&f.opts.AgentNamespace, "agent-namespace", f.opts.AgentNamespace, "Namespace of vip-agent's Leases (heartbeats, control-plane lock, conflict and DHCP records); vip-ccm reads Leases there only.")
+	fs.DurationVar(&f.opts.ConflictQuarantine, "conflict-quarantine", f.opts.ConflictQuarantine, "How long an address another host answered for (a vip-conflict-<addr> record) is refused and kept out of status.")
 	fs.DurationVar(&f.opts.RetryAfter, "retry-after", f.opts.RetryAfter, "Fixed retry delay for Services that cannot get an address yet.")
 	fs.BoolVar(&f.allServiceEvents, "all-service-events", f.allServiceEvents, "Also record the service controller's EnsuringLoadBalancer, EnsuredLoadBalancer and UpdatedLoadBalancer Events (vip records AddressAllocated instead).")
 }

@@ -81,7 +81,8 @@ func TestDeployManifests(t *testing.T) {
 
 // TestRBACIsLeastPrivilege checks that the shipped RBAC grants nothing
 // broader than vip-ccm needs: no wildcards, no Secrets, ConfigMaps only by
-// name in kube-system, Leases only in kube-system.
+// name in kube-system, Leases only in kube-system, Node writes only in the
+// cloud-node ClusterRole (left out when running without that controller).
 func TestRBACIsLeastPrivilege(t *testing.T) {
 	docs := strings.Split(string(readDeploy(t, "rbac.yaml")), "\n---")
 	kinds := map[string]int{}
@@ -94,14 +95,14 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		}
 		kinds[meta.Kind]++
 		var rules []rbacv1.PolicyRule
-		var ns string
+		var ns, clusterRole string
 		switch meta.Kind {
 		case "ClusterRole":
 			var r rbacv1.ClusterRole
 			if err := yaml.UnmarshalStrict([]byte(doc), &r); err != nil {
 				t.Fatal(err)
 			}
-			rules = r.Rules
+			rules, clusterRole = r.Rules, r.Name
 		case "Role":
 			var r rbacv1.Role
 			if err := yaml.UnmarshalStrict([]byte(doc), &r); err != nil {
@@ -124,17 +125,21 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 						t.Errorf("configmaps rule too broad: %s/%s %+v", meta.Kind, ns, r)
 					}
 				case "leases":
-					// Cluster-wide only to read the DHCP records agents
-					// write on Service Leases; writes only in kube-system.
-					readOnly := !slices.ContainsFunc(r.Verbs, func(v string) bool { return v != "list" && v != "watch" })
-					if (meta.Kind != "Role" || ns != "kube-system") && !(meta.Kind == "ClusterRole" && readOnly) {
-						t.Errorf("leases granted beyond kube-system writes and cluster-wide list/watch: %s %+v", meta.Kind, r)
+					// Only in kube-system (the agent namespace and the
+					// leader-election Lease), never cluster-wide.
+					if meta.Kind != "Role" || ns != "kube-system" {
+						t.Errorf("leases granted beyond kube-system: %s %+v", meta.Kind, r)
+					}
+				case "nodes", "nodes/status":
+					writes := slices.ContainsFunc(r.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" })
+					if writes && clusterRole != "system:vip-ccm-cloud-node" {
+						t.Errorf("node writes outside system:vip-ccm-cloud-node: %s %+v", clusterRole, r)
 					}
 				}
 			}
 		}
 	}
-	if kinds["ServiceAccount"] != 1 || kinds["ClusterRole"] != 1 || kinds["Role"] != 2 {
+	if kinds["ServiceAccount"] != 1 || kinds["ClusterRole"] != 2 || kinds["Role"] != 3 {
 		t.Errorf("objects: %v", kinds)
 	}
 }

@@ -2,9 +2,11 @@ package ccm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/vip-lb/vip/pkg/election"
+	"github.com/vip-lb/vip/pkg/ipam"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -54,22 +57,31 @@ type dhcpState struct {
 func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan struct{}) {
 	li := f.Coordination().V1().Leases()
 	lb.leases = li.Lister()
-	enqueue := func(o any) {
-		if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
-			o = tomb.Obj
+	// Every Lease of the agent namespace: DHCP records go to the DHCP
+	// queue, the rest (heartbeats, control-plane lock, conflict records) to
+	// the never-assignable set.
+	handle := func(o any, deleted bool) {
+		l, ok := objOf(o).(*coordv1.Lease)
+		if !ok {
+			return
 		}
-		if l, ok := o.(*coordv1.Lease); ok {
+		if strings.HasPrefix(l.Name, lbsvc.DHCPLeasePrefix) {
 			if k := l.Annotations[election.AnnotationService]; k != "" {
 				lb.dhcpQueue.Add(k)
-				return
 			}
-			lb.dhcpQueue.Add(l.Namespace + "/" + l.Labels[election.LabelService])
+			return
+		}
+		if deleted {
+			lb.onAgentLease(l.Name, nil)
+		} else {
+			lb.onAgentLease(l.Name, l)
 		}
 	}
+	enqueue := func(o any) { handle(o, false) }
 	_, _ = li.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, o any) { enqueue(o) },
-		DeleteFunc: enqueue,
+		DeleteFunc: func(o any) { handle(o, true) },
 	})
 	lb.synced = append(lb.synced, li.Informer().HasSynced)
 	go func() {
@@ -181,9 +193,19 @@ func (lb *LoadBalancer) grantDHCPLocked(svc *v1.Service, rec lbsvc.DHCPRecord) (
 	if why := lb.whyForbiddenLocked([]netip.Addr{rec.Addr}); why != "" || lb.forbidden(rec.Addr) {
 		return "leased address " + rec.Addr.String() + " refused" + why, nil
 	}
+	// Pool rules: a leased address inside a pool of another namespace is
+	// refused like a requested one (a DHCP server's range normally lies
+	// outside the pools, so allow-static-outside-pools does not apply).
+	if err := lb.cfg.CheckRequested(svc.Namespace, rec.Addr); errors.Is(err, ipam.ErrOtherPool) {
+		return "leased address refused: " + err.Error(), nil
+	}
 	for _, h := range lb.alloc.Holders(rec.Addr) {
 		if h != key {
-			return fmt.Sprintf("leased address %s is already held by %s", rec.Addr, h), nil
+			who := h
+			if hns, _, _ := strings.Cut(h, "/"); hns != svc.Namespace {
+				who = "a Service of another namespace"
+			}
+			return fmt.Sprintf("leased address %s is already held by %s", rec.Addr, who), nil
 		}
 	}
 	lb.alloc.Restore(ipamRequest(svc, nil, nil), []netip.Addr{rec.Addr}, false)
@@ -208,7 +230,7 @@ func (lb *LoadBalancer) dhcpRecord(svc *v1.Service) (lbsvc.DHCPRecord, bool, err
 	}
 	// The owning agent writes the record on its per-Service Lease in the
 	// agent namespace, which tenants cannot write.
-	l, err := lb.leases.Leases(election.DefaultNamespace).Get(lbsvc.DHCPLeaseName(svc.Namespace, svc.Name))
+	l, err := lb.leases.Leases(lb.opts.AgentNamespace).Get(lbsvc.DHCPLeaseName(svc.Namespace, svc.Name))
 	if err != nil {
 		return lbsvc.DHCPRecord{}, false, nil
 	}

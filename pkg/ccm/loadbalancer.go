@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,7 +55,13 @@ type LoadBalancer struct {
 	pools    *poolState
 	cfg      *ipam.Config
 	restored bool
-	nodeIPs  map[netip.Addr]int
+	// never is the never-assignable set (never.go), conflicts the
+	// quarantined addresses (conflicts.go); trustQueue evicts and expires
+	// them.
+	never      *neverSet
+	conflicts  map[netip.Addr]conflict
+	trustQueue workqueue.TypedRateLimitingInterface[string]
+	now        func() time.Time
 	// legacyWarned: the Warning about a legacy ConfigMap was given.
 	legacyWarned bool
 
@@ -79,12 +84,17 @@ var _ cloudprovider.LoadBalancer = (*LoadBalancer)(nil)
 
 func newLoadBalancer(opts Options, reg prometheus.Registerer) *LoadBalancer {
 	lb := &LoadBalancer{
-		opts:     opts,
-		metrics:  newMetrics(reg),
-		alloc:    ipam.NewAllocator(),
-		pools:    newPoolState(),
-		nodeIPs:  map[netip.Addr]int{},
-		recorder: &record.FakeRecorder{},
+		opts:      opts,
+		metrics:   newMetrics(reg),
+		alloc:     ipam.NewAllocator(),
+		pools:     newPoolState(),
+		never:     newNeverSet(),
+		conflicts: map[netip.Addr]conflict{},
+		now:       time.Now,
+		recorder:  &record.FakeRecorder{},
+		trustQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-ccm-conflicts"}),
 
 		dhcpQueue: newDHCPQueue(),
 		dhcp:      map[string]*dhcpState{},
@@ -97,15 +107,11 @@ func newLoadBalancer(opts Options, reg prometheus.Registerer) *LoadBalancer {
 
 // forbidden is called by the allocator with lb.mu held.
 func (lb *LoadBalancer) forbidden(a netip.Addr) bool {
-	if lb.nodeIPs[a] > 0 {
+	if lb.never.forbids(a, lb.opts.ControlPlaneVIPs) {
 		return true
 	}
-	for _, cp := range lb.opts.ControlPlaneVIPs {
-		if cp == a {
-			return true
-		}
-	}
-	return false
+	_, q := lb.quarantinedLocked(a)
+	return q
 }
 
 func (lb *LoadBalancer) start(client kubernetes.Interface, rec record.EventRecorder, stop <-chan struct{}) {
@@ -123,23 +129,30 @@ func (lb *LoadBalancer) start(client kubernetes.Interface, rec record.EventRecor
 	})
 	lb.synced = append(lb.synced, inf.HasSynced)
 	f.Start(stop)
-	// Only the Service Leases that carry a DHCP record.
-	lf := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1ListOptions) { o.LabelSelector = lbsvc.LabelDHCP + "=true" }))
+	// Leases only in the agent namespace, which tenants cannot write:
+	// heartbeats, the control-plane lock, conflict records, DHCP records.
+	lf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(lb.opts.AgentNamespace))
 	lb.startDHCP(lf, stop)
 	lf.Start(stop)
+	lb.startServiceCIDRs(client, stop)
+	go lb.runTrustQueue(contextFor(stop))
 }
 
 func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
 	si := f.Core().V1().Services()
 	lb.svcs = si.Lister()
 	_, _ = si.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    lb.onServiceChanged,
-		UpdateFunc: func(_, o any) { lb.onServiceChanged(o) },
+		AddFunc: func(o any) {
+			lb.clusterIPs(o, false)
+			lb.onServiceChanged(o)
+		},
+		UpdateFunc: func(_, o any) {
+			lb.clusterIPs(o, false)
+			lb.onServiceChanged(o)
+		},
 		DeleteFunc: func(o any) {
-			if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
-				o = tomb.Obj
-			}
+			o = objOf(o)
+			lb.clusterIPs(o, true)
 			if svc, ok := o.(*v1.Service); ok {
 				lb.release(lbsvc.Key(svc))
 			}
@@ -149,42 +162,49 @@ func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
 	_, _ = ni.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { lb.nodeAddrs(nil, o) },
 		UpdateFunc: func(old, o any) { lb.nodeAddrs(old, o) },
-		DeleteFunc: func(o any) { lb.nodeAddrs(o, nil) },
+		DeleteFunc: lb.nodeDeleted,
 	})
 	lb.synced = append(lb.synced, si.Informer().HasSynced, ni.HasSynced)
 	lb.informedOnce.Do(func() { close(lb.informed) })
 }
 
-func (lb *LoadBalancer) nodeAddrs(old, cur any) {
+func (lb *LoadBalancer) nodeAddrs(_, cur any) {
+	cur = objOf(cur)
+	n, ok := cur.(*v1.Node)
+	if !ok {
+		return
+	}
+	lb.nodeChanged(n.Name, n)
+}
+
+func (lb *LoadBalancer) nodeDeleted(o any) {
+	if n, ok := objOf(o).(*v1.Node); ok {
+		lb.nodeChanged(n.Name, nil)
+	}
+}
+
+func (lb *LoadBalancer) nodeChanged(name string, n *v1.Node) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
-	removed := false
-	// The new addresses are counted before the old ones are dropped, so an
-	// address a node keeps never drops to zero on the way.
-	for _, o := range []struct {
-		obj any
-		d   int
-	}{{cur, 1}, {old, -1}} {
-		if tomb, ok := o.obj.(cache.DeletedFinalStateUnknown); ok {
-			o.obj = tomb.Obj
-		}
-		n, ok := o.obj.(*v1.Node)
-		if !ok {
-			continue
-		}
-		for _, a := range n.Status.Addresses {
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				lb.nodeIPs[ip.Unmap()] += o.d
-				if lb.nodeIPs[ip.Unmap()] <= 0 {
-					delete(lb.nodeIPs, ip.Unmap())
-					removed = true
-				}
-			}
-		}
-	}
-	if removed {
+	if lb.never.setNode(name, n) {
 		// An address that is no longer a node's may be handed out again:
 		// make the allocator search the pools from the start once more.
+		lb.alloc.SetForbidden(lb.forbidden)
+	}
+}
+
+// clusterIPs keeps the ClusterIPs of every Service never assignable.
+func (lb *LoadBalancer) clusterIPs(o any, deleted bool) {
+	svc, ok := o.(*v1.Service)
+	if !ok {
+		return
+	}
+	if deleted {
+		svc = &v1.Service{ObjectMeta: svc.ObjectMeta}
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if lb.never.setService(lbsvc.Key(svc), svc) {
 		lb.alloc.SetForbidden(lb.forbidden)
 	}
 }
@@ -427,21 +447,11 @@ func (lb *LoadBalancer) release(key string) bool {
 func (lb *LoadBalancer) whyForbiddenLocked(addrs []netip.Addr) string {
 	var why []string
 	for _, a := range addrs {
-		switch {
-		case lb.nodeIPs[a] > 0:
-			why = append(why, a.String()+" is the address of a Node")
-		case slices.Contains(lb.opts.ControlPlaneVIPs, a):
-			why = append(why, a.String()+" is the control-plane address")
-		case a.IsLoopback():
-			why = append(why, a.String()+" is a loopback address")
-		case a.IsMulticast():
-			why = append(why, a.String()+" is a multicast address")
-		case a.IsLinkLocalUnicast():
-			why = append(why, a.String()+" is a link-local address")
-		case a.IsUnspecified():
-			why = append(why, a.String()+" is unspecified")
-		case ipam.BuiltinForbidden(a):
-			why = append(why, a.String()+" is never a valid LoadBalancer address")
+		if w := lb.never.why(a, lb.opts.ControlPlaneVIPs); w != "" {
+			why = append(why, a.String()+" "+w)
+		} else if c, ok := lb.quarantinedLocked(a.Unmap()); ok {
+			why = append(why, fmt.Sprintf("%s is answered by MAC %s, which is not a vip node (refused until %s)",
+				a, c.mac, c.until.UTC().Format(time.RFC3339)))
 		}
 	}
 	if len(why) == 0 {

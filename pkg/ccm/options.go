@@ -23,6 +23,13 @@ type Options struct {
 	ControlPlaneVIPs []netip.Addr
 	// RetryAfter is the fixed retry delay when no address can be given yet.
 	RetryAfter time.Duration
+	// AgentNamespace is the namespace of vip-agent's Leases (heartbeats,
+	// control-plane lock, conflict and DHCP records); vip-ccm reads Leases
+	// there only.
+	AgentNamespace string
+	// ConflictQuarantine is how long an address some other host answered
+	// for (a conflict record) is refused and kept out of status.
+	ConflictQuarantine time.Duration
 }
 
 // DefaultOptions returns kube-vip compatible defaults.
@@ -32,6 +39,8 @@ func DefaultOptions() Options {
 		ConfigMapNamespace: "kube-system",
 		Class:              lbsvc.ClassRule{},
 		RetryAfter:         10 * time.Second,
+		AgentNamespace:     "kube-system",
+		ConflictQuarantine: 5 * time.Minute,
 	}
 }
 
@@ -42,6 +51,12 @@ func (o Options) Validate() error {
 	}
 	if o.Class.Only && o.Class.Name == "" {
 		return fmt.Errorf("serving only a loadBalancerClass needs the class name")
+	}
+	if o.AgentNamespace == "" {
+		return fmt.Errorf("agent namespace must not be empty")
+	}
+	if o.ConflictQuarantine <= 0 {
+		return fmt.Errorf("conflict quarantine must be positive, got %v", o.ConflictQuarantine)
 	}
 	if o.RetryAfter <= 0 {
 		return fmt.Errorf("retry delay must be positive, got %v", o.RetryAfter)
