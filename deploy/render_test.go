@@ -195,7 +195,8 @@ func sameObjects(t *testing.T, gotName string, got map[string]object, wantName s
 }
 
 // rbacKinds are the kinds that make up the programs' permissions.
-var rbacKinds = map[string]bool{"ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true}
+var rbacKinds = map[string]bool{"ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true}
 
 func rbacOf(m map[string]object) map[string]object {
 	out := map[string]object{}

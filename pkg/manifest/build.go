@@ -34,7 +34,7 @@ func Objects(form Form, o Options) ([]runtime.Object, error) {
 	if form == FormPod {
 		return []runtime.Object{pod(o)}, nil
 	}
-	return append(rbac(o.Namespace), daemonSet(o)), nil
+	return append(rbac(o.Namespace, o.LeaseName), daemonSet(o)), nil
 }
 
 // labels are the labels of every object; selector those of the DaemonSet's

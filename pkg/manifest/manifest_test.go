@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -189,7 +190,7 @@ func TestRBACMatchesDeploy(t *testing.T) {
 	for _, o := range decodeStrict(t, data) {
 		deployed[kindName(o)] = o
 	}
-	for _, o := range rbac("kube-system") {
+	for _, o := range rbac("kube-system", DefaultLeaseName) {
 		want, ok := deployed[kindName(o)]
 		if !ok {
 			t.Errorf("%s is not in deploy/agent/rbac.yaml", kindName(o))
@@ -214,6 +215,14 @@ func TestRBACMatchesDeploy(t *testing.T) {
 			w := want.(*rbacv1.RoleBinding)
 			if !reflect.DeepEqual(g.RoleRef, w.RoleRef) || !reflect.DeepEqual(g.Subjects, w.Subjects) {
 				t.Errorf("RoleBinding differs")
+			}
+		case *admissionv1.ValidatingAdmissionPolicy:
+			if w := want.(*admissionv1.ValidatingAdmissionPolicy); !reflect.DeepEqual(g.Spec, w.Spec) {
+				t.Errorf("ValidatingAdmissionPolicy differs:\n got %+v\nwant %+v", g.Spec, w.Spec)
+			}
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			if w := want.(*admissionv1.ValidatingAdmissionPolicyBinding); !reflect.DeepEqual(g.Spec, w.Spec) {
+				t.Errorf("ValidatingAdmissionPolicyBinding differs:\n got %+v\nwant %+v", g.Spec, w.Spec)
 			}
 		}
 	}
