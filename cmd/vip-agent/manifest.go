@@ -106,6 +106,7 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 	fs.StringVar(&o.PeerAddress, "peerAddress", "", "A single BGP peer.")
 	fs.StringVar(&o.Peers, "bgppeers", "", "BGP peers as address:AS:password:multihop,…")
 	fs.StringVar(&o.Annotations, "annotations", "", "Read per-node BGP settings from Node annotations under this prefix.")
+	fs.StringVar(&o.PasswordFile, "bgp-password-file", "", "Static Pod: host file or folder with the BGP passwords, mounted for the agent (a DaemonSet gets the passwords of --bgppeers in the Secret "+manifest.PasswordSecret+" instead).")
 	fs.BoolVar(&o.DDNS, "ddns", false, "Obtain the address of the DNS name in --address by DHCP, sending the name as host name (dynamic DNS).")
 	fs.BoolVar(&m.loadBalancer, "enableLoadBalancer", false, "kube-vip's IPVS control-plane balancer (not provided by vip).")
 	fs.BoolVar(&m.servicesElection, "servicesElection", false, "Accepted for kube-vip compatibility: vip always elects per Service.")

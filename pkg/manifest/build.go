@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"fmt"
 	"strconv"
 	"time"
 
@@ -31,10 +32,26 @@ func Objects(form Form, o Options) ([]runtime.Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	if form == FormPod {
-		return []runtime.Object{pod(o)}, nil
+	var pw map[string]string
+	if form != FormPod {
+		o.Peers, pw = splitPasswords(o.Peers)
+	} else if _, inline := splitPasswords(o.Peers); o.PasswordFile != "" && len(inline) > 0 {
+		return nil, fmt.Errorf("%w: passwords in --bgppeers and --bgp-password-file: keep them in the file", ErrInvalid)
 	}
-	return append(rbac(o.Namespace, o.LeaseName), daemonSet(o)), nil
+	if form == FormPod {
+		p := pod(o)
+		if o.PasswordFile != "" {
+			mountPasswords(&p.Spec, o, false)
+		}
+		return []runtime.Object{p}, nil
+	}
+	objs := rbac(o.Namespace, o.LeaseName)
+	ds := daemonSet(o)
+	if len(pw) > 0 {
+		objs = append(objs, passwordSecret(o, pw))
+		mountPasswords(&ds.Spec.Template.Spec, o, true)
+	}
+	return append(objs, ds), nil
 }
 
 // labels are the labels of every object; selector those of the DaemonSet's

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -282,5 +283,74 @@ func TestInvalid(t *testing.T) {
 				t.Errorf("err = %q, want one line containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPasswordsInSecret: a generated DaemonSet carries BGP passwords in a
+// Secret mounted for --bgp-password-file, never in the Pod spec; a static
+// Pod mounts a host file with --bgp-password-file.
+func TestPasswordsInSecret(t *testing.T) {
+	base := Options{Image: "img", BGP: true, Services: true, InCluster: true, LocalAS: 65001, RouterID: "10.0.0.5",
+		Peers: "10.0.0.1:65000:Tops3cret:true,[fd00::1]:65000:other,10.0.0.2:65000"}
+	objs, err := Objects(FormDaemonSet, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sec *corev1.Secret
+	var ds *appsv1.DaemonSet
+	for _, o := range objs {
+		switch v := o.(type) {
+		case *corev1.Secret:
+			sec = v
+		case *appsv1.DaemonSet:
+			ds = v
+		}
+	}
+	if sec == nil || ds == nil {
+		t.Fatalf("no Secret or DaemonSet in %d objects", len(objs))
+	}
+	if want := map[string]string{"10.0.0.1": "Tops3cret", "fd00--1": "other"}; !reflect.DeepEqual(sec.StringData, want) {
+		t.Errorf("Secret %v, want %v", sec.StringData, want)
+	}
+	out, err := Render(FormDaemonSet, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsYAML := string(out[strings.Index(string(out), "kind: DaemonSet"):])
+	if strings.Contains(dsYAML, "Tops3cret") || strings.Contains(dsYAML, "other") {
+		t.Errorf("the DaemonSet carries a password:\n%s", dsYAML)
+	}
+	c := ds.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--bgp-password-file="+passwordMount) {
+		t.Errorf("args %v", c.Args)
+	}
+	for _, e := range c.Env {
+		if e.Name == "bgp_peers" && e.Value != "10.0.0.1:65000::true,[fd00::1]:65000::false,10.0.0.2:65000::false" {
+			t.Errorf("bgp_peers = %q", e.Value)
+		}
+	}
+
+	pod := base
+	pod.InCluster, pod.Peers, pod.PasswordFile = false, "10.0.0.1:65000", "/etc/vip/bgp"
+	objs, err = Objects(FormPod, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := objs[0].(*corev1.Pod)
+	found := false
+	for _, v := range p.Spec.Volumes {
+		found = found || (v.HostPath != nil && v.HostPath.Path == "/etc/vip/bgp")
+	}
+	if !found || !slices.Contains(p.Spec.Containers[0].Args, "--bgp-password-file="+passwordMount) {
+		t.Errorf("static Pod does not mount the password file: %+v", p.Spec)
+	}
+	pod.Peers = "10.0.0.1:65000:inline"
+	if _, err := Objects(FormPod, pod); err == nil || !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "inline") {
+		t.Errorf("inline password and file: %v", err)
+	}
+	ds2 := base
+	ds2.PasswordFile = "/etc/vip/bgp"
+	if _, err := Objects(FormDaemonSet, ds2); err == nil {
+		t.Error("--bgp-password-file accepted for a DaemonSet")
 	}
 }

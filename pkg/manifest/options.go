@@ -99,6 +99,12 @@ type Options struct {
 	PeerAddress, Peers        string
 	// Annotations is the prefix of per-node BGP settings on Node objects.
 	Annotations string
+	// PasswordFile is a host file or folder with the BGP passwords
+	// (bgpconfig.LoadPasswords' format), mounted into a static Pod. A
+	// DaemonSet gets the passwords of Peers in a Secret instead; a static
+	// Pod cannot mount Secrets, so without PasswordFile its passwords stay
+	// in the Pod spec (the agent warns).
+	PasswordFile string
 }
 
 // withDefaults validates o for form and fills in defaults. Every error wraps
@@ -158,6 +164,12 @@ func (o Options) withDefaults(form Form) (Options, error) {
 		return bad("--kubeconfig-path and --inCluster are both set: choose one source of credentials")
 	case o.KubeconfigPath != "" && !strings.HasPrefix(o.KubeconfigPath, "/"):
 		return bad("--kubeconfig-path %q must be an absolute host path", o.KubeconfigPath)
+	case o.PasswordFile != "" && !strings.HasPrefix(o.PasswordFile, "/"):
+		return bad("--bgp-password-file %q must be an absolute host path", o.PasswordFile)
+	case o.PasswordFile != "" && form != FormPod:
+		return bad("--bgp-password-file mounts a host file into the static Pod; a DaemonSet gets the passwords of --bgppeers in the Secret %s", PasswordSecret)
+	case o.PasswordFile != "" && !o.BGP:
+		return bad("--bgp-password-file needs --bgp")
 	case strings.ContainsAny(o.Interface, " /:\t\n") || len(o.Interface) > 15:
 		return bad("--interface %q is not an interface name", o.Interface)
 	}
