@@ -25,6 +25,7 @@ import (
 	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/announce/bgp"
 	"github.com/vip-lb/vip/pkg/bgpconfig"
+	"github.com/vip-lb/vip/pkg/compat"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -227,11 +228,6 @@ func resolveBGP(base bgpconfig.Config, pw bgpconfig.Passwords, node *bgpconfig.N
 	return c, c.Validate()
 }
 
-// unsupportedBGPEnv are kube-vip BGP settings vip does not implement.
-var unsupportedBGPEnv = map[string]string{
-	"bgp_mpbgp_nexthop": "--bgp-nexthop / --bgp-nexthop6", "bgp_mpbgp_ipv4": "--bgp-nexthop", "bgp_mpbgp_ipv6": "--bgp-nexthop6",
-}
-
 // checkBGPEnv refuses environment variables that look like BGP settings but
 // are not ones vip reads, so a typo or an unsupported kube-vip setting stops
 // the agent instead of being ignored.
@@ -244,8 +240,8 @@ func checkBGPEnv(environ []string) error {
 		if _, ok := bgpEnvFlags[name]; ok {
 			continue
 		}
-		if instead, ok := unsupportedBGPEnv[name]; ok {
-			return badBGP("environment %s is not supported; use %s", name, instead)
+		if _, ok := compat.Lookup(compat.Env, name); ok {
+			continue // kube-vip's: accepted, or refused by applyEnv
 		}
 		return badBGP("environment %s is not a BGP setting vip knows (see docs/bgp.md)", name)
 	}
@@ -433,7 +429,7 @@ func serveBGP(ctx context.Context, c config, log logr.Logger) error {
 		Announcer: sp,
 		// Service addresses go on the speaker's interface (lo unless
 		// --interface says otherwise), not on the uplink.
-		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
+		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace, ServicesNamespace: c.servicesNamespace,
 		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
 	})
 	if err != nil {

@@ -172,7 +172,7 @@ func TestCheckBGPEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	for env, want := range map[string]string{
-		"bgp_mpbgp_nexthop=fixed": "--bgp-nexthop",
+		"bgp_mpbgp_nexthop=fixed": "bgp_mpbgp_nexthop is not a BGP setting", // kube-vip's name is mpbgp_nexthop
 		"bgp_peer_as=1":           "bgp_peer_as is not a BGP setting",
 	} {
 		if err := checkBGPEnv(append(ok, env)); err == nil || !strings.Contains(err.Error(), want) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vip-lb/vip/pkg/compat"
 	"github.com/vip-lb/vip/pkg/controlplane"
 )
 
@@ -53,6 +54,10 @@ type config struct {
 	// servicesSet records that --services (svc_enable) was given: without
 	// it, --controlplane (cp_enable) alone means Services off, as kube-vip.
 	servicesSet bool
+	// servicesNamespace limits the Services served (kube-vip's svc_namespace).
+	servicesNamespace string
+	// healthPort serves /healthz on a second port (kube-vip's health_check_port).
+	healthPort int
 	// cred says where the API credentials come from (credentials.go),
 	// chosen once by resolveCredentials.
 	cred credentialSource
@@ -85,6 +90,8 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.Lookup("services").NoOptDefVal = "true"
 	fs.BoolVar(&c.controlPlane, "controlplane", c.controlPlane, "Hold the control-plane VIP (env cp_enable).")
 	fs.StringVar(&c.iface, "interface", c.iface, "Announcing interface (env vip_interface; default: the interface whose subnet covers the VIP).")
+	fs.StringVar(&c.servicesNamespace, "services-namespace", c.servicesNamespace, "Serve only the Services of this namespace (env svc_namespace; default: every namespace).")
+	fs.IntVar(&c.healthPort, "health-check-port", c.healthPort, "Also serve /healthz on this port, for a liveness probe there (env health_check_port; 0: off).")
 	fs.StringVar(&c.servicesIface, "services-interface", c.servicesIface, "Interface for Service VIPs, overriding --interface (env vip_servicesinterface).")
 	fs.StringSliceVar(&c.allowedIfaces, "allowed-interfaces", c.allowedIfaces, "Interfaces a Service may name with kube-vip.io/serviceInterface, comma-separated (env vip_allowed_interfaces), besides --interface, --services-interface and the pools ConfigMap's interface-* values; any other is refused with an InterfaceNotAllowed Warning.")
 	fs.DurationVar(&c.heartbeatPeriod, "heartbeat-period", c.heartbeatPeriod, "How often this node renews its heartbeat Lease (one API write each).")
@@ -123,19 +130,10 @@ var envFlags = map[string]string{
 	"vip_arp":      "arp", "bgp_enable": "bgp", "svc_enable": "services", "cp_enable": "controlplane",
 	"vip_interface": "interface", "vip_servicesinterface": "services-interface", "vip_allowed_interfaces": "allowed-interfaces",
 	"prometheus_server": "metrics-address", "NODE_IP": "node-address",
+	"svc_namespace": "services-namespace", "health_check_port": "health-check-port",
 	"lb_class_only": "lb-class-only", "lb_class_name": "lb-class-name",
 	"vip_leaderelection": "leader-election", "svc_election": "service-election",
 	"vip_leaseduration": "lease-duration", "vip_renewdeadline": "lease-renew-deadline", "vip_retryperiod": "lease-retry-period",
-}
-
-// unsupportedEnv are kube-vip settings vip does not implement; setting one
-// to a non-empty, non-false value stops the agent with a clear message
-// rather than silently doing something else.
-var unsupportedEnv = map[string]string{
-	"vip_wireguard": "WireGuard tunnels", "vip_routingtable": "routing-table mode", "egress_podcidr": "Service egress",
-	"egress_servicecidr": "Service egress", "egress_withnftables": "Service egress", "lb_enable": "the IPVS control-plane load balancer",
-	"zebra_enable": "Zebra integration", "mirror_dest_interface": "traffic mirroring", "enable_service_security": "service security rules",
-	"cp_detect": "control-plane address detection",
 }
 
 // flagAliases are flags that set another flag's value (kube-vip's names).
@@ -176,17 +174,26 @@ func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
 		}
 		fl.Changed = true
 	}
-	for name, what := range unsupportedEnv {
-		v, ok := env(name)
-		if !ok || strings.TrimSpace(v) == "" {
+	for _, in := range compat.Of(compat.Env) {
+		v, ok := env(in.Name)
+		if !ok || in.Status != compat.Refused || in.HarmlessValue(v) {
 			continue
 		}
-		if b, err := strconv.ParseBool(strings.TrimSpace(v)); err == nil && !b {
-			continue
-		}
-		return fmt.Errorf("%w: environment %s=%q asks for %s, which vip-agent does not provide", errConfig, name, v, what)
+		return fmt.Errorf("%w: environment %s=%q is not supported: %s", errConfig, in.Name, v, in.Note)
 	}
 	return nil
+}
+
+// acceptedEnv lists the kube-vip variables set in env that vip accepts
+// without effect (its design already does what they ask), for one log line.
+func acceptedEnv(env func(string) (string, bool)) []string {
+	var out []string
+	for _, in := range compat.Of(compat.Env) {
+		if _, ok := env(in.Name); ok && in.Status == compat.Accepted {
+			out = append(out, in.Name)
+		}
+	}
+	return out
 }
 
 // validate checks the combination and fills derived defaults.
@@ -209,6 +216,17 @@ func (c *config) validate() error {
 	}
 	if err := c.upnp.validate(c); err != nil {
 		return err
+	}
+	// kube-vip's interface value "auto" is vip's default: the interface
+	// whose subnet covers each address.
+	if strings.EqualFold(c.iface, "auto") {
+		c.iface = ""
+	}
+	if strings.EqualFold(c.servicesIface, "auto") {
+		c.servicesIface = ""
+	}
+	if c.healthPort < 0 || c.healthPort > 65535 {
+		return fmt.Errorf("%w: --health-check-port (health_check_port) %d is not a TCP port", errConfig, c.healthPort)
 	}
 	if c.controlPlane && !c.servicesSet {
 		c.services = false // kube-vip's default: svc_enable is false unless set

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"slices"
 	"syscall"
 	"time"
@@ -90,6 +91,12 @@ func run(args []string) error {
 	if err := cfg.resolveCredentials(osHostFiles(), log); err != nil {
 		return err
 	}
+	if acc := acceptedEnv(os.LookupEnv); len(acc) > 0 {
+		log.Info("kube-vip settings accepted without effect: vip already works that way (docs/migration.md)", "settings", acc)
+	}
+	if cfg.servicesNamespace != "" {
+		log.Info("serving the Services of one namespace only (svc_namespace)", "namespace", cfg.servicesNamespace)
+	}
 	if cfg.controlPlane && !cfg.servicesSet {
 		log.Info("control plane only: LoadBalancer Services are not served (cp_enable without svc_enable, kube-vip's default); set svc_enable=true (--services) to serve them")
 	}
@@ -100,6 +107,11 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	stopHealth, err := serveHealthPort(cfg.healthPort)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	if cfg.controlPlane && !cfg.services {
 		return serveControlPlane(ctx, cfg, log)
 	}
@@ -217,6 +229,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 		Class:     lbsvc.ClassRule{Name: c.className, Only: c.classOnly},
 		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm,
 		Interface: c.iface, ServicesInterface: c.servicesIface, AllowedInterfaces: c.allowedIfaces,
+		ServicesNamespace: c.servicesNamespace,
 		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
 		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
 		PortMap: portMap,
@@ -358,4 +371,22 @@ func startLayer2(ctx context.Context, c config, reg prometheus.Registerer, log l
 		log.Error(err, "removing addresses left by a previous run")
 	}
 	return l2, nil
+}
+
+// serveHealthPort answers /healthz on kube-vip's health_check_port, so a
+// liveness probe written for kube-vip keeps passing (0: off).
+func serveHealthPort(port int) (stop func(), err error) {
+	if port == 0 {
+		return func() {}, nil
+	}
+	addr := net.JoinHostPort("", strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: health_check_port %d: %v", errConfig, port, err)
+	}
+	m := http.NewServeMux()
+	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	srv := &http.Server{Handler: m, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
 }

@@ -83,7 +83,7 @@ func New(o Options) (*Agent, error) {
 	if a.rec == nil {
 		a.rec = &record.FakeRecorder{}
 	}
-	a.factory = informers.NewSharedInformerFactory(o.Client, o.ResyncPeriod)
+	a.factory = informers.NewSharedInformerFactoryWithOptions(o.Client, o.ResyncPeriod, informers.WithNamespace(o.ServicesNamespace))
 	si := a.factory.Core().V1().Services()
 	es := a.factory.Discovery().V1().EndpointSlices()
 	ni := a.factory.Core().V1().Nodes()
@@ -122,7 +122,10 @@ func New(o Options) (*Agent, error) {
 		UpdateFunc: func(_, o any) { a.onConfigMap(o) },
 		DeleteFunc: func(any) { a.setInterfaces(nil) },
 	})
-	a.synced = []cache.InformerSynced{si.Informer().HasSynced, es.Informer().HasSynced, ni.Informer().HasSynced, ci.HasSynced}
+	watchUnassigned(a, si.Informer()) // unassigned.go: Warning NoAddressAssigned after 30 s without status
+	perm := newPermissionWatch(a) // permissions.go: a missing RBAC rule is named, an optional one does not stall
+	a.synced = []cache.InformerSynced{perm.track("services", si.Informer()), perm.track("endpointslices", es.Informer()),
+		perm.track("nodes", ni.Informer()), perm.track("configmaps", ci)}
 	return a, nil
 }
 

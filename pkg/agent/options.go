@@ -84,6 +84,9 @@ type Options struct {
 	// ConfigMapName/Namespace locate the pools ConfigMap, read for its
 	// interface-<namespace> keys.
 	ConfigMapName, ConfigMapNamespace string
+	// ServicesNamespace, when set, limits the Services served to that
+	// namespace (kube-vip's svc_namespace); "" = every namespace.
+	ServicesNamespace string
 	// Workers is the number of parallel reconcilers.
 	Workers int
 	// ResyncPeriod re-checks every Service periodically (0 = never).
