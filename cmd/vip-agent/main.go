@@ -12,8 +12,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -230,7 +230,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm,
 		Interface: c.iface, ServicesInterface: c.servicesIface, AllowedInterfaces: c.allowedIfaces,
 		ServicesNamespace: c.servicesNamespace,
-		ConfigMapName: c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
+		ConfigMapName:     c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
 		Workers: c.workers, Recorder: rec, Logger: log.WithName("services"), Registerer: reg,
 		PortMap: portMap,
 	})

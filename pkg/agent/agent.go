@@ -123,7 +123,7 @@ func New(o Options) (*Agent, error) {
 		DeleteFunc: func(any) { a.setInterfaces(nil) },
 	})
 	watchUnassigned(a, si.Informer()) // unassigned.go: Warning NoAddressAssigned after 30 s without status
-	perm := newPermissionWatch(a) // permissions.go: a missing RBAC rule is named, an optional one does not stall
+	perm := newPermissionWatch(a)     // permissions.go: a missing RBAC rule is named, an optional one does not stall
 	a.synced = []cache.InformerSynced{perm.track("services", si.Informer()), perm.track("endpointslices", es.Informer()),
 		perm.track("nodes", ni.Informer()), perm.track("configmaps", ci)}
 	return a, nil

@@ -38,7 +38,7 @@ func newPermissionWatch(a *Agent) *permissionWatch {
 // rule describes the RBAC rule a resource needs, in the words of the file.
 type rule struct {
 	resource, group, verbs, grantedBy, without string
-	optional                                  bool
+	optional                                   bool
 }
 
 // rules are the agent's reads, and what is lost without each.

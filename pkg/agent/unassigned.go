@@ -54,7 +54,7 @@ type unassignedWatch struct {
 // address (hooked in New).
 func watchUnassigned(a *Agent, inf cache.SharedIndexInformer) *unassignedWatch {
 	w := &unassignedWatch{a: a, after: UnassignedAfter, now: time.Now,
-		timer: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
+		timer:   func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
 		pending: map[string]func() bool{}, warned: map[string]bool{}}
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.observe,

@@ -49,6 +49,8 @@ const (
 type LoadBalancer struct {
 	opts    Options
 	metrics *metrics
+	// unsupported warns about kube-vip annotations vip lacks (unsupported.go).
+	unsupported unsupportedWarner
 
 	mu       sync.Mutex // guards everything below and serialises allocation
 	alloc    *ipam.Allocator
@@ -349,6 +351,7 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, _ string, svc *v
 func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBalancerStatus, error) {
 	key := lbsvc.Key(svc)
 	logger := klog.LoggerWithValues(klog.Background(), "service", key)
+	lb.unsupported.check(lb.recorder, svc)
 	req, err := lbsvc.Requested(svc)
 	if err != nil {
 		lb.recorder.Event(svc, v1.EventTypeWarning, ReasonInvalidRequest, err.Error())
@@ -424,6 +427,7 @@ func (lb *LoadBalancer) UpdateLoadBalancer(context.Context, string, *v1.Service,
 
 // EnsureLoadBalancerDeleted releases the addresses of svc.
 func (lb *LoadBalancer) EnsureLoadBalancerDeleted(_ context.Context, _ string, svc *v1.Service) error {
+	lb.unsupported.forget(lbsvc.Key(svc))
 	if lb.release(lbsvc.Key(svc)) {
 		lb.recorder.Event(svc, v1.EventTypeNormal, ReasonReleased, "Released its addresses")
 	}

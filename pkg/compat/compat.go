@@ -124,7 +124,3 @@ func UnsupportedAnnotations() map[string]string {
 	}
 	return out
 }
-
-// ReasonUnsupportedAnnotation is the Event reason for a kube-vip annotation
-// vip does not provide.
-const ReasonUnsupportedAnnotation = "UnsupportedAnnotation"
