@@ -107,7 +107,7 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	stopHealth, err := serveHealthPort(cfg.healthPort)
+	stopHealth, err := serveHealthPort(cfg)
 	if err != nil {
 		return err
 	}
@@ -374,15 +374,21 @@ func startLayer2(ctx context.Context, c config, reg prometheus.Registerer, log l
 }
 
 // serveHealthPort answers /healthz on kube-vip's health_check_port, so a
-// liveness probe written for kube-vip keeps passing (0: off).
-func serveHealthPort(port int) (stop func(), err error) {
-	if port == 0 {
+// liveness probe written for kube-vip keeps passing (0: off). It listens
+// on this node's address, as the metrics server does.
+func serveHealthPort(c config) (stop func(), err error) {
+	if c.healthPort == 0 {
 		return func() {}, nil
 	}
-	addr := net.JoinHostPort("", strconv.Itoa(port))
+	hc := c
+	hc.metricsAddr = net.JoinHostPort("", strconv.Itoa(c.healthPort))
+	addr, err := metricsListenAddr(hc, apiHostOf(c))
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: health_check_port %d: %v", errConfig, port, err)
+		return nil, fmt.Errorf("%w: health_check_port %d: %v", errConfig, c.healthPort, err)
 	}
 	m := http.NewServeMux()
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })

@@ -49,7 +49,7 @@ func unassignedAgent(t *testing.T, node string, now time.Time, objs ...runtime.O
 	return a, w, ft, rec
 }
 
-func events(rec *record.FakeRecorder) []string {
+func drainEvents(rec *record.FakeRecorder) []string {
 	var out []string
 	for {
 		select {
@@ -101,12 +101,12 @@ func TestNoAddressAssigned(t *testing.T) {
 					w.observe(s)
 				}
 				ft.fire()
-				for _, e := range events(rec) {
+				for _, e := range drainEvents(rec) {
 					got = append(got, node+": "+e)
 				}
 				w.observe(s) // seen again: never a second Event
 				ft.fire()
-				if extra := events(rec); len(extra) > 0 {
+				if extra := drainEvents(rec); len(extra) > 0 {
 					t.Errorf("%s: second Event %v", node, extra)
 				}
 			}
