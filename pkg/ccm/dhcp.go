@@ -235,7 +235,7 @@ func (lb *LoadBalancer) dhcpRecord(svc *v1.Service) (lbsvc.DHCPRecord, bool, err
 		return lbsvc.DHCPRecord{}, false, nil
 	}
 	if l.Annotations[election.AnnotationService] != lbsvc.Key(svc) {
-		return lbsvc.DHCPRecord{}, false, fmt.Errorf("Lease %s/%s belongs to Service %q, not %q", l.Namespace, l.Name,
+		return lbsvc.DHCPRecord{}, false, fmt.Errorf("the Lease %s/%s belongs to Service %q, not %q", l.Namespace, l.Name,
 			l.Annotations[election.AnnotationService], lbsvc.Key(svc))
 	}
 	return lbsvc.ParseDHCPRecord(l.Annotations)
