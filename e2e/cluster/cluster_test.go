@@ -101,9 +101,9 @@ func TestCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("VIP %s: answers from %d pods (want 2+ through kube-proxy): %v (last error %v)", vip, len(pods), err, last)
 		}
-		owner, err := c.Owner(ctx, ns, "echo")
-		if err != nil || owner == "" {
-			t.Fatalf("owner of echo: %q %v", owner, err)
+		owner, err := c.WaitOwner(ctx, vip)
+		if err != nil {
+			t.Fatal(err)
 		}
 		t.Logf("echo: VIP %s owned by %s, answered by pods %v", vip, owner, keys(pods))
 
@@ -120,7 +120,7 @@ func TestCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("VIP %s (Local): %v (last error %v)", local, err, last)
 		}
-		lowner, err := c.Owner(ctx, ns, "echo-local")
+		lowner, err := c.WaitOwner(ctx, local)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,6 +154,10 @@ func TestCluster(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	t.Run("IPVSARP", func(t *testing.T) { ipvsARP(t, c, ns, "echo", vip) })
+	if t.Failed() {
+		return
+	}
 	t.Run("Failover", func(t *testing.T) { failover(t, c, ns, "echo", vip) })
 }
 
@@ -179,9 +183,9 @@ type probe struct {
 // the node is NotReady: --node-monitor-grace-period=20s).
 func failover(t *testing.T, c *Cluster, ns, svc string, vip netip.Addr) {
 	ctx := context.Background()
-	owner, err := c.Owner(ctx, ns, svc)
-	if err != nil || owner == "" {
-		t.Fatalf("owner: %q %v", owner, err)
+	owner, err := c.WaitOwner(ctx, vip)
+	if err != nil {
+		t.Fatal(err)
 	}
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -216,7 +220,7 @@ func failover(t *testing.T, c *Cluster, ns, svc string, vip netip.Addr) {
 	}
 	var newOwner string
 	err = Poll(wctx, 500*time.Millisecond, func() (bool, error) {
-		newOwner, _ = c.Owner(wctx, ns, svc)
+		newOwner, _ = c.Owner(wctx, vip)
 		return newOwner != owner && newOwner != "", nil
 	})
 	if err != nil {

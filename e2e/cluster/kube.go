@@ -18,6 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // UninitializedTaint is the taint kubelet --cloud-provider=external puts
@@ -329,12 +331,13 @@ func ParseAnswer(s string) (Answer, error) {
 	return a, nil
 }
 
-// LeasePrefix starts the name of vip's per-Service Lease (kube-vip's).
-const LeasePrefix = "kubevip-"
+// AgentNamespace is where deploy/base runs vip-agent, and where its
+// per-address Leases live.
+const AgentNamespace = "kube-system"
 
-// Owner returns the node holding the Service's Lease ("" if none).
-func (c *Cluster) Owner(ctx context.Context, ns, svc string) (string, error) {
-	l, err := c.Admin.CoordinationV1().Leases(ns).Get(ctx, LeasePrefix+svc, metav1.GetOptions{})
+// Owner returns the node holding addr's Lease ("" if none).
+func (c *Cluster) Owner(ctx context.Context, addr netip.Addr) (string, error) {
+	l, err := c.Admin.CoordinationV1().Leases(AgentNamespace).Get(ctx, lbsvc.AddressLeaseName(addr), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return "", nil
 	}
@@ -345,4 +348,22 @@ func (c *Cluster) Owner(ctx context.Context, ns, svc string) (string, error) {
 		return "", nil
 	}
 	return *l.Spec.HolderIdentity, nil
+}
+
+// WaitOwner waits until addr's Lease has a holder and returns it; the
+// error lists vip's Leases.
+func (c *Cluster) WaitOwner(ctx context.Context, addr netip.Addr) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var owner string
+	err := Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		var err error
+		owner, err = c.Owner(ctx, addr)
+		return owner != "", err
+	})
+	if err != nil {
+		leases, _ := c.Kubectl(context.Background(), "get", "leases", "-n", AgentNamespace)
+		return "", fmt.Errorf("no holder of Lease %s in %s: %w\n%s", lbsvc.AddressLeaseName(addr), AgentNamespace, err, leases)
+	}
+	return owner, nil
 }
