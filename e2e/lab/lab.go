@@ -107,6 +107,8 @@ const (
 	ServicePort = 80
 	// MetricsPort is the agents' metrics and health port.
 	MetricsPort = 2112
+	// LabServiceCIDRs are the lab API server's Service CIDRs.
+	LabServiceCIDRs = "10.58.0.0/16,fd00:58:96::/112"
 	// ScaleNamespace has its own large pool (10.X.4.0/22) for many Services.
 	ScaleNamespace = "scale"
 )
@@ -172,6 +174,10 @@ func New(ctx context.Context, o Options) (l *Lab, err error) {
 
 	env, err := testbed.StartProcess(ctx, testbed.Options{
 		BinDir: o.BinDir, Netns: l.API, Address: l.IP4(1).String(), Dir: l.Dir, Logf: o.Logf,
+		// Outside every lab's 10.X/16 and router segment (X in 64..127,
+		// Y = X+128): the default 10.96.0.0/12 holds 10.96-111.x, where
+		// vip-ccm (rightly) never hands out an address.
+		ServiceCIDRs: LabServiceCIDRs,
 	})
 	if err != nil {
 		return l, fmt.Errorf("lab: API server: %w", err)
