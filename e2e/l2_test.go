@@ -33,6 +33,7 @@ func TestL2(t *testing.T) {
 		{"ExternalTrafficPolicyLocal", s.local},
 		{"SharedAddress", s.sharedAddress},
 		{"HeartbeatPublishes", s.heartbeatPublishes},
+		{"NoReadyEndpoints", s.noReadyEndpoints},
 		{"IPv6", s.ipv6},
 		{"PortCut", s.portCut},
 		{"AgentKilled", s.agentKilled},
@@ -41,6 +42,7 @@ func TestL2(t *testing.T) {
 		{"RollingRestart", s.rolling},
 		{"ServiceDeleted", s.deleted},
 		{"TerminatingWithdrawn", s.terminating},
+		{"AddressInUse", s.addressInUse},
 		{"APIServerDown", s.apiDown},
 		{"APIServerDownPeersPause", s.apiDownPeersPause},
 	} {

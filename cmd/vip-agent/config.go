@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vip-lb/vip/pkg/announce/probe"
 	"github.com/vip-lb/vip/pkg/compat"
 	"github.com/vip-lb/vip/pkg/controlplane"
 )
@@ -27,6 +28,7 @@ type config struct {
 	iface, servicesIface              string
 	allowedIfaces                     []string
 	heartbeatPeriod, heartbeatTimeout time.Duration
+	probeTimeout                      time.Duration
 	rebalance                         bool
 	settle                            time.Duration
 	metricsAddr, healthAdvertise      string
@@ -67,7 +69,8 @@ func defaultConfig() config {
 	return config{
 		namespace: "kube-system", services: true,
 		heartbeatPeriod: 200 * time.Millisecond, heartbeatTimeout: 800 * time.Millisecond,
-		rebalance: true, settle: 10 * time.Second,
+		probeTimeout: probe.DefaultTimeout,
+		rebalance:    true, settle: 10 * time.Second,
 		metricsAddr: ":2112", cmName: "kubevip", cmNamespace: "kube-system",
 		garpCount: 3, garpInterval: 150 * time.Millisecond, workers: 8, qps: 100, burst: 200,
 		className:      "kube-vip.io/kube-vip-class",
@@ -96,6 +99,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.allowedIfaces, "allowed-interfaces", c.allowedIfaces, "Interfaces a Service may name with kube-vip.io/serviceInterface, comma-separated (env vip_allowed_interfaces), besides --interface, --services-interface and the pools ConfigMap's interface-* values; any other is refused with an InterfaceNotAllowed Warning.")
 	fs.DurationVar(&c.heartbeatPeriod, "heartbeat-period", c.heartbeatPeriod, "How often this node renews its heartbeat Lease (one API write each).")
 	fs.DurationVar(&c.heartbeatTimeout, "heartbeat-timeout", c.heartbeatTimeout, "How long a silent heartbeat means a dead node (failover time).")
+	fs.DurationVar(&c.probeTimeout, "address-probe-timeout", c.probeTimeout, "ARP mode: before the first announcement of an address no vip node held, wait this long for another host to answer an RFC 5227 ARP probe / DAD neighbour solicitation (0 = do not probe). Takeovers never probe.")
 	fs.BoolVar(&c.rebalance, "rebalance", c.rebalance, "Give a Service back to its preferred node once that node has been alive for --settle-time.")
 	fs.DurationVar(&c.settle, "settle-time", c.settle, "How long a returning node must be alive before Services move back to it.")
 	fs.StringVar(&c.metricsAddr, "metrics-address", c.metricsAddr, "Address of the metrics and health server (env prometheus_server; empty: off). Without a host (\":2112\") it listens on this node's address only (--node-address); \"0.0.0.0:2112\" listens on every interface.")

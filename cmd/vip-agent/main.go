@@ -37,6 +37,7 @@ import (
 	"github.com/vip-lb/vip/internal/version"
 	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/announce"
+	"github.com/vip-lb/vip/pkg/announce/probe"
 	"github.com/vip-lb/vip/pkg/controlplane"
 	"github.com/vip-lb/vip/pkg/dhcp"
 	"github.com/vip-lb/vip/pkg/election"
@@ -227,7 +228,7 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	ag, err = agent.New(agent.Options{
 		Client: client, NodeName: c.nodeName, Mode: agent.ModeARP,
 		Class:     lbsvc.ClassRule{Name: c.className, Only: c.classOnly},
-		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm,
+		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm, Prober: newProber(c, l2),
 		Interface: c.iface, ServicesInterface: c.servicesIface, AllowedInterfaces: c.allowedIfaces,
 		ServicesNamespace: c.servicesNamespace,
 		ConfigMapName:     c.cmName, ConfigMapNamespace: c.cmNamespace, Namespace: c.namespace,
@@ -283,6 +284,15 @@ func serve(ctx context.Context, c config, log logr.Logger) error {
 	}
 	log.Info("stopped", "handOff", time.Since(t0).String())
 	return runErr
+}
+
+// newProber probes addresses before their first announcement (nil when
+// --address-probe-timeout is 0).
+func newProber(c config, l2 *announce.Layer2) agent.Prober {
+	if c.probeTimeout <= 0 {
+		return nil
+	}
+	return probe.New(probe.Options{Timeout: c.probeTimeout, InterfaceFor: l2.InterfaceFor})
 }
 
 // nodeInfoPeriod is how often the node's addresses are read for the

@@ -350,7 +350,7 @@ func BenchmarkBGP1000Services(b *testing.B) {
 func (l *bgpLab) createScale(tb testing.TB, n int) {
 	tb.Helper()
 	l.eachScale(n, func(name string) {
-		if _, err := l.admin.CoreV1().Services(scaleNS).Create(context.Background(), newService(scaleNS, name), metav1.CreateOptions{}); err != nil {
+		if _, err := l.admin.CoreV1().Services(scaleNS).Create(context.Background(), newService(scaleNS, name, withoutEndpoints()), metav1.CreateOptions{}); err != nil {
 			tb.Error(err)
 		}
 	})

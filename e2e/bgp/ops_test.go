@@ -58,8 +58,32 @@ func newService(ns, name string, opts ...svcOpt) *v1.Service {
 
 func (l *bgpLab) createService(t testing.TB, ns, name string, opts ...svcOpt) {
 	t.Helper()
-	if _, err := l.admin.CoreV1().Services(ns).Create(context.Background(), newService(ns, name, opts...), metav1.CreateOptions{}); err != nil {
+	svc := newService(ns, name, opts...)
+	if _, err := l.admin.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating Service %s/%s: %v", ns, name, err)
+	}
+	// As the EndpointSlice controller would for the responders on every
+	// node; Local Services get theirs from the test (setEndpoints).
+	if svc.Spec.ExternalTrafficPolicy != v1.ServiceExternalTrafficPolicyLocal {
+		_, err := l.admin.DiscoveryV1().EndpointSlices(ns).Get(context.Background(), name+"-lab", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			var all []string
+			for _, n := range l.nodes {
+				all = append(all, n.name)
+			}
+			l.setEndpoints(t, ns, name, all...)
+		}
+	}
+}
+
+// withoutEndpoints keeps a Service announced while it has no ready endpoint
+// (kube-vip's opt-out annotation).
+func withoutEndpoints() svcOpt {
+	return func(s *v1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations["kube-vip.io/allow-reconcile-without-endpoints"] = "true"
 	}
 }
 
@@ -224,6 +248,12 @@ func (l *bgpLab) lo(name string) []netip.Addr {
 // each of nodes.
 func (l *bgpLab) setEndpoints(t testing.TB, ns, svc string, nodes ...string) {
 	t.Helper()
+	l.setEndpointsReady(t, ns, svc, true, nodes...)
+}
+
+// setEndpointsReady is setEndpoints with the endpoints' ready condition.
+func (l *bgpLab) setEndpointsReady(t testing.TB, ns, svc string, ready bool, nodes ...string) {
+	t.Helper()
 	es := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: svc + "-lab", Namespace: ns, Labels: map[string]string{
 			discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "vip-bgp-lab"}},
@@ -233,7 +263,7 @@ func (l *bgpLab) setEndpoints(t testing.TB, ns, svc string, nodes ...string) {
 	for _, n := range nodes {
 		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
 			Addresses: []string{l.node(n).ip4.String()}, NodeName: ptr(n),
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr(ready)},
 		})
 	}
 	cl := l.admin.DiscoveryV1().EndpointSlices(ns)

@@ -70,11 +70,40 @@ func (l *Lab) CreateService(ctx context.Context, ns, name string, opts ...Servic
 	for _, o := range opts {
 		o(svc)
 	}
+	if ns == ScaleNamespace {
+		// The scale namespace measures announcing many Services; the
+		// endpoint rule is not part of it (and would double the writes).
+		Annotate(AnnotationAllowWithoutEndpoints, "true")(svc)
+	}
 	out, err := l.Admin.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("creating Service %s/%s: %w", ns, name, err)
 	}
+	// As the EndpointSlice controller would for the responders running on
+	// every node. Local Services get theirs from the test (SetEndpoints).
+	if ns != ScaleNamespace && svc.Spec.ExternalTrafficPolicy != v1.ServiceExternalTrafficPolicyLocal {
+		_, err := l.Admin.DiscoveryV1().EndpointSlices(ns).Get(ctx, name+"-lab", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			err = l.SetEndpoints(ctx, ns, name, l.nodeNames()...)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
+}
+
+// AnnotationAllowWithoutEndpoints keeps a Service announced while it has no
+// ready endpoint (kube-vip's annotation).
+const AnnotationAllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
+
+// nodeNames lists the lab's node names.
+func (l *Lab) nodeNames() []string {
+	out := make([]string, 0, len(l.Nodes))
+	for _, n := range l.Nodes {
+		out = append(out, n.Name)
+	}
+	return out
 }
 
 // DeleteService deletes a Service (missing is fine).
@@ -243,6 +272,12 @@ func (l *Lab) WaitHolder(ctx context.Context, ns, svc string, ok func(string) bo
 // SetEndpoints creates or replaces the EndpointSlice of a Service with one
 // ready endpoint per node in nodes (the node's IPv4 address, port 80).
 func (l *Lab) SetEndpoints(ctx context.Context, ns, svc string, nodes ...string) error {
+	return l.SetEndpointsReady(ctx, ns, svc, true, nodes...)
+}
+
+// SetEndpointsReady is SetEndpoints with every endpoint's ready condition
+// set to ready (false: the responders are there but not ready).
+func (l *Lab) SetEndpointsReady(ctx context.Context, ns, svc string, ready bool, nodes ...string) error {
 	name := svc + "-lab"
 	es := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
@@ -258,7 +293,7 @@ func (l *Lab) SetEndpoints(ctx context.Context, ns, svc string, nodes ...string)
 		}
 		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
 			Addresses:  []string{node.IP4.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr(ready), Serving: ptr(ready), Terminating: ptr(false)},
 			NodeName:   ptr(n),
 		})
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -89,17 +90,28 @@ func (a *Agent) sharedCandidates(svcs []*v1.Service) []string {
 // syncAddr converges this node's announcement of addr.
 func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 	key := addrKey(addr)
-	svcs := a.sharers(addr)
-	if len(svcs) == 0 {
+	all := a.sharers(addr)
+	if len(all) == 0 {
 		a.withdrawAddr(ctx, addr, "no Service has the address any more")
+		a.forgetProbe(addr)
 		return a.forgetAddrLease(ctx, addr)
 	}
-	cands := a.sharedCandidates(svcs)
+	// Services without a ready endpoint are not announced (kube-vip and
+	// MetalLB withdraw them too); the others on the address still are.
+	served, idle := a.splitByEndpoints(all)
+	cands := a.sharedCandidates(served)
+	if len(served) == 0 {
+		cands = a.sharedCandidates(all) // keep the owner while they have none
+	}
 	if a.o.Mode == ModeBGP {
-		if slices.Contains(cands, a.o.NodeName) {
-			return a.announceAddr(ctx, addr, svcs, "eligible node", false)
+		switch {
+		case len(served) == 0:
+			a.withdrawIdle(ctx, addr)
+		case slices.Contains(cands, a.o.NodeName):
+			return a.announceAddr(ctx, addr, served, idle, "eligible node", false)
+		default:
+			a.withdrawAddr(ctx, addr, "this node is not a candidate for every Service on the address (excluded, or no ready local endpoint)")
 		}
-		a.withdrawAddr(ctx, addr, "this node is not a candidate for every Service on the address (excluded, or no ready local endpoint)")
 		return nil
 	}
 	if a.o.Elector.Fenced() {
@@ -120,23 +132,39 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 	a.mu.Unlock()
 	switch {
 	case d.HandOffTo != "":
+		a.forgetProbe(addr)
 		a.withdrawAddr(ctx, addr, "handing over: "+d.Reason)
 		if err := a.o.Elector.Release(ctx, a.o.Namespace, lease, d.HandOffTo); err != nil {
 			return fmt.Errorf("handing %s to %s: %w", addr, d.HandOffTo, err)
 		}
 		a.log.V(1).Info("handed over", "vip", addr, "to", d.HandOffTo, "reason", d.Reason)
 		return nil
+	case d.Announce && len(served) == 0:
+		if d.Fresh && a.o.Prober != nil {
+			a.mu.Lock()
+			a.unprobed[addr] = true
+			a.mu.Unlock()
+		}
+		a.withdrawIdle(ctx, addr)
+		return nil
 	case d.Announce:
-		if err := a.announceAddr(ctx, addr, svcs, d.Reason, d.Changed); err != nil {
+		if err := a.probeFirst(ctx, addr, all, d.Fresh); err != nil {
+			if errors.Is(err, errInUse) {
+				return nil
+			}
 			return err
 		}
-		a.cleanupLegacy(ctx, svcs)
+		if err := a.announceAddr(ctx, addr, served, idle, d.Reason, d.Changed); err != nil {
+			return err
+		}
+		a.cleanupLegacy(ctx, all)
 		return nil
 	default:
 		why := "owned by " + d.Holder
 		if d.Holder == "" {
 			why = "no owner elected yet"
 		}
+		a.forgetProbe(addr)
 		a.withdrawAddr(ctx, addr, why)
 		return nil
 	}
@@ -144,7 +172,9 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 
 // announceAddr announces addr for svcs (on the interface the first of them
 // asks for) and tells each Service once.
-func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs []*v1.Service, reason string, changed bool) error {
+// idle are the Services on addr that have no ready endpoint: one that was
+// announced here is told it no longer is.
+func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs, idle []*v1.Service, reason string, changed bool) error {
 	key := addrKey(addr)
 	iface := a.interfaceFor(svcs[0])
 	a.mu.Lock()
@@ -208,6 +238,9 @@ func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs []*v1.Se
 		a.mapPorts(lbsvc.Key(svc), svc)
 	}
 	for _, k := range left {
+		if i := slices.IndexFunc(idle, func(s *v1.Service) bool { return lbsvc.Key(s) == k }); i >= 0 {
+			a.rec.Eventf(idle[i], v1.EventTypeWarning, ReasonNoReadyEndpoints, "Withdrew %s from %s: %s", addr, a.o.NodeName, noEndpointsWhy)
+		}
 		a.portsChanged(ctx, k)
 	}
 	return nil
@@ -215,6 +248,17 @@ func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs []*v1.Se
 
 // withdrawAddr stops announcing addr and tells the Services that were told.
 func (a *Agent) withdrawAddr(ctx context.Context, addr netip.Addr, why string) {
+	a.withdrawAddrAs(ctx, addr, why, v1.EventTypeNormal, ReasonWithdrawn)
+}
+
+// withdrawIdle withdraws an address none of whose Services has a ready
+// endpoint.
+func (a *Agent) withdrawIdle(ctx context.Context, addr netip.Addr) {
+	a.withdrawAddrAs(ctx, addr, noEndpointsWhy, v1.EventTypeWarning, ReasonNoReadyEndpoints)
+}
+
+// withdrawAddrAs is withdrawAddr with the Event's type and reason.
+func (a *Agent) withdrawAddrAs(ctx context.Context, addr netip.Addr, why, typ, reason string) {
 	key := addrKey(addr)
 	a.mu.Lock()
 	_, have := a.held[key][addr]
@@ -228,7 +272,7 @@ func (a *Agent) withdrawAddr(ctx context.Context, addr netip.Addr, why string) {
 	}
 	for k := range told {
 		if svc := a.service(k); svc != nil && have {
-			a.rec.Eventf(svc, v1.EventTypeNormal, ReasonWithdrawn, "Withdrew %s from %s: %s", addr, a.o.NodeName, why)
+			a.rec.Eventf(svc, typ, reason, "Withdrew %s from %s: %s", addr, a.o.NodeName, why)
 		}
 		a.portsChanged(ctx, k)
 	}
@@ -306,4 +350,25 @@ func (a *Agent) enqueueAddrs(addrs ...[]netip.Addr) {
 			a.queue.Add(addrKey(ad))
 		}
 	}
+}
+
+// AnnotationAllowWithoutEndpoints set to "true" keeps a Service announced
+// while it has no ready endpoint (kube-vip's opt-out).
+const AnnotationAllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
+
+// noEndpointsWhy explains a withdrawal for want of endpoints.
+const noEndpointsWhy = "no ready endpoint (EndpointSlices); announced again when one is ready, or set " +
+	AnnotationAllowWithoutEndpoints + `: "true"`
+
+// splitByEndpoints separates the Services that have a ready endpoint (or
+// opted out of the rule) from those that have none.
+func (a *Agent) splitByEndpoints(svcs []*v1.Service) (served, idle []*v1.Service) {
+	for _, svc := range svcs {
+		if strings.EqualFold(strings.TrimSpace(svc.Annotations[AnnotationAllowWithoutEndpoints]), "true") || len(a.readyEndpoints(svc)) > 0 {
+			served = append(served, svc)
+		} else {
+			idle = append(idle, svc)
+		}
+	}
+	return served, idle
 }

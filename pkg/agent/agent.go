@@ -49,10 +49,14 @@ type Agent struct {
 	leases   map[string]string              // DHCP Service key -> its Lease name
 	holders  map[string]string              // address or DHCP Service key -> last known holder
 	legacy   map[string]bool                // Service keys whose old per-Service Lease was cleaned up
-	ifaces   *ipam.Config                   // interface-<ns> settings
-	ports    portMapState                   // UPnP settings warnings (portmap.go)
-	consent  consent                        // allow-upnp-*, interface-* (tenant.go)
-	warned   map[string]string              // one-time Warnings (tenant.go)
+	// conflicts are the addresses another host answered the probe for, with
+	// its MAC; probed again every conflictRetry.
+	conflicts map[netip.Addr]string
+	unprobed  map[netip.Addr]bool // acquired fresh, not probed yet
+	ifaces    *ipam.Config        // interface-<ns> settings
+	ports     portMapState        // UPnP settings warnings (portmap.go)
+	consent   consent             // allow-upnp-*, interface-* (tenant.go)
+	warned    map[string]string   // one-time Warnings (tenant.go)
 
 	// dhcpRecorded is the DHCP record last written per Service Lease.
 	dhcpRecorded map[string]string
@@ -74,6 +78,9 @@ func New(o Options) (*Agent, error) {
 		leases:   map[string]string{},
 		holders:  map[string]string{},
 		legacy:   map[string]bool{},
+
+		conflicts: map[netip.Addr]string{},
+		unprobed:  map[netip.Addr]bool{},
 
 		dhcpRecorded: map[string]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(

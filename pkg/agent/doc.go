@@ -1,6 +1,11 @@
-// Package agent is vip-agent's Service loop: informers feed one workqueue,
-// and a level-triggered reconcile per Service decides, through the elector,
-// whether this node announces the Service's addresses, and tells the
-// announcer. It reads Services and never writes them. It knows nothing about
-// packets or BGP messages; those are the announcers' business.
+// Package agent is vip-agent's Service loop: informers feed one workqueue
+// carrying Service keys and address keys. A Service reconcile notes its
+// status addresses and enqueues them; an address reconcile takes every
+// Service on the address (minus those without a ready endpoint), decides
+// through the elector whether this node announces it (one owner per address
+// in layer 2 mode; in BGP mode every node that is a candidate for all of
+// them), probes a fresh address before its first announcement, and tells
+// the announcer. It reads Services and never writes them. It knows nothing
+// about packets or BGP messages; those are the announcers' and the prober's
+// business.
 package agent

@@ -23,6 +23,7 @@ func (e electorAdapter) Ensure(ctx context.Context, namespace, leaseName, servic
 		Changed:      r.Change != election.None,
 		Reason:       r.Reason,
 		RequeueAfter: r.RequeueAfter,
+		Fresh:        r.Fresh,
 	}
 	if r.Release {
 		d.HandOffTo = r.Successor

@@ -11,6 +11,7 @@ type metrics struct {
 	reconciles     *prometheus.CounterVec
 	reconcileTime  prometheus.Histogram
 	electionErrors prometheus.Counter
+	probeTime      prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -24,9 +25,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}),
 		electionErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vip_agent_election_errors_total", Help: "Failed ownership decisions (retried)."}),
+		probeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vip_agent_address_probe_seconds", Help: "Time the probe before a first announcement took (ARP probe / DAD-style NS).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 8)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.held, m.reconciles, m.reconcileTime, m.electionErrors)
+		reg.MustRegister(m.held, m.reconciles, m.reconcileTime, m.electionErrors, m.probeTime)
 	}
 	return m
 }
@@ -41,3 +45,5 @@ func (m *metrics) reconciled(start time.Time, err error) {
 }
 
 func (m *metrics) setHeld(n int) { m.held.Set(float64(n)) }
+
+func (m *metrics) probe(d time.Duration) { m.probeTime.Observe(d.Seconds()) }

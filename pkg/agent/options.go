@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -56,6 +58,14 @@ type Decision struct {
 	HandOffTo string
 	// RequeueAfter, when positive, asks for another look after it.
 	RequeueAfter time.Duration
+	// Fresh: this call acquired an address no vip node held before.
+	Fresh bool
+}
+
+// Prober asks the link whether another host answers for an address (nil
+// MAC: nobody did). *probe.Prober implements it.
+type Prober interface {
+	Probe(ctx context.Context, vip netip.Addr, iface string) (net.HardwareAddr, error)
 }
 
 // Options configure the agent.
@@ -95,6 +105,9 @@ type Options struct {
 	Logger       logr.Logger
 	Registerer   prometheus.Registerer
 
+	// Prober, when set, probes an address before its first announcement in
+	// layer 2 mode (not on takeover from another vip node).
+	Prober Prober
 	// PortMap configures UPnP port mappings (portmap.go; off when Mapper is nil).
 	PortMap PortMapOptions
 }

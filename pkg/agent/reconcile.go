@@ -26,6 +26,9 @@ const (
 	ReasonAnnouncing   = "Announcing"
 	ReasonWithdrawn    = "Withdrawn"
 	ReasonAnnounceFail = "AnnounceFailed"
+	// ReasonNoReadyEndpoints: withdrawn while the Service has no ready
+	// endpoint.
+	ReasonNoReadyEndpoints = "NoReadyEndpoints"
 )
 
 // labelExcludeLB is the well-known label that keeps a node out of load
@@ -203,17 +206,28 @@ func excluded(n *v1.Node) bool {
 
 // readyNodes returns the nodes with at least one ready endpoint of svc.
 func (a *Agent) readyNodes(svc *v1.Service) map[string]bool {
+	out := map[string]bool{}
+	for _, ep := range a.readyEndpoints(svc) {
+		if ep.NodeName != nil {
+			out[*ep.NodeName] = true
+		}
+	}
+	return out
+}
+
+// readyEndpoints lists svc's ready endpoints (ready unset counts as ready,
+// as the EndpointSlice API says).
+func (a *Agent) readyEndpoints(svc *v1.Service) []discoveryv1.Endpoint {
 	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
 	list, err := a.slices.EndpointSlices(svc.Namespace).List(sel)
-	out := map[string]bool{}
 	if err != nil {
-		return out
+		return nil
 	}
+	var out []discoveryv1.Endpoint
 	for _, es := range list {
 		for _, ep := range es.Endpoints {
-			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
-			if ready && ep.NodeName != nil {
-				out[*ep.NodeName] = true
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+				out = append(out, ep)
 			}
 		}
 	}

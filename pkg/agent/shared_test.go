@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -207,3 +208,77 @@ func sharedSvcKey(a *Agent, name string) *v1.Service {
 }
 
 func labelsEverything() labels.Selector { return labels.Everything() }
+
+// TestNoReadyEndpointWithdraws: a Service whose endpoints are all not ready
+// is withdrawn with a NoReadyEndpoints Warning and comes back when one is
+// ready; the opt-out annotation keeps it announced; a Service without an
+// endpoint does not take the address from one on it that has.
+func TestNoReadyEndpointWithdraws(t *testing.T) {
+	vip := netip.MustParseAddr("10.7.0.10")
+	el := &askingElector{d: Decision{Announce: true, Holder: "n1"}, alive: []string{"n1", "n2"}}
+	a, client, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n2"))
+	rec := a.rec.(*record.FakeRecorder)
+	a.Enqueue("team/web")
+	drain(t, a)
+	if !slices.Equal(ann.Held(), []netip.Addr{vip}) {
+		t.Fatalf("announced %v, want %s", ann.Held(), vip)
+	}
+	setReady := func(ready bool) {
+		t.Helper()
+		es := readySlice("web", "n2")
+		es.Endpoints[0].Conditions.Ready = &ready
+		if _, err := client.DiscoveryV1().EndpointSlices("team").Update(context.Background(), es, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return (len(a.readyEndpoints(sharedSvcKey(a, "web"))) > 0) == ready })
+		drain(t, a)
+	}
+	setReady(false)
+	if len(ann.Held()) != 0 {
+		t.Fatalf("still announced %v without a ready endpoint", ann.Held())
+	}
+	if !hasEvent(rec, "Warning "+ReasonNoReadyEndpoints) {
+		t.Fatal("no NoReadyEndpoints Warning")
+	}
+	setReady(true)
+	if !slices.Equal(ann.Held(), []netip.Addr{vip}) {
+		t.Fatalf("endpoint ready again: announced %v", ann.Held())
+	}
+
+	// Opt-out: announced without a ready endpoint.
+	svc := sharedSvcKey(a, "web").DeepCopy()
+	svc.Annotations = map[string]string{AnnotationAllowWithoutEndpoints: "true"}
+	if _, err := client.CoreV1().Services("team").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return sharedSvcKey(a, "web").Annotations[AnnotationAllowWithoutEndpoints] == "true" })
+	setReady(false)
+	if !slices.Equal(ann.Held(), []netip.Addr{vip}) {
+		t.Fatalf("opted out, no ready endpoint: announced %v, want %s", ann.Held(), vip)
+	}
+
+	// A second Service on the address without any endpoint does not take it
+	// from the first.
+	if _, err := client.CoreV1().Services("team").Create(context.Background(), sharedSvc("idle", vip, false), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return sharedSvcKey(a, "idle") != nil })
+	drain(t, a)
+	if !slices.Equal(ann.Held(), []netip.Addr{vip}) {
+		t.Fatalf("an endpoint-less sharer withdrew the address: %v", ann.Held())
+	}
+}
+
+// hasEvent reports whether the recorder got an Event starting with prefix.
+func hasEvent(rec *record.FakeRecorder, prefix string) bool {
+	for {
+		select {
+		case e := <-rec.Events:
+			if strings.HasPrefix(e, prefix) {
+				return true
+			}
+		default:
+			return false
+		}
+	}
+}

@@ -312,6 +312,17 @@ func (l *Layer2) Refresh(ctx context.Context, vip netip.Addr) error {
 // Held returns the addresses bound by this Layer2, sorted.
 func (l *Layer2) Held() []netip.Addr { return l.addrs.Held() }
 
+// InterfaceFor names the interface an address would be bound to when
+// announced without one (the connected route covering it).
+func (l *Layer2) InterfaceFor(vip netip.Addr) (string, error) {
+	if r, ok := l.addrs.(interface {
+		InterfaceFor(netip.Addr) (string, error)
+	}); ok {
+		return r.InterfaceFor(vip)
+	}
+	return "", ErrNoInterface
+}
+
 // Cleanup removes the addresses a previous run left behind (see
 // addr.Manager.Cleanup).
 func (l *Layer2) Cleanup(ctx context.Context) error {

@@ -1,9 +1,12 @@
-// Package election decides which node announces each layer 2 Service.
+// Package election decides which node announces each layer 2 address.
 //
-// Liveness is per node, ownership is per Service. Every agent renews one
-// heartbeat Lease (vip-node-<node>) each HeartbeatPeriod; a Service's Lease
-// (kubevip-<service>, holderIdentity = node) is written only when its
-// ownership changes and is valid while its holder's heartbeat is fresh.
+// Liveness is per node, ownership is per address. Every agent renews one
+// heartbeat Lease (vip-node-<node>) each HeartbeatPeriod, saying whether it
+// is ready (vip.io/ready: only ready nodes are candidates); an address's
+// Lease (vip-addr-<addr>, holderIdentity = node; per Service only for DHCP
+// Services, vip-dhcp-<ns>-<svc>) is written only when its ownership changes
+// and is valid while its holder's heartbeat is fresh. Every Lease lives in
+// the agent's namespace; nothing is read elsewhere.
 // Freshness is judged on the observer's own clock (time since it last saw
 // the heartbeat change, with a live watch), never by comparing timestamps
 // written by others. The preferred owner among alive candidates is chosen
@@ -21,7 +24,7 @@
 // trade failover speed for load with a longer period (for example 1s
 // period, 4s timeout; a dead node is then replaced in about 4s).
 //
-// The agent, per Service and level-triggered: call Ensure; when the Result
+// The agent, per address and level-triggered: call Ensure; when the Result
 // says Release, withdraw the addresses first and then call Release; announce
 // only when ShouldAnnounce. On OnNodeChange(this node, false) withdraw
 // everything at once (the node fenced itself or is leaving). On shutdown:

@@ -73,6 +73,10 @@ type Result struct {
 	// RequeueAfter, when positive, asks the caller to call Ensure again
 	// after it (a preferred node is settling before it gets the Service).
 	RequeueAfter time.Duration
+	// Fresh is set when this call acquired a Lease that did not exist or
+	// had no holder: no vip node held the address before, so the caller
+	// may ask the link whether another host uses it before announcing.
+	Fresh bool
 }
 
 // plan is a decision: the answer and, when obj is set, the write it needs.
@@ -163,7 +167,7 @@ func (e *Elector) decide(l *coordv1.Lease, namespace, leaseName, serviceKey stri
 		why := fmt.Sprintf("%s is the preferred of the alive candidates %v", e.self, v.alive)
 		obj := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: leaseName, Namespace: namespace}}
 		e.claim(obj, e.self, serviceKey, why, now)
-		return plan{res: Result{ShouldAnnounce: true, Holder: e.self, Change: Acquired, Reason: why}, obj: obj, create: true}
+		return plan{res: Result{ShouldAnnounce: true, Holder: e.self, Change: Acquired, Reason: why, Fresh: true}, obj: obj, create: true}
 	}
 	holder := holderOf(l)
 	if holder == e.self {
@@ -186,7 +190,7 @@ func (e *Elector) decide(l *coordv1.Lease, namespace, leaseName, serviceKey stri
 	why += fmt.Sprintf("; %s is the preferred of the alive candidates %v", e.self, v.alive)
 	obj := l.DeepCopy()
 	e.claim(obj, e.self, serviceKey, why, now)
-	return plan{res: Result{ShouldAnnounce: true, Holder: e.self, Change: change, Reason: why}, obj: obj}
+	return plan{res: Result{ShouldAnnounce: true, Holder: e.self, Change: change, Reason: why, Fresh: holder == ""}, obj: obj}
 }
 
 // decideOwn applies the rules for a Lease this node holds.
