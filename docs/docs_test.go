@@ -335,8 +335,14 @@ func reasonsInCode(t *testing.T) map[string]*reason {
 						continue // not an Event reason (e.g. an error text)
 					}
 					r := &reason{value: v, ident: id.Name, program: program(path), pos: fset.Position(id.Pos()).String(), types: map[string]bool{}}
-					if prev, dup := out[v]; dup && prev.program != r.program {
-						t.Errorf("reason %s defined in both %s and %s", v, prev.pos, r.pos)
+					if prev, dup := out[v]; dup && !strings.Contains(prev.program, r.program) {
+						// A reason both programs give (e.g. AddressInUse: the
+						// agent detects, vip-ccm acts): one row, both programs.
+						progs := []string{prev.program, r.program}
+						sort.Strings(progs)
+						prev.program = strings.Join(progs, ", ")
+						byIdent[id.Name] = prev
+						continue
 					}
 					out[v] = r
 					byIdent[id.Name] = r
