@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -11,15 +13,21 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vip-lb/vip/internal/version"
+	"github.com/vip-lb/vip/pkg/bgpconfig"
+	"github.com/vip-lb/vip/pkg/compat"
 	"github.com/vip-lb/vip/pkg/manifest"
 )
 
-const manifestUsage = `Usage: vip-agent manifest pod|daemonset [flags]
+const manifestUsage = `Usage: vip-agent manifest pod|daemonset|rbac [flags]
 
 Prints a manifest that runs vip-agent, with kube-vip's flag names:
   pod                   kubeadm static Pod for /etc/kubernetes/manifests (mounts --kubeconfig-path)
   daemonset             DaemonSet with its ServiceAccount and RBAC (kubectl apply)
   daemonset --k3s       the same for k3s's /var/lib/rancher/k3s/server/manifests (in-cluster credentials)
+  rbac                  the agent's ServiceAccount and RBAC alone (--namespace, --leaseName)
+
+An address (--vip/--address) without --controlplane or --services means the control plane, as
+in kube-vip's control-plane documents. kube-vip flags vip does not provide are refused by name.
 
 Example (kubeadm, ARP, control plane and Services):
   vip-agent manifest pod --interface eth0 --address 192.168.0.40 --controlplane --services --arp --leaderElection
@@ -71,6 +79,13 @@ type manifestFlags struct {
 	vip, address             string
 	k3s, loadBalancer        bool
 	servicesElection, slices bool
+	peerPass                 string
+	multihop                 bool
+	metricsAddr              string
+	fs                       *pflag.FlagSet
+	// compatFlags are kube-vip's other flags, registered from the
+	// compatibility list: accepted, or refused unless harmless.
+	compatFlags map[string]compat.Input
 }
 
 func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
@@ -108,9 +123,33 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 	fs.StringVar(&o.Annotations, "annotations", "", "Read per-node BGP settings from Node annotations under this prefix.")
 	fs.StringVar(&o.PasswordFile, "bgp-password-file", "", "Static Pod: host file or folder with the BGP passwords, mounted for the agent (a DaemonSet gets the passwords of --bgppeers in the Secret "+manifest.PasswordSecret+" instead).")
 	fs.BoolVar(&o.DDNS, "ddns", false, "Obtain the address of the DNS name in --address by DHCP, sending the name as host name (dynamic DNS).")
+	fs.StringVar(&o.ServicesInterface, "serviceInterface", "", "Interface for Service addresses (default --interface).")
+	fs.StringVar(&o.SourceIP, "sourceIP", "", "Local address of every BGP session.")
+	fs.StringVar(&o.SourceIF, "sourceIF", "", "Bind every BGP session to this interface.")
+	fs.StringVar(&m.peerPass, "peerPass", "", "TCP MD5 password of --peerAddress (a DaemonSet keeps it in the Secret "+manifest.PasswordSecret+").")
+	fs.BoolVar(&m.multihop, "multihop", false, "eBGP multihop for --peerAddress.")
+	fs.IntVar(&o.HoldTime, "bgpHoldTimer", 0, "BGP hold time in seconds (default: the agent's, 30).")
+	fs.IntVar(&o.Keepalive, "bgpKeepAliveInterval", 0, "BGP keepalive interval in seconds (default: the agent's, 10).")
+	fs.BoolVar(&o.LBClassOnly, "lbClassOnly", false, "Serve only Services of --lbClassName.")
+	fs.StringVar(&o.LBClassName, "lbClassName", "", "loadBalancerClass served besides Services without a class (the agent's default: kube-vip.io/kube-vip-class).")
+	fs.StringVar(&m.metricsAddr, "prometheusHTTPServer", "", "Metrics and health server, :PORT (default :2112).")
+	fs.IntVar(&o.HealthCheckPort, "healthCheckPort", 0, "Also serve /healthz on this port (kube-vip's liveness port).")
 	fs.BoolVar(&m.loadBalancer, "enableLoadBalancer", false, "kube-vip's IPVS control-plane balancer (not provided by vip).")
-	fs.BoolVar(&m.servicesElection, "servicesElection", false, "Accepted for kube-vip compatibility: vip always elects per Service.")
+	fs.BoolVar(&m.servicesElection, "servicesElection", false, "Accepted for kube-vip compatibility: vip always elects per address.")
 	fs.BoolVar(&m.slices, "enableEndpointSlices", false, "Accepted for kube-vip compatibility: vip always reads EndpointSlices.")
+	m.fs, m.compatFlags = fs, map[string]compat.Input{}
+	for _, in := range compat.Of(compat.Flag) {
+		if fs.Lookup(in.Name) != nil {
+			continue
+		}
+		usage := "kube-vip's; " + string(in.Status) + ": " + in.Note
+		if in.Bool {
+			fs.Bool(in.Name, false, usage)
+		} else {
+			fs.String(in.Name, "", usage)
+		}
+		m.compatFlags[in.Name] = in
+	}
 	return m
 }
 
@@ -124,9 +163,57 @@ func (m *manifestFlags) options(kind string) (manifest.Form, manifest.Options, e
 	case m.loadBalancer:
 		return "", o, errors.New("--enableLoadBalancer: vip does not provide kube-vip's IPVS control-plane balancer")
 	}
+	for _, in := range compat.Of(compat.Flag) { // sorted: the same flag is named first every time
+		if _, ok := m.compatFlags[in.Name]; !ok {
+			continue
+		}
+		if f := m.fs.Lookup(in.Name); f.Changed && in.Status == compat.Refused && !in.HarmlessValue(f.Value.String()) {
+			return "", o, fmt.Errorf("--%s=%s is not supported: %s", in.Name, f.Value.String(), in.Note)
+		}
+	}
 	o.Address = m.address
 	if o.Address == "" {
 		o.Address = m.vip
+	}
+	// kube-vip's control-plane documents run `manifest pod --vip ADDRESS
+	// --arp --leaderElection` without --controlplane: an address and
+	// neither mode means the control plane, as in kube-vip then.
+	if o.Address != "" && !o.ControlPlane && !o.Services {
+		o.ControlPlane = true
+	}
+	if strings.EqualFold(o.Interface, "auto") {
+		o.Interface = ""
+	}
+	if strings.EqualFold(o.ServicesInterface, "auto") {
+		o.ServicesInterface = ""
+	}
+	if m.metricsAddr != "" {
+		host, port, err := net.SplitHostPort(m.metricsAddr)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || host != "" {
+			return "", o, fmt.Errorf("--prometheusHTTPServer %q: want :PORT (the agent listens on the node's address)", m.metricsAddr)
+		}
+		o.MetricsPort = n
+	}
+	if m.peerPass != "" || m.multihop {
+		if o.PeerAddress == "" {
+			return "", o, errors.New("--peerPass and --multihop apply to --peerAddress, which is not set; give per-peer values in --bgppeers")
+		}
+		// One peer entry carries them (its password goes to the Secret
+		// of a DaemonSet like those of --bgppeers).
+		a, err := netip.ParseAddr(o.PeerAddress)
+		if err != nil {
+			return "", o, fmt.Errorf("--peerAddress %q is not an IP address", o.PeerAddress)
+		}
+		p := bgpconfig.Peer{Address: a.Unmap(), AS: o.PeerAS, Password: m.peerPass}
+		if m.multihop {
+			p.MultihopTTL = bgpconfig.DefaultMultihopTTL
+		}
+		entry := bgpconfig.FormatPeers([]bgpconfig.Peer{p})
+		if o.Peers != "" {
+			entry += "," + o.Peers
+		}
+		o.Peers, o.PeerAddress = entry, ""
 	}
 	switch kind {
 	case "pod":
@@ -134,6 +221,8 @@ func (m *manifestFlags) options(kind string) (manifest.Form, manifest.Options, e
 			return "", o, errors.New("--k3s makes a DaemonSet for /var/lib/rancher/k3s/server/manifests: use `vip-agent manifest daemonset --k3s`")
 		}
 		return manifest.FormPod, o, nil
+	case "rbac":
+		return formRBAC, o, nil
 	case "daemonset", "ds":
 		if m.k3s {
 			return manifest.FormK3s, o, nil
@@ -179,7 +268,12 @@ func runManifest(args []string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w: %w", errConfig, manifest.ErrInvalid, err)
 	}
-	b, err := manifest.Render(form, o)
+	var b []byte
+	if form == formRBAC {
+		b, err = manifest.RenderRBAC(o.Namespace, o.LeaseName)
+	} else if b, err = manifest.Render(form, o); err == nil {
+		err = checkWithAgent(form, o)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}

@@ -204,6 +204,9 @@ func env(o Options) []corev1.EnvVar {
 	if o.Interface != "" {
 		add("vip_interface", o.Interface)
 	}
+	if o.ServicesInterface != "" {
+		add("vip_servicesinterface", o.ServicesInterface)
+	}
 	add("cp_enable", strconv.FormatBool(o.ControlPlane))
 	add("cp_namespace", o.Namespace)
 	add("svc_enable", strconv.FormatBool(o.Services))
@@ -237,6 +240,8 @@ func env(o Options) []corev1.EnvVar {
 			{"bgp_routerid", o.RouterID}, {"bgp_routerinterface", o.RouterInterface},
 			{"bgp_as", uintOrEmpty(o.LocalAS)}, {"bgp_peeraddress", o.PeerAddress},
 			{"bgp_peeras", peerAS}, {"bgp_peers", o.Peers}, {"annotation", o.Annotations},
+			{"bgp_sourceip", o.SourceIP}, {"bgp_sourceif", o.SourceIF},
+			{"bgp_hold_time", intOrEmpty(o.HoldTime)}, {"bgp_keepalive_interval", intOrEmpty(o.Keepalive)},
 		} {
 			if kv[1] != "" {
 				add(kv[0], kv[1])
@@ -246,7 +251,16 @@ func env(o Options) []corev1.EnvVar {
 	if o.Address != "" {
 		add("address", o.Address)
 	}
+	if o.Services && o.LBClassName != "" {
+		add("lb_class_name", o.LBClassName)
+	}
+	if o.Services && o.LBClassOnly {
+		add("lb_class_only", "true")
+	}
 	add("prometheus_server", ":"+strconv.Itoa(o.MetricsPort))
+	if o.HealthCheckPort != 0 {
+		add("health_check_port", strconv.Itoa(o.HealthCheckPort))
+	}
 	if !o.InCluster {
 		add("k8s_config_file", kubeconfigMount)
 	}
@@ -260,6 +274,13 @@ func formatDuration(d time.Duration) string {
 		return strconv.FormatInt(int64(d/time.Second), 10)
 	}
 	return d.String()
+}
+
+func intOrEmpty(v int) string {
+	if v == 0 {
+		return ""
+	}
+	return strconv.Itoa(v)
 }
 
 func uintOrEmpty(v uint32) string {

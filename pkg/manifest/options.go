@@ -92,6 +92,16 @@ type Options struct {
 	Taint bool
 	// MetricsPort is the metrics and health port (default 2112).
 	MetricsPort int
+	// HealthCheckPort, when set, also serves /healthz there (kube-vip's
+	// health_check_port), for liveness probes written for kube-vip.
+	HealthCheckPort int
+
+	// ServicesInterface announces Service addresses (default Interface).
+	ServicesInterface string
+	// LBClassName and LBClassOnly choose the Services served by their
+	// spec.loadBalancerClass (kube-vip's lb_class_name, lb_class_only).
+	LBClassName string
+	LBClassOnly bool
 
 	// BGP settings, in kube-vip's terms.
 	RouterID, RouterInterface string
@@ -99,6 +109,11 @@ type Options struct {
 	PeerAddress, Peers        string
 	// Annotations is the prefix of per-node BGP settings on Node objects.
 	Annotations string
+	// SourceIP and SourceIF are the local address or interface of every
+	// BGP session; HoldTime and Keepalive its timers in seconds (0: the
+	// agent's defaults).
+	SourceIP, SourceIF  string
+	HoldTime, Keepalive int
 	// PasswordFile is a host file or folder with the BGP passwords
 	// (bgpconfig.LoadPasswords' format), mounted into a static Pod. A
 	// DaemonSet gets the passwords of Peers in a Secret instead; a static
@@ -154,6 +169,10 @@ func (o Options) withDefaults(form Form) (Options, error) {
 		return bad("--port %d is not a TCP port", o.Port)
 	case o.MetricsPort < 1 || o.MetricsPort > 65535:
 		return bad("metrics port %d is not a TCP port", o.MetricsPort)
+	case o.HealthCheckPort < 0 || o.HealthCheckPort > 65535:
+		return bad("--healthCheckPort %d is not a TCP port", o.HealthCheckPort)
+	case o.HoldTime < 0 || o.Keepalive < 0:
+		return bad("--bgpHoldTimer and --bgpKeepAliveInterval must not be negative")
 	case form == FormPod && o.InCluster:
 		return bad("--inCluster needs a DaemonSet: a static Pod has no ServiceAccount token (it mounts --kubeconfig-path)")
 	case form == FormPod && o.Taint:
@@ -203,7 +222,8 @@ func (o Options) withDefaults(form Form) (Options, error) {
 		if err := o.checkBGP(); err != nil {
 			return bad("%v", err)
 		}
-	} else if o.RouterID != "" || o.RouterInterface != "" || o.PeerAddress != "" || o.Peers != "" || o.Annotations != "" {
+	} else if o.RouterID != "" || o.RouterInterface != "" || o.PeerAddress != "" || o.Peers != "" || o.Annotations != "" ||
+		o.SourceIP != "" || o.SourceIF != "" || o.HoldTime != 0 || o.Keepalive != 0 {
 		return bad("BGP settings (--bgpRouterID, --bgppeers, --peerAddress, --annotations…) need --bgp")
 	}
 	return o, nil

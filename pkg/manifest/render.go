@@ -113,3 +113,20 @@ func header(form Form, o Options) []string {
 		"Apply it with kubectl apply -f.",
 	}
 }
+
+// RenderRBAC writes the agent's ServiceAccount and RBAC (what `vip-agent
+// manifest daemonset` applies before the DaemonSet, and deploy/agent/rbac.yaml
+// ships) for the namespace and control-plane Lease name ("" = defaults).
+func RenderRBAC(namespace, leaseName string) ([]byte, error) {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	if leaseName == "" {
+		leaseName = DefaultLeaseName
+	}
+	body, err := Marshal(rbac(namespace, leaseName))
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte("# vip-agent ServiceAccount and RBAC; apply with kubectl apply -f (vip-ccm's is deploy/ccm/rbac.yaml).\n"), body...), nil
+}
