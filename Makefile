@@ -20,6 +20,8 @@
 #     bin/kube-scheduler           16 CPU-s;  1.8 min wall  (81 MB)
 #     bin/kubectl                  48 CPU-s;  2.7 min wall  (79 MB)
 #     bin/kubeadm                  28 CPU-s;  1.6 min wall (100 MB; not needed by make cluster)
+#     bin/e2e-network.test        210 CPU-s; 10.9 min wall (upstream's network e2e suite)
+#     bin/agnhost                 AGNHOST_FIG
 #   and the lab's images (e2e/cluster, the Dockerfiles' CGO_ENABLED=0
 #   -trimpath lines: nothing shared with the plain builds' cache):
 #     vip-ccm 351 CPU-s (17 min wall at load ~18), vip-agent after it 14 CPU-s
@@ -90,6 +92,20 @@ $(KUBE_CLUSTER_BINS):
 	@mkdir -p $(BIN)
 	cd hack/kube && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/.$(@F).tmp k8s.io/kubernetes/cmd/$(@F)
 	mv $(BIN)/.$(@F).tmp $@
+
+# Upstream's own end-to-end tests for `make cluster-upstream-e2e`: the
+# [sig-network] suite (it holds `[sig-network] LoadBalancers`) built from the
+# same sources and framework set-up as upstream's e2e.test (hack/kube/lbe2e),
+# and agnhost, the suite's test server, for a local stand-in of its image.
+bin/e2e-network.test: ## upstream's [sig-network] e2e suite from hack/kube/lbe2e (only when missing)
+	@mkdir -p $(BIN)
+	cd hack/kube && $(GO) test -c -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/.e2e-network.test.tmp ./lbe2e
+	mv $(BIN)/.e2e-network.test.tmp $@
+
+bin/agnhost: ## upstream's agnhost test server, static, from hack/kube (only when missing)
+	@mkdir -p $(BIN)
+	cd hack/kube && CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/.agnhost.tmp k8s.io/kubernetes/test/images/agnhost
+	mv $(BIN)/.agnhost.tmp $@
 
 cluster-bins: bin/etcd bin/kube-apiserver $(filter-out bin/kubeadm,$(KUBE_CLUSTER_BINS)) ## kubelet, kube-proxy, kube-controller-manager, kube-scheduler, kubectl (only when missing; bin/kubeadm on its own)
 
@@ -185,6 +201,13 @@ ifeq ($(IS_ROOT),yes)
 	$(TEST_ENV) $(GO) test -tags cluster -count=1 -timeout 30m -v -run '^TestCluster$$' ./e2e/cluster/
 else
 	@echo "cluster-test: skipped (needs root)"
+endif
+
+cluster-upstream-e2e: bin/e2e-network.test bin/agnhost ## upstream's [Feature:LoadBalancer] e2e tests against `make cluster` (root): _out/upstream-e2e/
+ifeq ($(IS_ROOT),yes)
+	hack/cluster-upstream-e2e.sh $(BIN) _out/cluster _out/upstream-e2e
+else
+	@echo "cluster-upstream-e2e: needs root"; exit 1
 endif
 
 chart: ## package deploy/helm/vip as _out/vip-<VERSION>.tgz (version, appVersion and image tags from VERSION)

@@ -13,6 +13,8 @@ pkgs=(
   # the real-cluster lab (make cluster): container runtime, CNI plugins,
   # what kube-proxy and kubelet call
   containerd runc containernetworking-plugins iptables conntrack util-linux
+  # tools copied into the stand-in of upstream's agnhost image (make cluster-upstream-e2e)
+  netcat-openbsd
 )
 
 missing=()

@@ -69,7 +69,7 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		}
 	}()
 	t0 := time.Now()
-	if c.images, err = buildImages(cfg.RepoDir, filepath.Join(cfg.Dir, "images")); err != nil {
+	if c.images, err = buildImages(cfg.RepoDir, cfg.BinDir, filepath.Join(cfg.Dir, "images")); err != nil {
 		return c, err
 	}
 	cfg.Logf("cluster: images built in %v", since(t0))

@@ -35,6 +35,9 @@ type Image struct {
 	Cmd        []string
 	User       string
 	Links      map[string]string // symbolic links in the image: path -> target
+	// Host are files copied from the host to the same path, with the
+	// shared libraries ldd lists for them (dynamically linked tools).
+	Host []string
 }
 
 // dockerStage is what the image build needs from a Dockerfile.
@@ -210,6 +213,35 @@ func layerTar(img Image) ([]byte, error) {
 			return nil, err
 		}
 	}
+	host, err := withLibraries(img.Host)
+	if err != nil {
+		return nil, err
+	}
+	dirsDone := map[string]bool{"etc": true, "tmp": true, "home": true}
+	for _, p := range host {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		rel := strings.TrimPrefix(p, "/")
+		var parents []string
+		for d := filepath.Dir(rel); d != "." && !dirsDone[d]; d = filepath.Dir(d) {
+			parents = append([]string{d}, parents...)
+			dirsDone[d] = true
+		}
+		for _, d := range parents {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: mt}); err != nil {
+				return nil, err
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o755,
+			Size: int64(len(b)), ModTime: mt}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return nil, err
+		}
+	}
 	names := make([]string, 0, len(img.Links))
 	for p := range img.Links {
 		names = append(names, p)
@@ -281,8 +313,35 @@ func WriteArchive(img Image, path string) error {
 	return f.Close()
 }
 
-// buildImages builds the four lab images into dir and returns the tarballs.
-func buildImages(repo, dir string) ([]string, error) {
+// Upstream's e2e images, stood in for by local builds (the lab reaches no
+// registry): agnhost from the pinned module (bin/agnhost, optional) with
+// busybox, curl and OpenBSD nc from the host for the suites' exec pods; the
+// lab's pause under upstream's pause name.
+const (
+	UpstreamAgnhost = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	UpstreamPause   = "registry.k8s.io/pause:3.10.2"
+)
+
+// busyboxApplets become links to /bin/busybox in the agnhost image.
+var busyboxApplets = []string{"sh", "ash", "cat", "echo", "ls", "sleep", "hostname", "grep", "sed", "awk", "head",
+	"tail", "timeout", "ps", "date", "true", "false", "test", "env", "nslookup", "ping", "wget", "mkdir", "rm", "cut",
+	"tr", "wc", "seq", "ip"}
+
+// agnhostImage is upstream's agnhost image made from bin/agnhost.
+func agnhostImage(bin string) Image {
+	img := Image{Ref: UpstreamAgnhost, Binary: bin, Path: "/agnhost", Entrypoint: []string{"/agnhost"},
+		Host:  []string{"/bin/busybox", "/usr/bin/curl", "/bin/nc.openbsd"},
+		Links: map[string]string{"/bin/nc": "nc.openbsd"}}
+	for _, a := range busyboxApplets {
+		img.Links["/bin/"+a] = "busybox"
+	}
+	return img
+}
+
+// buildImages builds the lab images into dir and returns the tarballs:
+// pause, labpod, vip-ccm, vip-agent, and upstream's agnhost and pause when
+// binDir has agnhost.
+func buildImages(repo, binDir, dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -293,6 +352,10 @@ func buildImages(repo, dir string) ([]string, error) {
 	imgs := []Image{
 		{Ref: PauseImage, Binary: labpod, Path: "/labpod", Entrypoint: []string{"/labpod", "pause"}},
 		{Ref: LabpodImage, Binary: labpod, Path: "/labpod", Entrypoint: []string{"/labpod"}, Cmd: []string{"serve"}, User: "65532:65532"},
+	}
+	if _, err := os.Stat(filepath.Join(binDir, "agnhost")); err == nil {
+		imgs = append(imgs, agnhostImage(filepath.Join(binDir, "agnhost")),
+			Image{Ref: UpstreamPause, Binary: labpod, Path: "/labpod", Entrypoint: []string{"/labpod", "pause"}})
 	}
 	for _, d := range []struct{ file, ref string }{{"Dockerfile.ccm", CCMImage}, {"Dockerfile.agent", AgentImage}} {
 		img, err := buildFromDockerfile(repo, d.file, dir, d.ref)
@@ -310,4 +373,30 @@ func buildImages(repo, dir string) ([]string, error) {
 		tars = append(tars, p)
 	}
 	return tars, nil
+}
+
+var lddLine = regexp.MustCompile(`(?:=>\s*)?(/\S+)\s+\(0x`)
+
+// withLibraries returns paths plus the shared libraries (and loader) ldd
+// lists for them, real files (symbolic links resolved), each once.
+func withLibraries(paths []string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	add := func(p string) {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	for _, p := range paths {
+		add(p)
+		b, err := exec.Command("ldd", p).Output()
+		if err != nil {
+			continue // static: nothing to add
+		}
+		for _, m := range lddLine.FindAllStringSubmatch(string(b), -1) {
+			add(m[1])
+		}
+	}
+	return out, nil
 }
