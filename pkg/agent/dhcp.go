@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -23,6 +24,8 @@ const (
 	ReasonDHCPFailed   = "DHCPFailed"
 	ReasonDHCPLost     = "DHCPLeaseLost"
 	ReasonDHCPNoIface  = "DHCPNoInterface"
+	// ReasonDHCPLimit: this node already runs its cap of DHCP interfaces.
+	ReasonDHCPLimit = "DHCPLimitReached"
 )
 
 // DHCP is what the agent needs from *dhcp.Manager: one lease per Service,
@@ -79,6 +82,14 @@ func (a *Agent) announceDHCP(ctx context.Context, key string, svc *v1.Service, l
 		}
 	}
 	if err := a.o.DHCP.Ensure(key, dhcp.Params{Parent: parent, Want: want}); err != nil {
+		if errors.Is(err, dhcp.ErrLimit) {
+			// Not retried in a loop: the Service is reconciled again on
+			// its next change or resync, when another may have gone.
+			a.rec.Eventf(svc, v1.EventTypeWarning, ReasonDHCPLimit,
+				"node %s already runs its cap of DHCP interfaces; the address is not requested here", a.o.NodeName)
+			a.withdrawAll(ctx, key, svc, "DHCP interface cap reached")
+			return nil
+		}
 		return fmt.Errorf("starting DHCP client for %s: %w", key, err)
 	}
 	l, ok := a.o.DHCP.Lease(key)

@@ -24,7 +24,16 @@ var (
 	ErrNak = errors.New("DHCP server refused the address (NAK)")
 	// ErrClosed means the Manager was closed.
 	ErrClosed = errors.New("DHCP manager closed")
+	// ErrLimit means the node already runs Options.MaxClients DHCP clients
+	// (one macvlan interface each).
+	ErrLimit = errors.New("DHCP interface limit of this node reached")
 )
+
+// DefaultMaxClients is the per-node cap on DHCP clients (macvlan
+// interfaces) when Options.MaxClients is zero: each one takes an address
+// from the LAN's DHCP server, so a namespace allowed to use DHCP cannot
+// drain the server's pool from one node.
+const DefaultMaxClients = 64
 
 // Options configure a Manager. The zero value is usable (as root).
 type Options struct {
@@ -44,6 +53,10 @@ type Options struct {
 	Retries int
 	// Backoff spaces failed exchanges; zero means 1s doubling to 30s.
 	Backoff Backoff
+	// MaxClients caps the clients (macvlan interfaces) this Manager runs;
+	// Ensure for a new key beyond it returns ErrLimit. 0 means
+	// DefaultMaxClients, a negative value no cap.
+	MaxClients int
 	// Prefix starts the macvlan names: four characters, LinkPrefix when
 	// empty. Managers with different prefixes leave each other's links
 	// alone in Cleanup.
@@ -132,6 +145,9 @@ func New(o Options) (*Manager, error) {
 	if o.Prefix == "" {
 		o.Prefix = LinkPrefix
 	}
+	if o.MaxClients == 0 {
+		o.MaxClients = DefaultMaxClients
+	}
 	if len(o.Prefix) != len(LinkPrefix) {
 		return nil, fmt.Errorf("link prefix %q: want %d characters", o.Prefix, len(LinkPrefix))
 	}
@@ -185,6 +201,9 @@ func (m *Manager) Ensure(key string, p Params) error {
 	}
 	if m.clients[key] != nil {
 		return nil // a concurrent Ensure won
+	}
+	if m.o.MaxClients > 0 && len(m.clients) >= m.o.MaxClients {
+		return fmt.Errorf("starting a DHCP client for %s: %d running: %w", key, len(m.clients), ErrLimit)
 	}
 	c = newClient(m, key, p)
 	m.clients[key] = c
