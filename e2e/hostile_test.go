@@ -179,6 +179,17 @@ func TestHostileTenant(t *testing.T) {
 			if _, err := tenant.CoreV1().Services(hostileNS).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 				t.Fatalf("the tenant may create Services: %v", err)
 			}
+			if a.served {
+				// Ready endpoints, as the EndpointSlice controller would list
+				// for the responders: a Service without any is not announced.
+				var nodes []string
+				for _, n := range l.Nodes {
+					nodes = append(nodes, n.Name)
+				}
+				if err := l.SetEndpoints(ctx, hostileNS, name, nodes...); err != nil {
+					t.Fatal(err)
+				}
+			}
 			warn := waitWarning(ctx, t, l, hostileNS, name, a.reason)
 			t.Logf("refused: %s", warn)
 			got, err := l.Admin.CoreV1().Services(hostileNS).Get(ctx, name, metav1.GetOptions{})

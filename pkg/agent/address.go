@@ -235,6 +235,9 @@ func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs, idle []
 			msg += " (" + reason + ")"
 		}
 		a.rec.Event(svc, v1.EventTypeNormal, ReasonAnnouncing, msg)
+	}
+	// Every reconcile: a Service's ports may have changed.
+	for _, svc := range svcs {
 		a.mapPorts(lbsvc.Key(svc), svc)
 	}
 	for _, k := range left {
@@ -265,16 +268,26 @@ func (a *Agent) withdrawAddrAs(ctx context.Context, addr netip.Addr, why, typ, r
 	told := a.told[addr]
 	delete(a.told, addr)
 	a.mu.Unlock()
+	// Port mappings go before the address: the gateway is asked from the
+	// Service address, which must still be bound.
+	for k := range told {
+		if len(a.servedAddrs(k)) == 0 && a.o.PortMap.Mapper != nil {
+			a.unmapPorts(ctx, k)
+		}
+	}
 	if have {
 		a.withdrawOne(ctx, key, addr)
 		a.metrics.setHeld(a.heldCount())
 		a.log.Info("withdrawn", "vip", addr, "reason", why)
 	}
 	for k := range told {
-		if svc := a.service(k); svc != nil && have {
+		svc := a.service(k)
+		if svc != nil && have {
 			a.rec.Eventf(svc, typ, reason, "Withdrew %s from %s: %s", addr, a.o.NodeName, why)
 		}
-		a.portsChanged(ctx, k)
+		if svc != nil && len(a.servedAddrs(k)) > 0 {
+			a.mapPorts(k, svc) // still served here on another address
+		}
 	}
 }
 
