@@ -127,26 +127,26 @@ func TestAddressing(t *testing.T) {
 		}
 		// A dual-stack static request.
 		create(t, cs, LBService("dual", "static", WithFamilies(v1.IPFamilyPolicyRequireDualStack, v1.IPv4Protocol, v1.IPv6Protocol),
-			WithAnnotation(annIPs, "10.99.0.6,fd00:99::6")))
+			WithAnnotation(annIPs, "10.199.0.6,fd00:199::6")))
 		ips = waitIPs(t, cs, "dual", "static", 2)
-		if !slices.Equal(sorted(ips), []string{"10.99.0.6", "fd00:99::6"}) {
+		if !slices.Equal(sorted(ips), []string{"10.199.0.6", "fd00:199::6"}) {
 			t.Errorf("dual-stack static request: got %v", ips)
 		}
 	})
 
 	t.Run("StaticRequests", func(t *testing.T) {
 		// Annotation, outside every pool (allowed by default, as in the seeds).
-		create(t, cs, LBService("static", "ann", WithAnnotation(annIPs, "10.99.0.5")))
-		wantIP(t, cs, "static", "ann", "10.99.0.5")
+		create(t, cs, LBService("static", "ann", WithAnnotation(annIPs, "10.199.0.5")))
+		wantIP(t, cs, "static", "ann", "10.199.0.5")
 		// Deprecated spec.loadBalancerIP (what kubectl expose --load-balancer-ip sets), inside the global pool.
 		create(t, cs, LBService("static", "spec", func(s *v1.Service) { s.Spec.LoadBalancerIP = "10.10.0.12" }))
 		wantIP(t, cs, "static", "spec", "10.10.0.12")
 		// The annotation wins over spec.loadBalancerIP.
-		create(t, cs, LBService("static", "both", WithAnnotation(annIPs, "10.99.0.7"),
-			func(s *v1.Service) { s.Spec.LoadBalancerIP = "10.99.0.8" }))
-		wantIP(t, cs, "static", "both", "10.99.0.7")
+		create(t, cs, LBService("static", "both", WithAnnotation(annIPs, "10.199.0.7"),
+			func(s *v1.Service) { s.Spec.LoadBalancerIP = "10.199.0.8" }))
+		wantIP(t, cs, "static", "both", "10.199.0.7")
 		// A second Service asking for a held address gets a conflict and waits.
-		create(t, cs, LBService("static", "dup", WithAnnotation(annIPs, "10.99.0.5")))
+		create(t, cs, LBService("static", "dup", WithAnnotation(annIPs, "10.199.0.5")))
 		waitEvent(t, cs, "static", "Service", "dup", v1.EventTypeWarning, "AddressConflict")
 		assertPending(t, cs, "static", "dup", pendingFor)
 		// Garbage in the annotation: a Warning, pending.
@@ -158,12 +158,12 @@ func TestAddressing(t *testing.T) {
 		waitEvent(t, cs, "static", "Service", "dhcp", v1.EventTypeNormal, "WaitingForDHCP")
 		assertPending(t, cs, "static", "dhcp", 0)
 		// Changing the request moves the Service to the new address.
-		patchAnnotation(t, h, "static", "ann", "10.99.0.15")
-		waitFor(t, "static/ann moves to 10.99.0.15", func() bool {
-			return slices.Equal(getIPs(t, h, "static", "ann"), []string{"10.99.0.15"})
+		patchAnnotation(t, h, "static", "ann", "10.199.0.15")
+		waitFor(t, "static/ann moves to 10.199.0.15", func() bool {
+			return slices.Equal(getIPs(t, h, "static", "ann"), []string{"10.199.0.15"})
 		})
 		// And the old address is free for the Service that waited for it.
-		wantIP(t, cs, "static", "dup", "10.99.0.5")
+		wantIP(t, cs, "static", "dup", "10.199.0.5")
 	})
 
 	t.Run("AllowShare", func(t *testing.T) {
@@ -189,7 +189,7 @@ func TestAddressing(t *testing.T) {
 		assertPending(t, cs, "share", "clash", pendingFor)
 		// Sharing is off in other namespaces: a static request for a held
 		// address conflicts even with different ports.
-		create(t, cs, LBService("noshare", "x", WithPorts(8443), WithAnnotation(annIPs, "10.99.0.7")))
+		create(t, cs, LBService("noshare", "x", WithPorts(8443), WithAnnotation(annIPs, "10.199.0.7")))
 		waitEvent(t, cs, "noshare", "Service", "x", v1.EventTypeWarning, "AddressConflict")
 	})
 

@@ -119,12 +119,12 @@ func TestPoolProblems(t *testing.T) {
 	t.Run("StaticOutsidePoolsSetting", func(t *testing.T) {
 		setPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32", "allow-static-outside-pools": "false"})
 		time.Sleep(time.Second)
-		create(t, cs, LBService("fine", "outside", WithAnnotation(annIPs, "10.99.9.9")))
+		create(t, cs, LBService("fine", "outside", WithAnnotation(annIPs, "10.199.9.9")))
 		waitEvent(t, cs, "fine", "Service", "outside", v1.EventTypeWarning, "AddressOutsidePools")
 		assertPending(t, cs, "fine", "outside", 0)
 		// Allowed again (the default): the same request is served on retry.
 		setPools(ctx, map[string]string{"cidr-fine": "10.52.0.3/32"})
-		wantIP(t, cs, "fine", "outside", "10.99.9.9")
+		wantIP(t, cs, "fine", "outside", "10.199.9.9")
 	})
 
 	t.Run("DeletedConfigMap", func(t *testing.T) {

@@ -65,6 +65,9 @@ func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan
 		if !ok {
 			return
 		}
+		if strings.HasPrefix(l.Name, lbsvc.AddressLeasePrefix) {
+			return // renewed often, carries nothing vip-ccm uses
+		}
 		if strings.HasPrefix(l.Name, lbsvc.DHCPLeasePrefix) {
 			if k := l.Annotations[election.AnnotationService]; k != "" {
 				lb.dhcpQueue.Add(k)
