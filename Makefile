@@ -21,7 +21,7 @@
 #     bin/kubectl                  48 CPU-s;  2.7 min wall  (79 MB)
 #     bin/kubeadm                  28 CPU-s;  1.6 min wall (100 MB; not needed by make cluster)
 #     bin/e2e-network.test        210 CPU-s; 10.9 min wall (upstream's network e2e suite)
-#     bin/agnhost                 AGNHOST_FIG
+#     bin/agnhost                 316 CPU-s; 21 min wall (CGO_ENABLED=0: a cache of its own)
 #   and the lab's images (e2e/cluster, the Dockerfiles' CGO_ENABLED=0
 #   -trimpath lines: nothing shared with the plain builds' cache):
 #     vip-ccm 351 CPU-s (17 min wall at load ~18), vip-agent after it 14 CPU-s

@@ -5,6 +5,7 @@
 //	                   Deployment behind a LoadBalancer Service; prints how to use it
 //	vipcluster down    tears it down (processes by PID, mounts, namespaces, cgroups)
 //	vipcluster forward relays 127.0.0.1:16443 to the lab's API server (started by up)
+//	vipcluster dns     the lab's stand-in for cluster DNS: Service names to ClusterIPs (started by up)
 //
 // `make cluster` and `make cluster-down` run it. Needs root.
 package main
@@ -20,6 +21,9 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vip-lb/vip/e2e/cluster"
 )
@@ -37,6 +41,7 @@ func main() {
 	nodes := fs.Int("nodes", 3, "number of nodes")
 	mode := fs.String("proxy-mode", cluster.KubeProxyIPT, "kube-proxy mode: iptables or nftables")
 	listen := fs.String("listen", "127.0.0.1:16443", "forward: listen address")
+	kubeconfig := fs.String("kubeconfig", "", "dns: kubeconfig of the lab")
 	demo := fs.Bool("demo", true, "up: install vip and a demo Service")
 	_ = fs.Parse(os.Args[2:])
 	cfg := cluster.Config{Dir: *dir, BinDir: *binDir, Nodes: *nodes, ProxyMode: *mode,
@@ -49,6 +54,8 @@ func main() {
 		err = down(cfg)
 	case "forward":
 		err = cluster.ServeForward(ctx, *listen)
+	case "dns":
+		err = serveDNS(ctx, *kubeconfig, *listen)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -107,6 +114,9 @@ func up(ctx context.Context, cfg cluster.Config, demo bool) error {
 	if err := c.StartForwarder(ctx, self); err != nil {
 		return fail(err)
 	}
+	if err := c.StartDNS(ctx, self); err != nil {
+		return fail(err)
+	}
 	fmt.Printf("cluster up in %v\n", time.Since(t0).Round(time.Millisecond))
 	vipLine := ""
 	if demo {
@@ -137,6 +147,19 @@ Logs: %s/control/*.log, %s/<node>/{containerd,kubelet,kube-proxy}.log
 `, len(c.Nodes()), cfg.ProxyMode, c.Dir(), c.HostKubeconfig(), filepath.Join(binOr(cfg), "kubectl"),
 		filepath.Join(binOr(cfg), "kubectl"), vipLine, cluster.ClientNS, c.Dir(), c.Dir())
 	return nil
+}
+
+// serveDNS runs the lab's stand-in for cluster DNS (cluster.ServeDNS).
+func serveDNS(ctx context.Context, kubeconfig, listen string) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	return cluster.ServeDNS(ctx, cs, listen)
 }
 
 func binOr(cfg cluster.Config) string {
