@@ -315,3 +315,31 @@ func TestWithoutCloudNodeController(t *testing.T) {
 		t.Errorf("node-1 taints %v: something initialised it", n.Spec.Taints)
 	}
 }
+
+// TestConflictQuarantine: an agent's conflict record (written here by hand
+// in kube-system) takes the address out of the Service's status with a
+// Warning AddressInUse naming the MAC; the Service gets another pool
+// address and a request for the quarantined one is refused.
+func TestConflictQuarantine(t *testing.T) {
+	h := New(t)
+	cs := h.Admin
+	ctx := tctx(t)
+	h.SetPools(ctx, map[string]string{"range-global": "10.67.0.10-10.67.0.12", "allow-static-outside-pools": "false"})
+	h.StartCCM("vip-ccm", "--leader-elect=false", "--retry-after=2s", "--v=2")
+	create(t, cs, LBService("app", "web"))
+	if ip := waitIP(t, cs, "app", "web"); ip != "10.67.0.10" {
+		t.Fatalf("app/web got %s", ip)
+	}
+	if err := putLease(t, cs, "kube-system", lbsvc.ConflictLeaseName(netip.MustParseAddr("10.67.0.10")), nil, map[string]string{
+		lbsvc.AnnotationAddress: "10.67.0.10", lbsvc.AnnotationMAC: "02:de:ad:be:ef:01", lbsvc.AnnotationNode: "node-1"}); err != nil {
+		t.Fatal(err)
+	}
+	ev := waitEvent(t, cs, "app", "Service", "web", v1.EventTypeWarning, "AddressInUse")
+	if !strings.Contains(ev.Message, "02:de:ad:be:ef:01") {
+		t.Errorf("AddressInUse does not name the MAC: %q", ev.Message)
+	}
+	wantIP(t, cs, "app", "web", "10.67.0.11")
+	create(t, cs, LBService("app", "static", WithAnnotation(annIPs, "10.67.0.10")))
+	waitEvent(t, cs, "app", "Service", "static", v1.EventTypeWarning, "AddressForbidden")
+	assertPending(t, cs, "app", "static", 0)
+}
