@@ -218,8 +218,15 @@ func TestAnnounceBurstsOncePerOwner(t *testing.T) {
 	if got := len(h.pc.WaitFrames(12, 2*time.Second)); got != 12 {
 		t.Fatalf("second owner: %d frames, want 12", got)
 	}
-	if got := h.metric(t, "vip_garp_sent_total", "ipv4"); got != 12 {
-		t.Errorf("vip_garp_sent_total{ipv4} = %v, want 12", got)
+	// The counter moves just after each frame is written: wait for it too.
+	var sent float64
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if sent = h.metric(t, "vip_garp_sent_total", "ipv4"); sent == 12 {
+			break
+		}
+	}
+	if sent != 12 {
+		t.Errorf("vip_garp_sent_total{ipv4} = %v, want 12", sent)
 	}
 	if got := h.metric(t, "vip_addresses_bound", ""); got != 1 {
 		t.Errorf("vip_addresses_bound = %v, want 1", got)
