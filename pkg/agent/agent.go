@@ -49,6 +49,9 @@ type Agent struct {
 	leases   map[string]string              // DHCP Service key -> its Lease name
 	holders  map[string]string              // address or DHCP Service key -> last known holder
 	legacy   map[string]bool                // Service keys whose old per-Service Lease was cleaned up
+	// legacyForbidden: RBAC does not let the agent read Leases outside its
+	// namespace, so old per-Service Leases are not looked for.
+	legacyForbidden bool
 	// conflicts are the addresses another host answered the probe for, with
 	// its MAC; probed again every conflictRetry.
 	conflicts map[netip.Addr]string

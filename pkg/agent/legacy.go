@@ -19,7 +19,7 @@ func (a *Agent) cleanupLegacy(ctx context.Context, svcs []*v1.Service) {
 	for _, svc := range svcs {
 		key := lbsvc.Key(svc)
 		a.mu.Lock()
-		done := a.legacy[key]
+		done := a.legacy[key] || a.legacyForbidden
 		a.legacy[key] = true
 		a.mu.Unlock()
 		if done {
@@ -28,8 +28,16 @@ func (a *Agent) cleanupLegacy(ctx context.Context, svcs []*v1.Service) {
 		name := lbsvc.LeasePrefix + svc.Name
 		leases := a.o.Client.CoordinationV1().Leases(svc.Namespace)
 		l, err := leases.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsForbidden(err) {
+			// vip's RBAC: Leases in the agent namespace only. Stop asking.
+			a.mu.Lock()
+			a.legacyForbidden = true
+			a.mu.Unlock()
+			a.log.Info("old per-Service Leases (kubevip-<service>) are left alone: no rights outside the agent namespace")
+			return
+		}
 		if err != nil {
-			if !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
+			if !apierrors.IsNotFound(err) {
 				a.log.V(1).Info("looking for an old per-Service Lease", "service", key, "err", err)
 			}
 			continue
