@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
@@ -331,9 +333,29 @@ func (lb *LoadBalancer) startServiceCIDRs(client kubernetes.Interface, stop <-ch
 		UpdateFunc: func(_, o any) { set(o, false) },
 		DeleteFunc: func(o any) { set(o, true) },
 	})
-	lb.synced = append(lb.synced, inf.HasSynced)
+	// Wait for the Service CIDRs before the first assignment, but not
+	// forever: without the servicecidrs rule (an older RBAC) vip-ccm still
+	// serves, refusing ClusterIPs one by one, and says why once.
+	started := time.Now()
+	var once sync.Once
+	lb.synced = append(lb.synced, func() bool {
+		if inf.HasSynced() {
+			return true
+		}
+		if time.Since(started) < serviceCIDRSyncWait {
+			return false
+		}
+		once.Do(func() {
+			klog.InfoS("ServiceCIDR objects could not be listed; serving without them (ClusterIPs are still refused); " +
+				"grant list/watch on networking.k8s.io servicecidrs as in deploy/ccm/rbac.yaml")
+		})
+		return true
+	})
 	f.Start(stop)
 }
+
+// serviceCIDRSyncWait bounds the wait for the ServiceCIDR informer.
+const serviceCIDRSyncWait = 30 * time.Second
 
 // runTrustQueue evicts newly quarantined addresses from status and ends
 // quarantines on time.
