@@ -91,6 +91,13 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			return c, err
 		}
 	}
+	members := []string{CPNS}
+	for i := 1; i <= cfg.Nodes; i++ {
+		members = append(members, NodeName(i))
+	}
+	if err := c.st.addExternal(members); err != nil {
+		return c, err
+	}
 	if c.pki, err = writePKI(filepath.Join(cfg.Dir, "pki"), cfg.Nodes); err != nil {
 		return c, err
 	}

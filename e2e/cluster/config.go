@@ -15,24 +15,30 @@ import (
 // Prefix-*, on 10.98.0.0/24, so nothing collides with the process lab
 // (vlab<pid>-*).
 const (
-	Prefix       = "vcl"
-	Subnet       = "10.98.0.0/24"
-	gatewayIP    = "10.98.0.1" // on the bridge, in the switch namespace; it leads nowhere
-	APIServerIP  = "10.98.0.2"
-	ClientIP     = "10.98.0.100"
-	PoolRange    = "10.98.0.200-10.98.0.219" // vip's pool (range-global)
-	ServiceCIDR  = "10.96.0.0/16"
-	ClusterCIDR  = "10.244.0.0/16"
-	apiPort      = 6443
-	bridgeName   = "vclbr0"
-	cniNetwork   = "vcl"
-	ImageRepo    = "vip.local"
-	ImageTag     = "lab"
-	stateFile    = "state.json"
-	netnsDir     = "/run/netns"
-	cniBinDir    = "/usr/lib/cni"
-	KubeProxyIPT = "iptables"
-	KubeProxyNFT = "nftables"
+	Prefix      = "vcl"
+	Subnet      = "10.98.0.0/24"
+	gatewayIP   = "10.98.0.1" // on the bridge, in the switch namespace; it leads nowhere
+	APIServerIP = "10.98.0.2"
+	ClientIP    = "10.98.0.100"
+	// ExternalIP is a second client on the same bridge but outside the
+	// nodes' /16 (on-link routes both ways, no gateway): upstream's
+	// ExternalTrafficPolicy tests take any source inside the first node's
+	// /16 for a masqueraded one.
+	ExternalIP     = "10.99.0.100"
+	externalSubnet = "10.99.0.0/24"
+	PoolRange      = "10.98.0.200-10.98.0.219" // vip's pool (range-global)
+	ServiceCIDR    = "10.96.0.0/16"
+	ClusterCIDR    = "10.244.0.0/16"
+	apiPort        = 6443
+	bridgeName     = "vclbr0"
+	cniNetwork     = "vcl"
+	ImageRepo      = "vip.local"
+	ImageTag       = "lab"
+	stateFile      = "state.json"
+	netnsDir       = "/run/netns"
+	cniBinDir      = "/usr/lib/cni"
+	KubeProxyIPT   = "iptables"
+	KubeProxyNFT   = "nftables"
 )
 
 // Namespace names.
@@ -40,6 +46,7 @@ var (
 	SwitchNS = Prefix + "-sw"
 	CPNS     = Prefix + "-cp"
 	ClientNS = Prefix + "-client"
+	ExtNS    = Prefix + "-ext"
 )
 
 // NodeName is the name (and namespace, and cgroup root) of node i (1-based).

@@ -74,6 +74,10 @@ func (s *State) nodeNetwork(i, nodes int) error {
 			return err
 		}
 	}
+	if _, err := runIn(ns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", ClusterCIDR, "!", "-d", ClusterCIDR,
+		"-m", "comment", "--comment", "vip lab: pods leaving the pod range", "-j", "MASQUERADE"); err != nil {
+		return err
+	}
 	for j := 1; j <= nodes; j++ {
 		if j == i {
 			continue
@@ -112,6 +116,33 @@ func (s *State) deleteNamespaces() error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("delete namespaces: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// addExternal creates the ExtNS client: on the bridge with ExternalIP, the
+// lab's subnet on-link, and every given member routing ExternalIP's subnet
+// on-link back.
+func (s *State) addExternal(members []string) error {
+	if err := s.addNamespace(ExtNS); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"link", "add", ExtNS, "type", "veth", "peer", "name", "eth0", "netns", ExtNS},
+		{"link", "set", ExtNS, "netns", SwitchNS},
+		{"-n", SwitchNS, "link", "set", ExtNS, "master", bridgeName, "up"},
+		{"-n", ExtNS, "addr", "add", ExternalIP + "/24", "dev", "eth0"},
+		{"-n", ExtNS, "link", "set", "eth0", "up"},
+		{"-n", ExtNS, "route", "add", Subnet, "dev", "eth0"},
+	} {
+		if _, err := run("ip", args...); err != nil {
+			return err
+		}
+	}
+	for _, m := range members {
+		if _, err := run("ip", "-n", m, "route", "add", externalSubnet, "dev", "eth0"); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -40,10 +40,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 `
 
 // cniConfig: bridge + host-local on the node's pod range (IPAM data per
-// node), portmap. ipMasq masquerades only what pods send out of the pod
-// ranges; traffic arriving at a VIP keeps its source (ETP Local).
+// node), portmap. No ipMasq: the plugin's rule would masquerade pod-to-pod
+// traffic across nodes too; nodeNetwork masquerades only what leaves the
+// cluster's pod range (as kindnet does), so pods see each other's addresses.
 const cniConfig = `{"cniVersion": "0.4.0", "name": "{{NET}}", "plugins": [
-  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "{{CIDR}}"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "{{D}}/cni/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 `
