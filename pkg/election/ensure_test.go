@@ -36,7 +36,7 @@ func TestEnsureDecisions(t *testing.T) {
 	}{{
 		name:       "no lease, this node preferred: create",
 		setup:      setup{key: keyPreferring(t, "a", all...)},
-		want:       Result{ShouldAnnounce: true, Holder: "a", Change: Acquired},
+		want:       Result{ShouldAnnounce: true, Holder: "a", Change: Acquired, Fresh: true},
 		wantHolder: str("a"), wantWrite: true,
 	}, {
 		name:  "no lease, other preferred: wait",
@@ -47,7 +47,7 @@ func TestEnsureDecisions(t *testing.T) {
 		setup: setup{key: keyWith(t, func(k string) bool {
 			return Preferred(k, all) == "b" && Preferred(k, []string{"a", "c"}) == "a"
 		}), dead: []string{"b"}},
-		want:       Result{ShouldAnnounce: true, Holder: "a", Change: Acquired},
+		want:       Result{ShouldAnnounce: true, Holder: "a", Change: Acquired, Fresh: true},
 		wantHolder: str("a"), wantWrite: true,
 	}, {
 		name:       "own lease, candidate: keep, no write",
@@ -107,7 +107,7 @@ func TestEnsureDecisions(t *testing.T) {
 	}, {
 		name:       "unset holder: acquire",
 		setup:      setup{key: keyPreferring(t, "a", all...), holder: str("")},
-		want:       Result{ShouldAnnounce: true, Holder: "a", Change: Acquired},
+		want:       Result{ShouldAnnounce: true, Holder: "a", Change: Acquired, Fresh: true},
 		wantHolder: str("a"), wantWrite: true,
 	}, {
 		name: "lost the race: the API server has a newer holder",
