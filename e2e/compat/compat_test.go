@@ -260,3 +260,84 @@ func TestNotesRBACRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestKubeadmAdminConfFallback: kube-vip's kubeadm static Pod sets no
+// kubeconfig and mounts /etc/kubernetes/admin.conf. The agent runs here in
+// private mount, UTS and network namespaces (an empty network: nothing is
+// sent anywhere) with a folder bind-mounted on /etc/kubernetes holding
+// admin.conf, the static Pod's environment and no credentials setting: it
+// must take admin.conf and say so, not stop for want of in-cluster
+// credentials.
+func TestKubeadmAdminConfFallback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mount namespace)")
+	}
+	dir := t.TempDir()
+	conf := `apiVersion: v1
+kind: Config
+clusters:
+- cluster: {server: "https://10.255.0.1:6443", insecure-skip-tls-verify: true}
+  name: kubernetes
+contexts:
+- context: {cluster: kubernetes, user: admin}
+  name: admin
+current-context: admin
+users:
+- name: admin
+  user: {token: placeholder}
+`
+	if err := os.WriteFile(filepath.Join(dir, "admin.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(os.Getenv("VIP_BIN_DIR"), "vip-agent")
+	if os.Getenv("VIP_BIN_DIR") == "" {
+		bin = "../../bin/vip-agent"
+	}
+	bin, _ = filepath.Abs(bin)
+	log := filepath.Join(dir, "agent.log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The control-plane docs' static Pod (manifest pod --interface ens192
+	// --vip 192.168.0.75 --arp --leaderElection), address swapped for a lab
+	// one: args [start], kube-vip's env.
+	cmd := exec.Command("unshare", "--mount", "--uts", "--net", "--propagation", "private", "sh", "-c",
+		`mount --bind "$0" /etc/kubernetes && hostname cp1 && exec "$@"`, dir, bin, "start")
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "vip_arp=true", "vip_interface=lo", "vip_leaderelection=true",
+		"vip_leaseduration=5", "vip_renewdeadline=3", "vip_retryperiod=1", "vip_address=10.255.0.75", "cp_enable=true"}
+	cmd.Stdout, cmd.Stderr = f, f
+	if _, err := os.Stat("/etc/kubernetes"); os.IsNotExist(err) {
+		// The mount point must exist; an empty folder made here goes again.
+		if err := os.Mkdir("/etc/kubernetes", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove("/etc/kubernetes")
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	defer func() {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-done
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := waitLog(ctx, log, `source="kubeadm admin.conf"`, `path="/etc/kubernetes/admin.conf"`,
+		"control plane only: LoadBalancer Services are not served")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "in-cluster") && strings.Contains(out, "unable to load in-cluster") {
+		t.Fatalf("the agent looked for in-cluster credentials:\n%s", out)
+	}
+}
