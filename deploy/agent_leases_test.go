@@ -113,7 +113,7 @@ func TestAgentLeaseRights(t *testing.T) {
 			}
 			holder := "node-a"
 			got.Spec.HolderIdentity = &holder
-			if got, err = l.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+			if _, err = l.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
 				t.Fatalf("update %s: %v", name, err)
 			}
 			if _, err = l.Patch(ctx, name, types.MergePatchType, []byte(`{"metadata":{"annotations":{"vip.io/x":"1"}}}`), metav1.PatchOptions{}); err != nil {
