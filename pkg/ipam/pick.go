@@ -107,6 +107,11 @@ func (a *Allocator) pickShared(pools []*poolState, f Family, c claim) (netip.Add
 			if !st.p.contains(x) {
 				continue
 			}
+			if a.skipped(st, x) {
+				// Shared because somebody requested it: joining it would
+				// be a pick of an address picks never hand out.
+				break
+			}
 			better := rank < bestRank || (a.cfg.desc && best.Less(x)) || (!a.cfg.desc && x.Less(best))
 			if better {
 				best, bestRank = x, rank
@@ -142,20 +147,26 @@ func (a *Allocator) scan(st *poolState, f Family) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// free reports whether x may be picked from st: unheld, not forbidden, not
-// an end address of one of st's CIDR entries, and not an IPv4 .0 or .255
-// unless skip-dot0-dot255 is false. Built-in forbidden blocks are handled by
-// the scanners, which jump over them.
+// free reports whether x may be picked from st: not skipped, unheld and not
+// forbidden. Built-in forbidden blocks are handled by the scanners, which
+// jump over them.
 func (a *Allocator) free(st *poolState, x netip.Addr) bool {
+	return !a.skipped(st, x) && len(a.inUse[x]) == 0 && (a.forbidden == nil || !a.forbidden(x))
+}
+
+// skipped reports whether a pick from st never lands on x: an end address
+// of one of st's CIDR entries, or an IPv4 .0 or .255 unless
+// skip-dot0-dot255 is false. A requested address is not a pick.
+func (a *Allocator) skipped(st *poolState, x netip.Addr) bool {
 	if _, end := st.p.ends[x]; end {
-		return false
+		return true
 	}
 	if x.Is4() && a.cfg.SkipDot0Dot255() {
 		if b := x.As4(); b[3] == 0 || b[3] == 255 {
-			return false
+			return true
 		}
 	}
-	return len(a.inUse[x]) == 0 && (a.forbidden == nil || !a.forbidden(x))
+	return false
 }
 
 // scanUp finds the lowest free address at or above the cursor. The cursor is
