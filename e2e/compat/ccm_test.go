@@ -149,7 +149,9 @@ func resolveIn(root, p, bin string) (string, error) {
 // /kube-vip-cloud-provider resolved inside vip-ccm's image tree, its
 // argument, and the blog's global range ConfigMap (addresses swapped for
 // lab ones). A Service gets an address of that range and answers from the
-// client namespace.
+// client namespace. That RBAC lacks servicecidrs (and watch on leases):
+// vip-ccm names the missing servicecidrs rule and serves without it (after
+// its informer wait, about 25 s here).
 func TestCloudProviderDeployment(t *testing.T) {
 	ctx, l := newLab(t)
 	if err := l.CCM.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
@@ -208,6 +210,11 @@ func TestCloudProviderDeployment(t *testing.T) {
 	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
 	if err != nil {
 		t.Fatal(err)
+	}
+	// That RBAC grants no servicecidrs: vip-ccm says so in one line naming
+	// the file that grants it, then serves without them.
+	if _, err := waitLog(ctx, p.Log, "ServiceCIDR objects could not be listed", "deploy/ccm/rbac.yaml"); err != nil {
+		t.Error(err)
 	}
 	t.Logf("%s (from range-global) answers from %s; vip-ccm ran as %s -> %s", addrs[0], node, cloudProviderCommand[0], exe)
 }
