@@ -216,5 +216,20 @@ func TestCloudProviderDeployment(t *testing.T) {
 	if _, err := waitLog(ctx, p.Log, "ServiceCIDR objects could not be listed", "deploy/ccm/rbac.yaml"); err != nil {
 		t.Error(err)
 	}
+	// Nor watch on Leases: one line too, not client-go's error on every
+	// retry of the Lease informer.
+	log, err := waitLog(ctx, p.Log, "Leases of the agent namespace could not be read", "deploy/ccm/rbac.yaml")
+	if err != nil {
+		t.Error(err)
+	}
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `resource \"leases\"`) || strings.Contains(line, `resource "leases"`) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d log lines about the forbidden Leases, want 1:\n%s", n, log)
+	}
 	t.Logf("%s (from range-global) answers from %s; vip-ccm ran as %s -> %s", addrs[0], node, cloudProviderCommand[0], exe)
 }

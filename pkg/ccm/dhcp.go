@@ -86,7 +86,12 @@ func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan
 		UpdateFunc: func(_, o any) { enqueue(o) },
 		DeleteFunc: func(o any) { handle(o, true) },
 	})
-	lb.synced = append(lb.synced, li.Informer().HasSynced)
+	// Without the Lease rule (kube-vip-cloud-provider's RBAC has no watch)
+	// vip-ccm serves without DHCP records and agent-published facts, and
+	// says so once.
+	denied := quietForbidden(li.Informer(), "Leases of the agent namespace could not be read; serving without DHCP records, "+
+		"agent-published node addresses and conflict records", "get/list/watch on coordination.k8s.io leases in the agent namespace")
+	lb.synced = append(lb.synced, func() bool { return denied.Load() || li.Informer().HasSynced() })
 	go func() {
 		ctx := contextFor(stop)
 		defer lb.dhcpQueue.ShutDown()

@@ -336,10 +336,12 @@ func (lb *LoadBalancer) startServiceCIDRs(client kubernetes.Interface, stop <-ch
 	// Wait for the Service CIDRs before the first assignment, but not
 	// forever: without the servicecidrs rule (an older RBAC) vip-ccm still
 	// serves, refusing ClusterIPs one by one, and says why once.
+	denied := quietForbidden(inf, "ServiceCIDR objects could not be listed; serving without them (ClusterIPs are still refused)",
+		"list/watch on networking.k8s.io servicecidrs")
 	started := time.Now()
 	var once sync.Once
 	lb.synced = append(lb.synced, func() bool {
-		if inf.HasSynced() {
+		if inf.HasSynced() || denied.Load() {
 			return true
 		}
 		if time.Since(started) < serviceCIDRSyncWait {
