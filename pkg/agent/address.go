@@ -119,17 +119,10 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 		return nil
 	}
 	lease := lbsvc.AddressLeaseName(addr)
-	d, err := a.o.Elector.Ensure(ctx, a.o.Namespace, lease, addr.String(), cands)
+	d, err := a.elect(ctx, key, lease, addr.String(), cands)
 	if err != nil {
-		a.metrics.electionErrors.Inc()
-		return fmt.Errorf("electing owner of %s: %w", addr, err)
+		return err
 	}
-	if d.RequeueAfter > 0 {
-		a.queue.AddAfter(key, d.RequeueAfter)
-	}
-	a.mu.Lock()
-	a.holders[key] = d.Holder
-	a.mu.Unlock()
 	switch {
 	case d.HandOffTo != "":
 		a.forgetProbe(addr)

@@ -112,17 +112,10 @@ func (a *Agent) syncDHCP(ctx context.Context, key string, svc *v1.Service) error
 		a.stopDHCP(key, false)
 		return nil
 	}
-	d, err := a.o.Elector.Ensure(ctx, a.o.Namespace, lease, key, a.candidates(svc))
+	d, err := a.elect(ctx, key, lease, key, a.candidates(svc))
 	if err != nil {
-		a.metrics.electionErrors.Inc()
-		return fmt.Errorf("electing owner of %s: %w", key, err)
+		return err
 	}
-	if d.RequeueAfter > 0 {
-		a.queue.AddAfter(key, d.RequeueAfter)
-	}
-	a.mu.Lock()
-	a.holders[key] = d.Holder
-	a.mu.Unlock()
 	switch {
 	case d.HandOffTo != "":
 		a.withdrawAll(ctx, key, svc, "handing over: "+d.Reason)
@@ -378,4 +371,22 @@ func (a *Agent) WithdrawEverything(ctx context.Context) {
 		}
 		a.withdrawAll(ctx, k, a.service(k), "agent stopping")
 	}
+}
+
+// elect asks the elector who owns lease (for subject, an address or a DHCP
+// Service's key) among cands, requeues key when the decision says so, and
+// records the holder for key.
+func (a *Agent) elect(ctx context.Context, key, lease, subject string, cands []string) (Decision, error) {
+	d, err := a.o.Elector.Ensure(ctx, a.o.Namespace, lease, subject, cands)
+	if err != nil {
+		a.metrics.electionErrors.Inc()
+		return d, fmt.Errorf("electing owner of %s: %w", subject, err)
+	}
+	if d.RequeueAfter > 0 {
+		a.queue.AddAfter(key, d.RequeueAfter)
+	}
+	a.mu.Lock()
+	a.holders[key] = d.Holder
+	a.mu.Unlock()
+	return d, nil
 }
