@@ -173,17 +173,7 @@ func TestCloudProviderDeployment(t *testing.T) {
 	if _, err := l.Admin.CoreV1().ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Env.ApplyYAML(ctx, []byte(cloudProviderRBAC)); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := l.Env.ServiceAccountToken(ctx, "kube-system", "kube-vip-cloud-controller")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc := filepath.Join(l.Dir, "kube-vip-cloud-controller.kubeconfig")
-	if err := l.Env.Kubeconfig(kc, tok); err != nil {
-		t.Fatal(err)
-	}
+	kc := kubeconfigFor(t, ctx, l, cloudProviderRBAC, "kube-vip-cloud-controller")
 	// --kubeconfig stands in for the in-cluster token mount, --secure-port=0
 	// keeps the lab's host ports free; the rest is the Deployment's.
 	args := append(append([]string{}, cloudProviderCommand[1:]...), "--kubeconfig", kc, "--secure-port=0")

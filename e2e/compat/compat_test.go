@@ -130,17 +130,7 @@ func startKubeVipAgents(t *testing.T, ctx context.Context, l *lab.Lab, rbac stri
 			t.Fatal(err)
 		}
 	}
-	if err := l.Env.ApplyYAML(ctx, []byte(rbac)); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := l.Env.ServiceAccountToken(ctx, "kube-system", "kube-vip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc := filepath.Join(l.Dir, "kube-vip.kubeconfig")
-	if err := l.Env.Kubeconfig(kc, tok); err != nil {
-		t.Fatal(err)
-	}
+	kc := kubeconfigFor(t, ctx, l, rbac, "kube-vip")
 	logs := map[string]string{}
 	for _, n := range l.Nodes {
 		log := filepath.Join(l.Dir, n.Name+"-kube-vip-env.log")
@@ -157,19 +147,7 @@ func startKubeVipAgents(t *testing.T, ctx context.Context, l *lab.Lab, rbac stri
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		pid := cmd.Process.Pid
-		t.Cleanup(func() {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-				<-done
-			}
-			_ = f.Close()
-		})
+		stopOnCleanup(t, cmd, f)
 		logs[n.Name] = log
 	}
 	return logs
@@ -340,4 +318,40 @@ users:
 	if strings.Contains(out, "in-cluster") && strings.Contains(out, "unable to load in-cluster") {
 		t.Fatalf("the agent looked for in-cluster credentials:\n%s", out)
 	}
+}
+
+// kubeconfigFor applies rbac and returns a kubeconfig holding a token of
+// the kube-system ServiceAccount sa (standing in for the in-cluster mount).
+func kubeconfigFor(t *testing.T, ctx context.Context, l *lab.Lab, rbac, sa string) string {
+	t.Helper()
+	if err := l.Env.ApplyYAML(ctx, []byte(rbac)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := l.Env.ServiceAccountToken(ctx, "kube-system", sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(l.Dir, sa+".kubeconfig")
+	if err := l.Env.Kubeconfig(kc, tok); err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+// stopOnCleanup stops the started cmd when the test ends: SIGTERM, SIGKILL
+// after 20 s, by PID; then closes its log file f.
+func stopOnCleanup(t *testing.T, cmd *exec.Cmd, f *os.File) {
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-done
+		}
+		_ = f.Close()
+	})
 }

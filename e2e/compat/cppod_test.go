@@ -183,23 +183,13 @@ hostname "$0"; shift; exec "$@"`
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		pid := cmd.Process.Pid
 		t.Cleanup(func() {
 			if t.Failed() {
 				b, _ := os.ReadFile(log)
 				t.Logf("---- %s\n%s", log, b)
 			}
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-				<-done
-			}
-			_ = f.Close()
 		})
+		stopOnCleanup(t, cmd, f)
 		if _, err := waitLog(ctx, log, `path="/etc/kubernetes/admin.conf"`); err != nil {
 			t.Fatalf("%s: %v", n.Name, err)
 		}
