@@ -1,6 +1,7 @@
 // Package listwatch keeps client-go informers connected through API server
 // outages: their list and watch requests retry a failed connection every
-// Interval instead of falling into the reflector's exponential backoff.
+// Interval instead of falling into the reflector's exponential backoff;
+// and a list or watch forbidden by RBAC is reported once (OnForbidden).
 package listwatch
 
 import (

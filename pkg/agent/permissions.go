@@ -1,15 +1,15 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vip-lb/vip/internal/listwatch"
 )
 
 // ReasonMissingPermission is the Warning on this node's Node when the
@@ -27,12 +27,11 @@ const rbacFile = "deploy/agent/rbac.yaml"
 type permissionWatch struct {
 	a         *Agent
 	mu        sync.Mutex
-	reported  map[string]bool
 	forbidden map[string]*atomic.Bool
 }
 
 func newPermissionWatch(a *Agent) *permissionWatch {
-	return &permissionWatch{a: a, reported: map[string]bool{}, forbidden: map[string]*atomic.Bool{}}
+	return &permissionWatch{a: a, forbidden: map[string]*atomic.Bool{}}
 }
 
 // rule describes the RBAC rule a resource needs, in the words of the file.
@@ -57,19 +56,11 @@ var rules = map[string]rule{
 // and the returned function is its HasSynced, also true for an optional
 // resource that is forbidden.
 func (p *permissionWatch) track(name string, inf cache.SharedIndexInformer) cache.InformerSynced {
-	flag := &atomic.Bool{}
+	r := rules[name]
+	flag := listwatch.OnForbidden(inf, func(err error) { p.report(name, r, err) })
 	p.mu.Lock()
 	p.forbidden[name] = flag
 	p.mu.Unlock()
-	r := rules[name]
-	_ = inf.SetWatchErrorHandler(func(ref *cache.Reflector, err error) {
-		if !apierrors.IsForbidden(err) {
-			cache.DefaultWatchErrorHandler(context.Background(), ref, err)
-			return
-		}
-		flag.Store(true)
-		p.report(name, r, err)
-	})
 	return func() bool {
 		return inf.HasSynced() || (r.optional && flag.Load())
 	}
@@ -83,14 +74,9 @@ func (p *permissionWatch) Forbidden(name string) bool {
 	return f != nil && f.Load()
 }
 
+// report says once (listwatch.OnForbidden calls it on the first refusal)
+// what is missing.
 func (p *permissionWatch) report(name string, r rule, err error) {
-	p.mu.Lock()
-	done := p.reported[name]
-	p.reported[name] = true
-	p.mu.Unlock()
-	if done {
-		return
-	}
 	group := r.group
 	if group == "" {
 		group = `""`
