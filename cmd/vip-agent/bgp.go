@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -230,10 +229,10 @@ func resolveBGP(base bgpconfig.Config, pw bgpconfig.Passwords, node *bgpconfig.N
 
 // checkBGPEnv refuses environment variables that look like BGP settings but
 // are not ones vip reads, so a typo or an unsupported kube-vip setting stops
-// the agent instead of being ignored.
-func checkBGPEnv(environ []string) error {
-	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
+// the agent instead of being ignored. env is the environment the rest of
+// the configuration is read from (applyEnv runs this in BGP mode).
+func checkBGPEnv(env environment) error {
+	for _, name := range env.names() {
 		if !strings.HasPrefix(name, "bgp_") || name == "bgp_enable" {
 			continue
 		}
@@ -251,9 +250,6 @@ func checkBGPEnv(environ []string) error {
 // validate checks the BGP settings at start. With --annotations the node
 // may still supply the AS, router ID and peers, so only the rest is checked.
 func (b *bgpConfig) validate() error {
-	if err := checkBGPEnv(os.Environ()); err != nil {
-		return err
-	}
 	base, pw, err := b.static()
 	if err != nil {
 		return err

@@ -26,7 +26,7 @@ func parseBGP(t *testing.T, args []string, env map[string]string) (config, error
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := applyEnv(fs, mapEnv(env)); err != nil {
 		return c, err
 	}
 	c.nodeName = "n1"
@@ -167,17 +167,46 @@ func TestBGPConfig(t *testing.T) {
 }
 
 func TestCheckBGPEnv(t *testing.T) {
-	ok := []string{"PATH=/bin", "bgp_enable=true", "bgp_peers=10.0.0.1:1", "bgp_hold_time=9", "vip_arp=false"}
-	if err := checkBGPEnv(ok); err != nil {
+	ok := map[string]string{"PATH": "/bin", "bgp_enable": "true", "bgp_peers": "10.0.0.1:1", "bgp_hold_time": "9", "vip_arp": "false"}
+	if err := checkBGPEnv(mapEnv(ok)); err != nil {
 		t.Fatal(err)
 	}
-	for env, want := range map[string]string{
-		"bgp_mpbgp_nexthop=fixed": "bgp_mpbgp_nexthop is not a BGP setting", // kube-vip's name is mpbgp_nexthop
-		"bgp_peer_as=1":           "bgp_peer_as is not a BGP setting",
+	for name, want := range map[string]string{
+		"bgp_mpbgp_nexthop": "bgp_mpbgp_nexthop is not a BGP setting", // kube-vip's name is mpbgp_nexthop
+		"bgp_peer_as":       "bgp_peer_as is not a BGP setting",
 	} {
-		if err := checkBGPEnv(append(ok, env)); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: err = %v; want %q", env, err, want)
+		env := maps.Clone(ok)
+		env[name] = "1"
+		if err := checkBGPEnv(mapEnv(env)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v; want %q", name, err, want)
 		}
+	}
+}
+
+// TestBGPEnvFromConfigLookup: the unknown-name check reads the environment
+// the configuration is read from (a manifest container's in the generator
+// check), not the process's own.
+func TestBGPEnvFromConfigLookup(t *testing.T) {
+	t.Setenv("bgp_peer_as", "1") // in the process only: must not matter
+	base := map[string]string{"bgp_enable": "true", "bgp_as": "65001", "bgp_routerid": "10.0.0.9", "bgp_peers": "10.0.0.1:65000::false"}
+	if _, err := parseBGP(t, nil, base); err != nil {
+		t.Fatalf("process environment leaked into the check: %v", err)
+	}
+	bad := maps.Clone(base)
+	bad["bgp_peer_as"] = "1"
+	if _, err := parseBGP(t, nil, bad); err == nil || !strings.Contains(err.Error(), "bgp_peer_as is not a BGP setting") {
+		t.Fatalf("err = %v; want the unknown bgp_peer_as refused from the given environment", err)
+	}
+	// Only in BGP mode, as before: an ARP agent ignores bgp_ names.
+	arp := map[string]string{"vip_arp": "true", "bgp_peer_as": "1"}
+	if _, err := parseBGP(t, nil, arp); err != nil {
+		t.Fatalf("ARP mode: %v", err)
+	}
+	// --bgp on the command line turns the check on as bgp_enable does.
+	flagged := maps.Clone(bad)
+	delete(flagged, "bgp_enable")
+	if _, err := parseBGP(t, []string{"--bgp"}, flagged); err == nil || !strings.Contains(err.Error(), "bgp_peer_as") {
+		t.Fatalf("--bgp: err = %v; want bgp_peer_as refused", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -143,8 +144,38 @@ var envFlags = map[string]string{
 // flagAliases are flags that set another flag's value (kube-vip's names).
 var flagAliases = map[string]string{"k8sConfigPath": "kubeconfig"}
 
-// applyEnv sets every flag not given on the command line from env.
-func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
+// environment is where the kube-vip-style settings are read from: the
+// process's own at start, a manifest container's in the generator's check.
+// Every check of the environment goes through it, never through os directly.
+type environment struct {
+	lookup func(string) (string, bool)
+	names  func() []string // every variable set, for checks that refuse unknown names
+}
+
+// processEnv is the agent's own environment.
+func processEnv() environment {
+	return environment{lookup: os.LookupEnv, names: func() []string {
+		out := []string{}
+		for _, kv := range os.Environ() {
+			name, _, _ := strings.Cut(kv, "=")
+			out = append(out, name)
+		}
+		return out
+	}}
+}
+
+// mapEnv is an environment given as name/value pairs.
+func mapEnv(m map[string]string) environment {
+	return environment{
+		lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok },
+		names:  func() []string { return slices.Sorted(maps.Keys(m)) },
+	}
+}
+
+// applyEnv sets every flag not given on the command line from env, and
+// refuses what env sets that vip does not provide.
+func applyEnv(fs *pflag.FlagSet, e environment) error {
+	env := e.lookup
 	cmdline := map[string]bool{}
 	fs.Visit(func(f *pflag.Flag) {
 		cmdline[f.Name] = true
@@ -184,6 +215,9 @@ func applyEnv(fs *pflag.FlagSet, env func(string) (string, bool)) error {
 			continue
 		}
 		return fmt.Errorf("%w: environment %s=%q is not supported: %s", errConfig, in.Name, v, in.Note)
+	}
+	if fl := fs.Lookup("bgp"); fl != nil && fl.Value.String() == "true" {
+		return checkBGPEnv(e)
 	}
 	return nil
 }

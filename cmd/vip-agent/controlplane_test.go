@@ -18,7 +18,7 @@ func parseConfig(t *testing.T, args []string, env map[string]string) (config, er
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := applyEnv(fs, mapEnv(env)); err != nil {
 		return c, err
 	}
 	return c, c.validate()

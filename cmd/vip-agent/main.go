@@ -79,7 +79,8 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
 	}
-	if err := applyEnv(fs, os.LookupEnv); err != nil {
+	env := processEnv()
+	if err := applyEnv(fs, env); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {
@@ -92,7 +93,7 @@ func run(args []string) error {
 	if err := cfg.resolveCredentials(osHostFiles(), log); err != nil {
 		return err
 	}
-	if acc := acceptedEnv(os.LookupEnv); len(acc) > 0 {
+	if acc := acceptedEnv(env.lookup); len(acc) > 0 {
 		log.Info("kube-vip settings accepted without effect: vip already works that way (docs/migration.md)", "settings", acc)
 	}
 	if cfg.servicesNamespace != "" {

@@ -59,7 +59,7 @@ func checkWithAgent(form manifest.Form, o manifest.Options) error {
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("the agent would refuse this manifest: %w", err)
 	}
-	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := applyEnv(fs, mapEnv(env)); err != nil {
 		return fmt.Errorf("the agent would refuse this manifest: %w", err)
 	}
 	cfg.nodeName = "generator-check"
