@@ -88,7 +88,7 @@ func New(o Options) (*Agent, error) {
 		dhcpRecorded: map[string]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](20*time.Millisecond, 10*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-agent-services"}),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-agent-services", Clock: o.Clock}),
 	}
 	if a.rec == nil {
 		a.rec = &record.FakeRecorder{}
@@ -275,9 +275,9 @@ func (a *Agent) worker(ctx context.Context) {
 		if quit {
 			return
 		}
-		start := time.Now()
+		start := a.o.Clock.Now()
 		err := a.sync(ctx, key)
-		a.metrics.reconciled(start, err)
+		a.metrics.reconciled(a.o.Clock.Since(start), err)
 		if err != nil {
 			a.log.V(1).Info("reconcile failed; retrying", "service", key, "err", err)
 			a.queue.AddRateLimited(key)

@@ -55,9 +55,9 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 	if held || !(unprobed || conflicted) {
 		return nil
 	}
-	t0 := time.Now()
+	t0 := a.o.Clock.Now()
 	mac, err := a.o.Prober.Probe(ctx, addr, a.interfaceFor(svcs[0]))
-	a.metrics.probe(time.Since(t0))
+	a.metrics.probe(a.o.Clock.Since(t0))
 	if err != nil {
 		a.log.Info("could not probe the address before announcing it; announcing", "vip", addr, "err", err)
 		a.mu.Lock()
@@ -98,7 +98,7 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 func (a *Agent) recordConflict(ctx context.Context, addr netip.Addr, mac net.HardwareAddr) error {
 	leases := a.o.Client.CoordinationV1().Leases(a.o.Namespace)
 	name := lbsvc.ConflictLeaseName(addr)
-	now := metav1.NewMicroTime(time.Now())
+	now := metav1.NewMicroTime(a.o.Clock.Now())
 	fill := func(l *coordv1.Lease) {
 		if l.Labels == nil {
 			l.Labels = map[string]string{}

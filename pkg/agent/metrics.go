@@ -35,8 +35,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) reconciled(start time.Time, err error) {
-	m.reconcileTime.Observe(time.Since(start).Seconds())
+func (m *metrics) reconciled(d time.Duration, err error) {
+	m.reconcileTime.Observe(d.Seconds())
 	if err != nil {
 		m.reconciles.WithLabelValues("error").Inc()
 		return

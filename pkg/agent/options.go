@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	"github.com/vip-lb/vip/pkg/announce"
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -110,6 +111,10 @@ type Options struct {
 	Prober Prober
 	// PortMap configures UPnP port mappings (portmap.go; off when Mapper is nil).
 	PortMap PortMapOptions
+	// Clock times reconciles, probes, conflict records and the
+	// NoAddressAssigned wait, and drives the queue's delayed retries
+	// (default: the real clock; tests pass a fake).
+	Clock clock.WithTickerAndDelayedExecution
 }
 
 // Validate checks the options.
@@ -127,6 +132,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("%w: layer 2 mode needs an elector", ErrInvalidOptions)
 	case o.Class.Only && o.Class.Name == "":
 		return fmt.Errorf("%w: lb_class_only needs lb_class_name", ErrInvalidOptions)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 	if o.Workers <= 0 {
 		o.Workers = 4

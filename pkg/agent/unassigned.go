@@ -53,8 +53,8 @@ type unassignedWatch struct {
 // watchUnassigned follows the Service informer for Services without an
 // address (hooked in New).
 func watchUnassigned(a *Agent, inf cache.SharedIndexInformer) *unassignedWatch {
-	w := &unassignedWatch{a: a, after: UnassignedAfter, now: time.Now,
-		timer:   func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
+	w := &unassignedWatch{a: a, after: UnassignedAfter, now: a.o.Clock.Now,
+		timer:   func(d time.Duration, f func()) func() bool { return a.o.Clock.AfterFunc(d, f).Stop },
 		pending: map[string]func() bool{}, warned: map[string]bool{}}
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.observe,

@@ -135,6 +135,23 @@ func (a *Announcer) Owners(vip netip.Addr) []string {
 	return out
 }
 
+// Bound returns every held address with its interface (that of its first
+// owner in sorted order).
+func (a *Announcer) Bound() map[netip.Addr]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[netip.Addr]string, len(a.owners))
+	for v, owners := range a.owners {
+		keys := make([]string, 0, len(owners))
+		for o := range owners {
+			keys = append(keys, o)
+		}
+		sort.Strings(keys)
+		out[v] = owners[keys[0]]
+	}
+	return out
+}
+
 // Calls returns a copy of the recorded calls, oldest first.
 func (a *Announcer) Calls() []Call {
 	a.mu.Lock()
