@@ -33,18 +33,17 @@ const notesEndpointSlicesRule = `  - apiGroups: ["discovery.k8s.io"]
     verbs: ["list", "watch"]
 `
 
-// notesPeer is one of the notes' routers: a namespace on the lab bridge
-// with the router's address (and the lab's own for the router that also
-// forwards), running BIRD as AS 65000 towards every node.
-type notesPeer struct {
+// birdPeer is a BGP router of a replayed document: BIRD in a namespace on
+// the lab bridge, peering with every node.
+type birdPeer struct {
 	ns, sock string
 	addr     netip.Addr
 }
 
-// addNotesNS makes a namespace on the lab bridge (named after the lab, so
+// addPeerNS makes a namespace on the lab bridge (named after the lab, so
 // a crashed run's is found again) with addrs on its eth0, removed when the
 // test ends.
-func addNotesNS(t *testing.T, ctx context.Context, l *lab.Lab, role string, addrs ...string) string {
+func addPeerNS(t *testing.T, ctx context.Context, l *lab.Lab, role string, addrs ...string) string {
 	t.Helper()
 	ns := l.ID + "-" + role
 	run := func(args ...string) {
@@ -65,11 +64,11 @@ func addNotesNS(t *testing.T, ctx context.Context, l *lab.Lab, role string, addr
 	return ns
 }
 
-// startNotesBIRD runs BIRD in ns as the notes' router at addr (AS 65000,
-// eBGP to every node's 10.0.1.0/24 address as 65001, directly connected),
-// installing what it learns in the namespace's kernel table when kernel is
-// set. It is stopped by PID when the test ends.
-func startNotesBIRD(t *testing.T, l *lab.Lab, ns string, addr netip.Addr, nodeAddrs []netip.Addr, kernel bool) *notesPeer {
+// startBIRDPeer runs BIRD in ns as a router at addr in AS localAS, peering
+// (directly connected, next hop as given) with every node address as
+// nodeAS, and installing what it learns in the namespace's kernel table
+// when kernel is set. It is stopped by PID when the test ends.
+func startBIRDPeer(t *testing.T, l *lab.Lab, ns string, addr netip.Addr, localAS, nodeAS int, nodeAddrs []netip.Addr, kernel bool) *birdPeer {
 	t.Helper()
 	name := strings.ReplaceAll(addr.String(), ".", "_")
 	var b strings.Builder
@@ -78,21 +77,21 @@ func startNotesBIRD(t *testing.T, l *lab.Lab, ns string, addr netip.Addr, nodeAd
 		b.WriteString("protocol kernel k4 { ipv4 { import none; export all; }; merge paths yes; }\n")
 	}
 	fmt.Fprintf(&b, `template bgp n4 {
-  local %s as 65000;
+  local %s as %d;
   direct;
   connect retry time 1;
   error wait time 1, 5;
   ipv4 { import all; export none; gateway direct; };
 }
-`, addr)
+`, addr, localAS)
 	for i, a := range nodeAddrs {
-		fmt.Fprintf(&b, "protocol bgp node%d from n4 { neighbor %s as 65001; }\n", i+1, a)
+		fmt.Fprintf(&b, "protocol bgp node%d from n4 { neighbor %s as %d; }\n", i+1, a, nodeAS)
 	}
 	conf := filepath.Join(l.Dir, "bird-"+name+".conf")
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &notesPeer{ns: ns, addr: addr, sock: filepath.Join(l.Dir, "bird-"+name+".ctl")}
+	p := &birdPeer{ns: ns, addr: addr, sock: filepath.Join(l.Dir, "bird-"+name+".ctl")}
 	out, err := os.Create(filepath.Join(l.Dir, "bird-"+name+".out"))
 	if err != nil {
 		t.Fatal(err)
@@ -116,12 +115,12 @@ func startNotesBIRD(t *testing.T, l *lab.Lab, ns string, addr netip.Addr, nodeAd
 }
 
 // birdc runs a BIRD command on the peer.
-func (p *notesPeer) birdc(ctx context.Context, l *lab.Lab, args ...string) (string, error) {
+func (p *birdPeer) birdc(ctx context.Context, l *lab.Lab, args ...string) (string, error) {
 	return l.Exec(ctx, p.ns, append([]string{"birdc", "-s", p.sock}, args...)...)
 }
 
 // waitEstablished waits for the peer's session with every node.
-func (p *notesPeer) waitEstablished(ctx context.Context, l *lab.Lab, nodes int) error {
+func (p *birdPeer) waitEstablished(ctx context.Context, l *lab.Lab, nodes int) error {
 	var last string
 	err := lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
 		out, err := p.birdc(ctx, l, "show", "protocols")
@@ -145,8 +144,8 @@ func (p *notesPeer) waitEstablished(ctx context.Context, l *lab.Lab, nodes int) 
 }
 
 // waitRoute waits until the peer has learned vip/32 from every node
-// (one path per node) and returns BIRD's view of it.
-func (p *notesPeer) waitRoute(ctx context.Context, l *lab.Lab, vip netip.Addr, nodeAddrs []netip.Addr) (string, error) {
+// (one path per node, AS path asPath) and returns BIRD's view of it.
+func (p *birdPeer) waitRoute(ctx context.Context, l *lab.Lab, vip netip.Addr, nodeAddrs []netip.Addr, asPath string) (string, error) {
 	var last string
 	err := lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
 		out, err := p.birdc(ctx, l, "show", "route", "for", vip.String(), "all")
@@ -159,7 +158,7 @@ func (p *notesPeer) waitRoute(ctx context.Context, l *lab.Lab, vip netip.Addr, n
 				return false, nil
 			}
 		}
-		return strings.Contains(out, "BGP.as_path: 65001"), nil
+		return strings.Contains(out, "BGP.as_path: "+asPath+"\n"), nil
 	})
 	if err != nil {
 		return last, fmt.Errorf("BIRD %s never learned %s/32 from every node: %w\n%s", p.addr, vip, err, last)
@@ -187,7 +186,7 @@ func TestNotesBGPDaemonSet(t *testing.T) {
 	if _, err := l.Exec(ctx, r.NS, "ip", "addr", "add", "10.0.1.1/24", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	peer2NS := addNotesNS(t, ctx, l, "peer2", "10.0.1.2/24")
+	peer2NS := addPeerNS(t, ctx, l, "peer2", "10.0.1.2/24")
 	var nodeAddrs []netip.Addr
 	for i, n := range l.Nodes {
 		a := netip.AddrFrom4([4]byte{10, 0, 1, byte(11 + i)})
@@ -196,9 +195,9 @@ func TestNotesBGPDaemonSet(t *testing.T) {
 		}
 		nodeAddrs = append(nodeAddrs, a)
 	}
-	peers := []*notesPeer{
-		startNotesBIRD(t, l, r.NS, netip.MustParseAddr("10.0.1.1"), nodeAddrs, true),
-		startNotesBIRD(t, l, peer2NS, netip.MustParseAddr("10.0.1.2"), nodeAddrs, false),
+	peers := []*birdPeer{
+		startBIRDPeer(t, l, r.NS, netip.MustParseAddr("10.0.1.1"), 65000, 65001, nodeAddrs, true),
+		startBIRDPeer(t, l, peer2NS, netip.MustParseAddr("10.0.1.2"), 65000, 65001, nodeAddrs, false),
 	}
 	logs := startKubeVipAgents(t, ctx, l, notesRBAC, notesBGPEnv)
 	t.Cleanup(func() {
@@ -249,7 +248,7 @@ func TestNotesBGPDaemonSet(t *testing.T) {
 		}
 	}
 	for _, p := range peers {
-		out, err := p.waitRoute(ctx, l, vip, nodeAddrs)
+		out, err := p.waitRoute(ctx, l, vip, nodeAddrs, "65001")
 		if err != nil {
 			t.Fatal(err)
 		}
