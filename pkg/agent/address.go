@@ -170,25 +170,14 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs, idle []*v1.Service, reason string, changed bool) error {
 	key := addrKey(addr)
 	iface := a.interfaceFor(svcs[0])
-	a.mu.Lock()
-	was, have := a.held[key][addr]
-	a.mu.Unlock()
-	if have && iface != "" && was != iface {
-		a.withdrawOne(ctx, key, addr)
-		have = false
-	}
-	if !have {
-		if err := a.o.Announcer.Announce(ctx, key, addr, iface); err != nil {
-			err = fmt.Errorf("announcing %s: %w", addr, err)
-			for _, svc := range svcs {
-				a.rec.Event(svc, v1.EventTypeWarning, ReasonAnnounceFail, err.Error())
-			}
-			return err
+	ch, err := a.declare(ctx, key, map[netip.Addr]string{addr: iface})
+	if err != nil {
+		for _, svc := range svcs {
+			a.rec.Event(svc, v1.EventTypeWarning, ReasonAnnounceFail, err.Error())
 		}
-		a.mu.Lock()
-		a.held[key] = map[netip.Addr]string{addr: iface}
-		a.mu.Unlock()
-		a.metrics.setHeld(a.heldCount())
+		return err
+	}
+	if len(ch.Announced) > 0 {
 		a.log.Info("announcing", "vip", addr, "services", len(svcs), "iface", iface, "reason", reason)
 	}
 	how := "ARP"
@@ -256,8 +245,8 @@ func (a *Agent) withdrawIdle(ctx context.Context, addr netip.Addr) {
 // withdrawAddrAs is withdrawAddr with the Event's type and reason.
 func (a *Agent) withdrawAddrAs(ctx context.Context, addr netip.Addr, why, typ, reason string) {
 	key := addrKey(addr)
+	have := a.desired.Has(key, addr)
 	a.mu.Lock()
-	_, have := a.held[key][addr]
 	told := a.told[addr]
 	delete(a.told, addr)
 	a.mu.Unlock()
@@ -269,8 +258,7 @@ func (a *Agent) withdrawAddrAs(ctx context.Context, addr netip.Addr, why, typ, r
 		}
 	}
 	if have {
-		a.withdrawOne(ctx, key, addr)
-		a.metrics.setHeld(a.heldCount())
+		_, _ = a.declare(ctx, key, nil)
 		a.log.Info("withdrawn", "vip", addr, "reason", why)
 	}
 	for k := range told {
@@ -321,12 +309,12 @@ func (a *Agent) service(key string) *v1.Service {
 
 // servedAddrs returns the addresses this node announces for a Service key.
 func (a *Agent) servedAddrs(key string) []netip.Addr {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	var out []netip.Addr
-	for addr := range a.held[key] {
+	for addr := range a.desired.Of(key) {
 		out = append(out, addr)
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for addr, told := range a.told {
 		if told[key] {
 			out = append(out, addr)

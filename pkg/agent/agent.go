@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/vip-lb/vip/pkg/announce"
 	"github.com/vip-lb/vip/pkg/ipam"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -39,11 +40,12 @@ type Agent struct {
 	synced    []cache.InformerSynced
 	queue     workqueue.TypedRateLimitingInterface[string]
 
-	mu sync.Mutex
-	// held is what this node announces, by announcer owner: an address key
-	// (@<addr>) for addresses elected per address, a Service key for DHCP
-	// Services. owner -> address -> interface.
-	held     map[string]map[netip.Addr]string
+	// desired is what this node announces, declared by owner: an address
+	// key (@<addr>) for addresses elected per address, a Service key for
+	// DHCP Services; the announcer converges to it.
+	desired *announce.Desired
+
+	mu       sync.Mutex
 	told     map[netip.Addr]map[string]bool // address -> Services told it is announced here
 	svcAddrs map[string][]netip.Addr        // Service key -> status addresses last seen
 	leases   map[string]string              // DHCP Service key -> its Lease name
@@ -75,7 +77,7 @@ func New(o Options) (*Agent, error) {
 		log:      o.Logger.WithValues("node", o.NodeName),
 		rec:      o.Recorder,
 		metrics:  newMetrics(o.Registerer),
-		held:     map[string]map[netip.Addr]string{},
+		desired:  announce.NewDesired(o.Announcer),
 		told:     map[netip.Addr]map[string]bool{},
 		svcAddrs: map[string][]netip.Addr{},
 		leases:   map[string]string{},
@@ -185,11 +187,9 @@ func (a *Agent) EnqueueAll() {
 	for _, s := range list {
 		a.queue.Add(lbsvc.Key(s))
 	}
-	a.mu.Lock()
-	for k := range a.held {
+	for _, k := range a.desired.Owners() {
 		a.queue.Add(k)
 	}
-	a.mu.Unlock()
 }
 
 // OnNodeChange re-reconciles after a node's liveness changed: the Services

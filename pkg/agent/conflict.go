@@ -42,13 +42,13 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 		return nil
 	}
 	key := addrKey(addr)
+	held := a.desired.Has(key, addr)
 	a.mu.Lock()
 	if fresh {
 		// Remembered until the first announcement: the Services may not
 		// be ready to be announced on this very reconcile.
 		a.unprobed[addr] = true
 	}
-	_, held := a.held[key][addr]
 	_, conflicted := a.conflicts[addr]
 	unprobed := a.unprobed[addr]
 	a.mu.Unlock()

@@ -4,8 +4,10 @@
 // Service on the address (minus those without a ready endpoint), decides
 // through the elector whether this node announces it (one owner per address
 // in layer 2 mode; in BGP mode every node that is a candidate for all of
-// them), probes a fresh address before its first announcement, and tells
-// the announcer. It reads Services and never writes them. It knows nothing
+// them), probes a fresh address before its first announcement, and declares
+// what this node announces for the address (announce.Desired converges the
+// announcer to it). Time comes from Options.Clock, so the reconcile runs
+// under a fake clock in the scenario table (sync_test.go). It reads Services and never writes them. It knows nothing
 // about packets or BGP messages; those are the announcers' and the prober's
 // business.
 package agent

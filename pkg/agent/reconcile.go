@@ -2,10 +2,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 
@@ -16,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vip-lb/vip/pkg/announce"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -227,96 +226,69 @@ func (a *Agent) readyEndpoints(svc *v1.Service) []discoveryv1.Endpoint {
 	return out
 }
 
-// announceOn announces addrs on iface and withdraws the key's other
-// addresses.
+// announceOn announces addrs on iface for key and withdraws the key's
+// other addresses.
 func (a *Agent) announceOn(ctx context.Context, key string, svc *v1.Service, addrs []netip.Addr, iface, reason string, changed bool) error {
-	a.mu.Lock()
-	cur := a.held[key]
-	a.mu.Unlock()
-	// Addresses that left the status, or moved interface, go first.
-	for addr, was := range cur {
-		if !slices.Contains(addrs, addr) || (iface != "" && was != iface) {
-			a.withdrawOne(ctx, key, addr)
-		}
-	}
-	var fresh []string
-	var errs []error
+	want := make(map[netip.Addr]string, len(addrs))
 	for _, addr := range addrs {
-		a.mu.Lock()
-		_, have := a.held[key][addr]
-		a.mu.Unlock()
-		if have {
-			continue
-		}
-		if err := a.o.Announcer.Announce(ctx, key, addr, iface); err != nil {
-			errs = append(errs, fmt.Errorf("announcing %s: %w", addr, err))
-			continue
-		}
-		a.mu.Lock()
-		if a.held[key] == nil {
-			a.held[key] = map[netip.Addr]string{}
-		}
-		a.held[key][addr] = iface
-		a.mu.Unlock()
-		fresh = append(fresh, addr.String())
+		want[addr] = iface
 	}
-	a.metrics.setHeld(a.heldCount())
-	if len(fresh) > 0 {
+	ch, err := a.declare(ctx, key, want)
+	if len(ch.Announced) > 0 {
+		fresh := addrStrings(ch.Announced)
 		how := "ARP"
 		if a.o.Mode == ModeBGP {
 			how = "BGP"
-		} else if strings.Contains(strings.Join(fresh, ","), ":") {
+		} else if strings.Contains(fresh, ":") {
 			how = "ARP/NDP"
 		}
-		msg := fmt.Sprintf("Announcing %s via %s from %s", strings.Join(fresh, ","), how, a.o.NodeName)
+		msg := fmt.Sprintf("Announcing %s via %s from %s", fresh, how, a.o.NodeName)
 		if changed && reason != "" {
 			msg += " (" + reason + ")"
 		}
 		a.rec.Event(svc, v1.EventTypeNormal, ReasonAnnouncing, msg)
-		a.log.Info("announcing", "service", key, "vip", strings.Join(fresh, ","), "iface", iface, "reason", reason)
+		a.log.Info("announcing", "service", key, "vip", fresh, "iface", iface, "reason", reason)
 	}
 	a.mapPorts(key, svc)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		a.rec.Event(svc, v1.EventTypeWarning, ReasonAnnounceFail, err.Error())
 		return err
 	}
 	return nil
 }
 
-func (a *Agent) withdrawOne(ctx context.Context, key string, addr netip.Addr) {
-	if err := a.o.Announcer.Withdraw(ctx, key, addr); err != nil {
-		a.log.Error(err, "withdrawing address", "service", key, "vip", addr)
+// declare sets what this node announces for owner (nil: nothing), logs the
+// withdrawals that failed and updates the held gauge.
+func (a *Agent) declare(ctx context.Context, owner string, want map[netip.Addr]string) (announce.Change, error) {
+	ch, err := a.desired.Set(ctx, owner, want)
+	if ch.WithdrawErr != nil {
+		a.log.Error(ch.WithdrawErr, "withdrawing address", "owner", owner)
 	}
-	a.mu.Lock()
-	delete(a.held[key], addr)
-	if len(a.held[key]) == 0 {
-		delete(a.held, key)
+	if len(ch.Announced) > 0 || len(ch.Withdrawn) > 0 {
+		a.metrics.setHeld(a.desired.Count())
 	}
-	a.mu.Unlock()
+	return ch, err
+}
+
+func addrStrings(addrs []netip.Addr) string {
+	s := make([]string, len(addrs))
+	for i, ad := range addrs {
+		s[i] = ad.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // withdrawAll removes every address announced for key; svc may be nil.
 func (a *Agent) withdrawAll(ctx context.Context, key string, svc *v1.Service, why string) {
 	a.unmapPorts(ctx, key)
-	a.mu.Lock()
-	cur := a.held[key]
-	addrs := make([]netip.Addr, 0, len(cur))
-	for addr := range cur {
-		addrs = append(addrs, addr)
-	}
-	a.mu.Unlock()
-	if len(addrs) == 0 {
+	ch, _ := a.declare(ctx, key, nil)
+	if len(ch.Withdrawn) == 0 {
 		return
 	}
-	var s []string
-	for _, addr := range addrs {
-		a.withdrawOne(ctx, key, addr)
-		s = append(s, addr.String())
-	}
-	a.metrics.setHeld(a.heldCount())
-	a.log.Info("withdrawn", "service", key, "vip", strings.Join(s, ","), "reason", why)
+	s := addrStrings(ch.Withdrawn)
+	a.log.Info("withdrawn", "service", key, "vip", s, "reason", why)
 	if svc != nil {
-		a.rec.Eventf(svc, v1.EventTypeNormal, ReasonWithdrawn, "Withdrew %s from %s: %s", strings.Join(s, ","), a.o.NodeName, why)
+		a.rec.Eventf(svc, v1.EventTypeNormal, ReasonWithdrawn, "Withdrew %s from %s: %s", s, a.o.NodeName, why)
 	}
 }
 
@@ -344,27 +316,11 @@ func (a *Agent) forgetLease(ctx context.Context, key string) error {
 	return nil
 }
 
-func (a *Agent) heldCount() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for _, m := range a.held {
-		n += len(m)
-	}
-	return n
-}
-
 // WithdrawEverything removes every announced address (graceful stop: this
 // runs before the Leases are handed off, so no address is ever announced
 // from two nodes).
 func (a *Agent) WithdrawEverything(ctx context.Context) {
-	a.mu.Lock()
-	keys := make([]string, 0, len(a.held))
-	for k := range a.held {
-		keys = append(keys, k)
-	}
-	a.mu.Unlock()
-	for _, k := range keys {
+	for _, k := range a.desired.Owners() {
 		if addr, ok := parseAddrKey(k); ok {
 			a.withdrawAddr(ctx, addr, "agent stopping")
 			continue
