@@ -58,11 +58,7 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "manifest" {
 		return runManifest(args[1:], os.Stdout)
 	}
-	// kube-vip's manifests pass a sub-command ("manager", "service"); vip
-	// has one job, so those words are accepted and ignored.
-	for len(args) > 0 && (args[0] == "manager" || args[0] == "service" || args[0] == "start") {
-		args = args[1:]
-	}
+	args, start := kubeVipCommand(args) // kubevip_command.go
 	cfg := defaultConfig()
 	fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
 	cfg.flags(fs)
@@ -83,6 +79,10 @@ func run(args []string) error {
 	if err := applyEnv(fs, env); err != nil {
 		return err
 	}
+	startCP, err := applyStart(fs, start)
+	if err != nil {
+		return err
+	}
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -95,6 +95,9 @@ func run(args []string) error {
 	}
 	if acc := acceptedEnv(env.lookup); len(acc) > 0 {
 		log.Info("kube-vip settings accepted without effect: vip already works that way (docs/migration.md)", "settings", acc)
+	}
+	if startCP {
+		log.Info("kube-vip's start command: the control-plane VIP is on (cp_enable not set)")
 	}
 	if cfg.servicesNamespace != "" {
 		log.Info("serving the Services of one namespace only (svc_namespace)", "namespace", cfg.servicesNamespace)

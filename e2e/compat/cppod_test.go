@@ -20,6 +20,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vip-lb/vip/e2e/lab"
@@ -155,44 +156,11 @@ func TestGeneratedControlPlanePod(t *testing.T) {
 		nodeAPIServer(t, n.NS, port, server)
 	}
 	for _, n := range l.Nodes {
-		dir := filepath.Join(l.Dir, n.Name+"-cp")
-		if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
+		adminConf := filepath.Join(l.Dir, n.Name+"-admin.conf")
+		if err := l.Env.Kubeconfig(adminConf, ""); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.Env.Kubeconfig(filepath.Join(dir, "admin.conf"), ""); err != nil {
-			t.Fatal(err)
-		}
-		// Mount points: /etc/kubernetes and /run in the private mount
-		// namespace only (tmpfs), then the volumes on them.
-		script := `set -e
-mount -t tmpfs none /etc/kubernetes 2>/dev/null || { mount -t tmpfs none /etc; mkdir /etc/kubernetes; }
-touch /etc/kubernetes/admin.conf && mount --bind "$1/admin.conf" /etc/kubernetes/admin.conf
-mount -t tmpfs none /run && mkdir -p /run/vip-agent && mount --bind "$1/run" /run/vip-agent
-hostname "$0"; shift; exec "$@"`
-		args := append([]string{"netns", "exec", n.NS, "unshare", "--mount", "--uts", "--propagation", "private",
-			"sh", "-c", script, n.Name, dir}, argv...)
-		log := filepath.Join(l.Dir, n.Name+"-cp-pod.log")
-		f, err := os.Create(log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("ip", args...)
-		cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, podEnv(t, c, n)...)
-		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				b, _ := os.ReadFile(log)
-				t.Logf("---- %s\n%s", log, b)
-			}
-		})
-		stopOnCleanup(t, cmd, f)
-		if _, err := waitLog(ctx, log, `path="/etc/kubernetes/admin.conf"`); err != nil {
-			t.Fatalf("%s: %v", n.Name, err)
-		}
+		startStaticPod(t, ctx, l, n, argv, podEnv(t, c, n), adminConf)
 	}
 	if err := l.WaitBoundFunc(ctx, vip, func(on []string) bool { return len(on) == 1 }); err != nil {
 		t.Fatal(err)
@@ -211,9 +179,64 @@ hostname "$0"; shift; exec "$@"`
 	if err := l.WaitClientNeigh(ctx, vip, node); err != nil {
 		t.Fatal(err)
 	}
-	// kubectl's view from the client namespace: the API server through
-	// https://VIP:port, admin credentials, the server certificate checked
-	// against the cluster CA (for the name it was issued to).
+	host, version := apiThroughVIP(t, ctx, l, vip, port)
+	t.Logf("control-plane VIP %s bound on %s only, answers ARP and TCP from the client; kube-apiserver %s through %s (%s)",
+		vip, node, version, host, strings.Join(argv, " "))
+}
+
+// startStaticPod runs argv with env on node n as the kubelet runs a
+// control-plane static Pod there: host name = node name, in a private
+// mount namespace with /etc/kubernetes/admin.conf bind-mounted from
+// adminConf (the hostPath volume of kube-vip's and vip's static Pods) and
+// a fresh /run/vip-agent. It waits for the agent's line saying it took
+// admin.conf and returns the log.
+func startStaticPod(t *testing.T, ctx context.Context, l *lab.Lab, n *lab.Node, argv, env []string, adminConf string) string {
+	t.Helper()
+	dir := filepath.Join(l.Dir, n.Name+"-cp")
+	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Mount points: /etc/kubernetes and /run in the private mount
+	// namespace only (tmpfs), then the volumes on them.
+	script := `set -e
+mount -t tmpfs none /etc/kubernetes 2>/dev/null || { mount -t tmpfs none /etc; mkdir /etc/kubernetes; }
+touch /etc/kubernetes/admin.conf && mount --bind "$2" /etc/kubernetes/admin.conf
+mount -t tmpfs none /run && mkdir -p /run/vip-agent && mount --bind "$1/run" /run/vip-agent
+hostname "$0"; shift 2; exec "$@"`
+	args := append([]string{"netns", "exec", n.NS, "unshare", "--mount", "--uts", "--propagation", "private",
+		"sh", "-c", script, n.Name, dir, adminConf}, argv...)
+	log := filepath.Join(l.Dir, n.Name+"-cp-pod.log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(log)
+			t.Logf("---- %s\n%s", log, b)
+		}
+	})
+	stopOnCleanup(t, cmd, f)
+	out, err := waitLog(ctx, log, `path="/etc/kubernetes/admin.conf"`)
+	if err != nil {
+		t.Fatalf("%s: %v", n.Name, err)
+	}
+	return out
+}
+
+// apiThroughVIP is kubectl's view from the client namespace: the API
+// server through https://VIP:port, admin credentials, the server
+// certificate checked against the cluster CA (for the name it was issued
+// to). It returns the URL and the server's version.
+func apiThroughVIP(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, port int) (string, string) {
+	t.Helper()
 	adminConf := filepath.Join(l.Dir, "admin.kubeconfig")
 	cfg, err := clientcmd.BuildConfigFromFlags("", adminConf)
 	if err != nil {
@@ -238,6 +261,67 @@ hostname "$0"; shift; exec "$@"`
 	}); err != nil {
 		t.Fatalf("the API server never answered through %s: %v", cfg.Host, err)
 	}
-	t.Logf("control-plane VIP %s bound on %s only, answers ARP and TCP from the client; kube-apiserver %s through %s (%s)",
-		vip, node, version, cfg.Host, strings.Join(argv, " "))
+	return cfg.Host, version
+}
+
+// TestKubeadmStaticPodAdminConf replays the kubeadm install of kube-vip's
+// control-plane docs with only the image swapped: the static Pod they
+// show (args [start], their env word for word, interface ens160 and
+// address 192.168.0.75 mapped to the lab's eth0 and 10.X.0.75; no
+// cp_enable, no kubeconfig setting) with /etc/kubernetes/admin.conf
+// mounted, on two control-plane nodes. admin.conf names the VIP as
+// `kubeadm init --control-plane-endpoint VIP:6443` writes it (its
+// tls-server-name stands in for kubeadm's certificate, which lists the
+// endpoint); each node's kube-apiserver on 6443 is a relay to the lab's
+// API server. The agents must take admin.conf and say so, run the control
+// plane only (kube-vip's start command), bind the VIP on one node, and a
+// client must reach the API server through the VIP.
+func TestKubeadmStaticPodAdminConf(t *testing.T) {
+	ctx, l := newLab(t)
+	bin := filepath.Join(l.Opts.BinDir, "vip-agent")
+	vip := netip.MustParseAddr(fmt.Sprintf("10.%d.0.75", l.X))
+	for _, n := range l.Nodes {
+		if err := l.StopAgent(n.Name, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := strings.TrimPrefix(l.Env.Server(), "https://")
+	for _, n := range l.Nodes {
+		nodeAPIServer(t, n.NS, 6443, server)
+	}
+	adminConf := filepath.Join(l.Dir, "kubeadm-admin.conf")
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kubernetes"] = &clientcmdapi.Cluster{Server: "https://" + net.JoinHostPort(vip.String(), "6443"),
+		CertificateAuthorityData: l.Env.CAData(), TLSServerName: "kubernetes"}
+	cfg.AuthInfos["kubernetes-admin"] = &clientcmdapi.AuthInfo{Token: l.Env.AdminToken()}
+	cfg.Contexts["kubernetes-admin@kubernetes"] = &clientcmdapi.Context{Cluster: "kubernetes", AuthInfo: "kubernetes-admin"}
+	cfg.CurrentContext = "kubernetes-admin@kubernetes"
+	if err := clientcmd.WriteToFile(*cfg, adminConf); err != nil {
+		t.Fatal(err)
+	}
+	// vip.yaml of the docs: args [start] and this env.
+	env := []string{"vip_arp=true", "vip_interface=eth0", "vip_leaderelection=true", "vip_leaseduration=5",
+		"vip_renewdeadline=3", "vip_retryperiod=1", "vip_address=" + vip.String()}
+	for _, n := range l.Nodes {
+		out := startStaticPod(t, ctx, l, n, []string{bin, "start"}, env, adminConf)
+		if strings.Contains(out, "in-cluster") {
+			t.Fatalf("%s: the agent looked for in-cluster credentials:\n%s", n.Name, out)
+		}
+		if _, err := waitLog(ctx, filepath.Join(l.Dir, n.Name+"-cp-pod.log"), `source="kubeadm admin.conf"`, "kube-vip's start command: the control-plane VIP is on",
+			"control plane only: LoadBalancer Services are not served"); err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+	}
+	if err := l.WaitBoundFunc(ctx, vip, func(on []string) bool { return len(on) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	node, err := l.WaitServedBy(ctx, vip, lab.ServicePort, func(s string) bool { return s != "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitClientNeigh(ctx, vip, node); err != nil {
+		t.Fatal(err)
+	}
+	host, version := apiThroughVIP(t, ctx, l, vip, 6443)
+	t.Logf("kubeadm static Pod (start, admin.conf naming the VIP): %s bound on %s, kube-apiserver %s through %s", vip, node, version, host)
 }

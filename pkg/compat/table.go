@@ -68,7 +68,13 @@ func quoted(l []string) []string {
 	return out
 }
 
+// kindTitle is the plural heading of a kind: "Kube-vip flags (manager and
+// manifest generator)".
 func kindTitle(k Kind) string {
 	t := string(k)
-	return strings.ToUpper(t[:1]) + t[1:] + "s"
+	noun, rest, _ := strings.Cut(t, " (")
+	if rest != "" {
+		rest = " (" + rest
+	}
+	return strings.ToUpper(noun[:1]) + noun[1:] + "s" + rest
 }
