@@ -68,7 +68,7 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
 
 .PHONY: help build test unit lint e2e fuzz-short fuzz bench resilience demo deps clean distclean chart \
-	cluster-bins cluster cluster-down cluster-test
+	cluster-bins cluster cluster-down cluster-test cluster-kubeadm-test
 
 help: ## list targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_\/.-]+:.*## /{printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -201,6 +201,13 @@ ifeq ($(IS_ROOT),yes)
 	$(TEST_ENV) $(GO) test -tags cluster -count=1 -timeout 30m -v -run '^TestCluster$$' ./e2e/cluster/
 else
 	@echo "cluster-test: skipped (needs root)"
+endif
+
+cluster-kubeadm-test: deps cluster-bins bin/kubeadm ## the control plane the kube-vip way: vip-agent's static Pod, kubeadm init + 2 control-plane joins behind the VIP, first node killed (root)
+ifeq ($(IS_ROOT),yes)
+	$(TEST_ENV) $(GO) test -tags cluster -count=1 -timeout 30m -v -run '^TestKubeadmHA$$' ./e2e/cluster/
+else
+	@echo "cluster-kubeadm-test: skipped (needs root)"
 endif
 
 cluster-upstream-e2e: bin/e2e-network.test bin/agnhost ## upstream's [Feature:LoadBalancer] e2e tests against `make cluster` (root): _out/upstream-e2e/
