@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+	"k8s.io/utils/clock"
 
 	"github.com/vip-lb/vip/pkg/announce/addr"
 	"github.com/vip-lb/vip/pkg/announce/arp"
@@ -34,6 +35,8 @@ type Options struct {
 	Count int
 	// Interval is the pause between rounds; 0 means 150ms.
 	Interval time.Duration
+	// Clock paces the rounds (nil: the real clock; tests pass a fake one).
+	Clock clock.WithTicker
 	// Listen opens the packet connection of an interface; nil opens a
 	// send-only AF_PACKET socket in the network namespace of the calling
 	// thread.
@@ -136,11 +139,11 @@ func newLayer2(opts Options, addrs binder) (*Layer2, error) {
 	}
 	l.v4 = arp.New(arp.Options{
 		Logger: opts.Logger, Listen: opts.Listen, Interface: opts.Interface,
-		Sent: func(n int) { m.sent4.Add(float64(n)) }, Failed: l.burstFailed,
+		Sent: func(n int) { m.sent4.Add(float64(n)) }, Failed: l.burstFailed, Clock: opts.Clock,
 	})
 	l.v6 = ndp.New(ndp.Options{
 		Logger: opts.Logger, Listen: opts.Listen, Interface: opts.Interface,
-		Sent: func(n int) { m.sent6.Add(float64(n)) }, Failed: l.burstFailed,
+		Sent: func(n int) { m.sent6.Add(float64(n)) }, Failed: l.burstFailed, Clock: opts.Clock,
 	})
 	return l, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/vip-lb/vip/pkg/announce/internal/testconn"
 )
@@ -135,18 +136,50 @@ var (
 )
 
 type harness struct {
-	l   *Layer2
-	b   *fakeBinder
-	pc  *testconn.Conn
-	reg *prometheus.Registry
+	l        *Layer2
+	b        *fakeBinder
+	pc       *testconn.Conn
+	reg      *prometheus.Registry
+	clk      *clocktesting.FakeClock
+	interval time.Duration
+}
+
+// round lets the next pending round go (the fake clock moves by the
+// interval once a burst waits for it) and waits for the frames to total want.
+func (h *harness) round(t *testing.T, want int) {
+	t.Helper()
+	waitCond(t, "a burst waiting for its next round", h.clk.HasWaiters)
+	h.clk.Step(h.interval)
+	if got := len(h.pc.WaitFrames(want, time.Minute)); got != want {
+		t.Fatalf("%d frames, want %d", got, want)
+	}
+}
+
+// idle waits until no burst waits for a round any more.
+func (h *harness) idle(t *testing.T) {
+	t.Helper()
+	waitCond(t, "the bursts to end", func() bool { return !h.clk.HasWaiters() })
+}
+
+// waitCond polls cond with a generous deadline (an eventual condition,
+// not a timing limit).
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: gave up", what)
+		}
+	}
 }
 
 func newHarness(t *testing.T, interval time.Duration) *harness {
 	t.Helper()
-	h := &harness{b: newFakeBinder(), pc: testconn.New(), reg: prometheus.NewRegistry()}
+	h := &harness{b: newFakeBinder(), pc: testconn.New(), reg: prometheus.NewRegistry(),
+		clk: clocktesting.NewFakeClock(time.Unix(0, 0)), interval: interval}
 	l, err := newLayer2(Options{
 		Registerer: h.reg,
 		Interval:   interval,
+		Clock:      h.clk,
 		Interface: func(name string) (*net.Interface, error) {
 			return &net.Interface{Index: 2, Name: name, HardwareAddr: mac}, nil
 		},
@@ -200,14 +233,14 @@ func TestAnnounceBurstsOncePerOwner(t *testing.T) {
 	if got := len(h.pc.Frames()); got != 2 {
 		t.Fatalf("first round: %d frames, want 2 (GARP request + reply)", got)
 	}
-	if got := len(h.pc.WaitFrames(6, 2*time.Second)); got != 6 {
-		t.Fatalf("burst: %d frames, want 6", got)
-	}
-	// Same owner again: level-triggered callers repeat themselves.
+	h.round(t, 4)
+	h.round(t, 6)
+	h.idle(t)
+	// Same owner again: level-triggered callers repeat themselves. A burst
+	// writes its first round before Announce returns: none came.
 	if err := h.l.Announce(ctx, "a", vip4, ""); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(30 * time.Millisecond)
 	if got := len(h.pc.Frames()); got != 6 {
 		t.Fatalf("repeat Announce sent frames: %d", got)
 	}
@@ -215,12 +248,14 @@ func TestAnnounceBurstsOncePerOwner(t *testing.T) {
 	if err := h.l.Announce(ctx, "b", vip4, "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(h.pc.WaitFrames(12, 2*time.Second)); got != 12 {
-		t.Fatalf("second owner: %d frames, want 12", got)
+	if got := len(h.pc.Frames()); got != 8 {
+		t.Fatalf("second owner: %d frames, want 8 (its first round)", got)
 	}
+	h.round(t, 10)
+	h.round(t, 12)
 	// The counter moves just after each frame is written: wait for it too.
 	var sent float64
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if sent = h.metric(t, "vip_garp_sent_total", "ipv4"); sent == 12 {
 			break
 		}
@@ -253,9 +288,11 @@ func TestWithdrawStopsBurst(t *testing.T) {
 	if err := h.l.Withdraw(ctx, "b", vip6); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond) // a round already being written may land
+	// The clock never moved: only the first rounds were written, and the
+	// bursts left without writing the rest, even once the rounds are due.
+	h.idle(t)
 	n := len(h.pc.Frames())
-	time.Sleep(100 * time.Millisecond)
+	h.clk.Step(time.Minute)
 	if got := len(h.pc.Frames()); got != n {
 		t.Errorf("%d frames after the last owner withdrew", got-n)
 	}
@@ -277,9 +314,8 @@ func TestAnnounceOutlivesCallContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel() // a per-call deadline must not cut the burst short
-	if got := len(h.pc.WaitFrames(6, 2*time.Second)); got != 6 {
-		t.Fatalf("%d frames, want 6", got)
-	}
+	h.round(t, 4)
+	h.round(t, 6)
 }
 
 func TestFailedAnnounceRollsBack(t *testing.T) {
@@ -350,7 +386,13 @@ func TestRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The refresh replaced the pending rounds: 1 + 3 rounds of 2 frames.
-	time.Sleep(250 * time.Millisecond)
+	if got := len(h.pc.Frames()); got != 4 {
+		t.Fatalf("%d frames after Refresh, want 4", got)
+	}
+	h.round(t, 6)
+	h.round(t, 8)
+	h.idle(t)
+	h.clk.Step(time.Minute)
 	if got := len(h.pc.Frames()); got != 8 {
 		t.Errorf("%d frames, want 8", got)
 	}
@@ -368,8 +410,10 @@ func TestCloseRemovesEverything(t *testing.T) {
 	if err := h.l.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Close waited for the bursts: no round is written after it, even once
+	// the rounds are due.
 	n := len(h.pc.Frames())
-	time.Sleep(60 * time.Millisecond)
+	h.clk.Step(time.Minute)
 	if got := len(h.pc.Frames()); got != n {
 		t.Error("frames after Close")
 	}
@@ -474,13 +518,10 @@ func TestCloseWaitsForAnnounce(t *testing.T) {
 	announced := make(chan error)
 	go func() { announced <- l.Announce(context.Background(), "a", vip4, "") }()
 	<-b.entered
+	// Close waits for the Announce: were it not to, the address bound
+	// after it would survive (checked below).
 	closed := make(chan error)
 	go func() { closed <- l.Close() }()
-	select {
-	case <-closed:
-		t.Fatal("Close returned while an Announce was binding")
-	case <-time.After(50 * time.Millisecond):
-	}
 	close(b.release)
 	if err := <-announced; err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"k8s.io/utils/clock"
 
 	"github.com/vip-lb/vip/pkg/announce/internal/l2conn"
 )
@@ -49,10 +50,13 @@ type Options struct {
 	Sent func(frames int)
 	// Failed, if set, is called when a round after the first one fails.
 	Failed func(vip netip.Addr, err error)
+	// Clock paces the rounds of a burst (nil: the real clock; tests pass a
+	// fake one).
+	Clock clock.WithTicker
 }
 
 func (o Options) hooks() l2conn.Hooks {
-	return l2conn.Hooks{Sent: o.Sent, Failed: o.Failed}
+	return l2conn.Hooks{Sent: o.Sent, Failed: o.Failed, Clock: o.Clock}
 }
 
 // Conn announces addresses from one hardware address over an injected

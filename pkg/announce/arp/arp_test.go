@@ -12,6 +12,7 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/vip-lb/vip/pkg/announce/internal/testconn"
 )
@@ -86,43 +87,58 @@ func TestSendRejectsIPv6(t *testing.T) {
 	}
 }
 
+// TestBurstTiming: the first round is written before Burst returns, each
+// further round only when the (fake) clock has moved by the interval, and
+// nothing after the last one.
 func TestBurstTiming(t *testing.T) {
 	pc := testconn.New()
-	c, err := NewConn(pc, mac, Options{})
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	c, err := NewConn(pc, mac, Options{Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	const interval = 100 * time.Millisecond
-	start := time.Now()
 	if err := c.Burst(context.Background(), vip, 3, interval); err != nil {
 		t.Fatal(err)
 	}
+	// The clock has not moved: Burst did not wait for a round.
 	if got := len(pc.Frames()); got != FramesPerRound {
 		t.Fatalf("after Burst returned: %d frames, want the first round (%d) only", got, FramesPerRound)
 	}
-	if d := time.Since(start); d > interval/2 {
-		t.Errorf("Burst blocked for %v", d)
-	}
-	frames := pc.WaitFrames(3*FramesPerRound, 2*time.Second)
-	if len(frames) != 3*FramesPerRound {
-		t.Fatalf("got %d frames, want %d", len(frames), 3*FramesPerRound)
-	}
-	for r := 1; r < 3; r++ {
-		gap := frames[r*FramesPerRound].At.Sub(frames[(r-1)*FramesPerRound].At)
-		if gap < interval-5*time.Millisecond {
-			t.Errorf("round %d came %v after the previous one, want about %v", r, gap, interval)
+	for r := 2; r <= 3; r++ {
+		waitUntil(t, "the next round's timer", clk.HasWaiters)
+		clk.Step(interval - time.Nanosecond)
+		if got := len(pc.Frames()); got != (r-1)*FramesPerRound {
+			t.Fatalf("round %d written before its interval: %d frames", r, got)
+		}
+		clk.Step(time.Nanosecond)
+		if got := len(pc.WaitFrames(r*FramesPerRound, time.Minute)); got != r*FramesPerRound {
+			t.Fatalf("after %d intervals: %d frames, want %d", r-1, got, r*FramesPerRound)
 		}
 	}
-	time.Sleep(2 * interval)
+	waitUntil(t, "the burst to end", func() bool { return !clk.HasWaiters() })
+	c.Close()
 	if got := len(pc.Frames()); got != 3*FramesPerRound {
 		t.Errorf("%d frames after the burst ended, want %d", got, 3*FramesPerRound)
 	}
 }
 
+// waitUntil polls cond with a generous deadline (an eventual condition,
+// not a timing limit).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: gave up", what)
+		}
+	}
+}
+
 func TestBurstStopsOnCancelAndClose(t *testing.T) {
 	pc := testconn.New()
-	c, err := NewConn(pc, mac, Options{})
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	c, err := NewConn(pc, mac, Options{Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +146,12 @@ func TestBurstStopsOnCancelAndClose(t *testing.T) {
 	if err := c.Burst(ctx, vip, 5, 20*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, "the burst's timer", clk.HasWaiters)
 	cancel()
-	time.Sleep(80 * time.Millisecond)
+	// The cancelled burst leaves (its timer stopped) without another round,
+	// even once its rounds are due.
+	waitUntil(t, "the cancelled burst to leave", func() bool { return !clk.HasWaiters() })
+	clk.Step(time.Second)
 	if got := len(pc.Frames()); got != FramesPerRound {
 		t.Errorf("cancelled burst wrote %d frames, want %d", got, FramesPerRound)
 	}
@@ -139,15 +159,10 @@ func TestBurstStopsOnCancelAndClose(t *testing.T) {
 	if err := c.Burst(context.Background(), vip, 5, 20*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error)
-	go func() { done <- c.Close() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("Close did not return while a burst was pending")
+	// Close returns while the burst waits for its next round (the clock
+	// never moves): it stops the burst rather than waiting for it.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
 	}
 	if !pc.Closed() {
 		t.Error("Close did not close the PacketConn")

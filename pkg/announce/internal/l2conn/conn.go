@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"k8s.io/utils/clock"
 )
 
 // Defaults for a burst.
@@ -37,6 +38,8 @@ type Hooks struct {
 	Sent func(frames int)
 	// Failed is called when a round that runs after Burst returned fails.
 	Failed func(vip netip.Addr, err error)
+	// Clock paces the rounds of a burst (nil: the real clock).
+	Clock clock.WithTicker
 }
 
 // broadcast is the link-layer destination handed to WriteTo. Packet sockets of
@@ -64,6 +67,9 @@ type Conn struct {
 func NewConn(pc net.PacketConn, hw net.HardwareAddr, build Build, hooks Hooks) (*Conn, error) {
 	if len(hw) != 6 {
 		return nil, fmt.Errorf("hardware address %q: %w", hw, ErrNotEthernet)
+	}
+	if hooks.Clock == nil {
+		hooks.Clock = clock.RealClock{}
 	}
 	return &Conn{
 		pc:    pc,
@@ -131,7 +137,7 @@ func (c *Conn) Burst(ctx context.Context, vip netip.Addr, count int, interval ti
 // follow writes the remaining rounds of a burst.
 func (c *Conn) follow(ctx context.Context, vip netip.Addr, rounds int, interval time.Duration) {
 	defer c.wg.Done()
-	t := time.NewTimer(interval)
+	t := c.hooks.Clock.NewTimer(interval)
 	defer t.Stop()
 	for i := 0; i < rounds; i++ {
 		select {
@@ -139,7 +145,7 @@ func (c *Conn) follow(ctx context.Context, vip netip.Addr, rounds int, interval 
 			return
 		case <-c.done:
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		if ctx.Err() != nil { // cancelled while the timer fired
 			return
