@@ -17,11 +17,14 @@ import (
 	"github.com/vip-lb/vip/pkg/testbed"
 )
 
-// TestCluster brings the real-cluster lab up, installs vip from deploy/base
-// with locally built images, serves a Deployment behind LoadBalancer
-// Services (externalTrafficPolicy Cluster and Local) through kube-proxy in
-// iptables and nftables mode, kills the node that owns the VIP while the
-// client probes it, and checks that teardown leaves nothing behind.
+// TestCluster brings the real-cluster lab up once and runs every scenario
+// on it: vip installed from deploy/base with locally built images, a
+// Deployment behind LoadBalancer Services (externalTrafficPolicy Cluster
+// and Local) through kube-proxy in iptables and nftables mode, kube-proxy
+// IPVS mode's kube-ipvs0 with and without strict ARP (vip-agent's
+// warning), the BGP overlay against a BIRD router, the Helm chart instead
+// of the kustomize install, the death of the node that owns the VIP while
+// the client probes it; then teardown must leave nothing behind.
 func TestCluster(t *testing.T) {
 	cfg := Config{Logf: t.Logf}
 	cfg, err := cfg.withDefaults()
@@ -155,6 +158,14 @@ func TestCluster(t *testing.T) {
 		return
 	}
 	t.Run("IPVSARP", func(t *testing.T) { ipvsARP(t, c, ns, "echo", vip) })
+	if t.Failed() {
+		return
+	}
+	t.Run("BGP", func(t *testing.T) { bgpMode(t, c) })
+	if t.Failed() {
+		return
+	}
+	t.Run("Helm", func(t *testing.T) { helmInstall(t, c, "vip-kustomize-bgp", ns, "echo", vip) })
 	if t.Failed() {
 		return
 	}

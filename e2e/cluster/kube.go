@@ -115,22 +115,39 @@ patches:
 // available, vip-agent is ready on every node and no node keeps the
 // uninitialized taint.
 func (c *Cluster) InstallVIP(ctx context.Context) error {
-	dir := filepath.Join(c.st.Dir, "vip-kustomize")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	base, err := filepath.Rel(dir, filepath.Join(c.st.RepoDir, "deploy", "base"))
+	k := expand(vipOverlay, "{{REPO}}", ImageRepo, "{{TAG}}", ImageTag, "{{POOL}}", PoolRange)
+	dir, err := c.writeKustomization("vip-kustomize", filepath.Join("deploy", "base"), k)
 	if err != nil {
-		return err
-	}
-	k := expand(vipOverlay, "{{BASE}}", base, "{{REPO}}", ImageRepo, "{{TAG}}", ImageTag, "{{POOL}}", PoolRange)
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return err
 	}
 	if _, err := c.Kubectl(ctx, "apply", "-k", dir); err != nil {
 		return err
 	}
 	return c.WaitVIP(ctx)
+}
+
+// writeKustomization writes the kustomization k (its {{BASE}} replaced by
+// the path to the repository's folder base) into folder name of the
+// cluster folder and returns the folder.
+func (c *Cluster) writeKustomization(name, base, k string) (string, error) {
+	dir := filepath.Join(c.st.Dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(dir, filepath.Join(c.st.RepoDir, base))
+	if err != nil {
+		return "", err
+	}
+	k = expand(k, "{{BASE}}", rel)
+	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
+}
+
+// UninstallKustomize deletes what `kubectl apply -k` of the lab's
+// kustomization in folder name (vip-kustomize, vip-kustomize-bgp)
+// created, waiting until the pods are gone (foreground cascade).
+func (c *Cluster) UninstallKustomize(ctx context.Context, name string) error {
+	_, err := c.Kubectl(ctx, "delete", "-k", filepath.Join(c.st.Dir, name), "--cascade=foreground", "--wait", "--timeout=3m")
+	return err
 }
 
 // WaitVIP waits for vip-ccm available, vip-agent ready on every node and
@@ -163,9 +180,16 @@ func (c *Cluster) WaitVIP(ctx context.Context) error {
 				}
 			}
 		}
-		last = fmt.Sprintf("vip-ccm %d/%d available, vip-agent %d/%d ready, %d nodes tainted uninitialized",
-			d.Status.AvailableReplicas, *d.Spec.Replicas, ds.Status.NumberReady, len(c.st.Nodes), tainted)
-		return d.Status.AvailableReplicas >= 1 && int(ds.Status.NumberReady) == len(c.st.Nodes) && tainted == 0, nil
+		n := int32(len(c.st.Nodes))
+		last = fmt.Sprintf("vip-ccm %d/%d available (%d updated), vip-agent %d/%d ready (%d updated, %d unavailable), %d nodes tainted uninitialized",
+			d.Status.AvailableReplicas, *d.Spec.Replicas, d.Status.UpdatedReplicas, ds.Status.NumberReady, n,
+			ds.Status.UpdatedNumberScheduled, ds.Status.NumberUnavailable, tainted)
+		// A rollout (apply over an install) is done when the controllers saw
+		// the new spec and every pod runs it.
+		rolled := d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == *d.Spec.Replicas &&
+			d.Status.Replicas == *d.Spec.Replicas &&
+			ds.Status.ObservedGeneration >= ds.Generation && ds.Status.UpdatedNumberScheduled == n && ds.Status.NumberUnavailable == 0
+		return rolled && d.Status.AvailableReplicas >= 1 && ds.Status.NumberReady == n && tainted == 0, nil
 	})
 	if err != nil {
 		pods, _ := c.Kubectl(context.Background(), "get", "pods", "-A", "-o", "wide")

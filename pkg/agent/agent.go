@@ -151,6 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("waiting for informers to sync: %w", ctx.Err())
 	}
 	a.log.Info("informers synced; reconciling Services", "mode", a.o.Mode, "workers", a.o.Workers)
+	go a.watchIPVS(ctx) // ipvs.go: kube-ipvs0 holding LoadBalancer addresses without strict ARP is reported
 	var wg sync.WaitGroup
 	for i := 0; i < a.o.Workers; i++ {
 		wg.Add(1)
