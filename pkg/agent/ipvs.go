@@ -206,22 +206,15 @@ func (r *ipvsReporter) report(found []ipvsFinding) {
 }
 
 // watchIPVS checks every ipvsCheckPeriod whether kube-ipvs0 holds a
-// LoadBalancer address (one this node announces or any in a Service's
-// status) while ARP is loose, until ctx ends.
+// LoadBalancer address (any in a Service's status, which includes those
+// this node announces) while ARP is loose, until ctx ends.
 func (a *Agent) watchIPVS(ctx context.Context) {
 	r := &ipvsReporter{log: a.log.WithValues("check", "ipvs-arp"), rec: a.rec, node: a.o.NodeName}
+	// Every address this node announces is in a Service's status, so the
+	// index of status addresses covers "announced here" and "any LB address".
 	isLB := func(ip netip.Addr) bool {
-		if objs, err := a.svcIndex.ByIndex(ingressIndex, ip.String()); err == nil && len(objs) > 0 {
-			return true
-		}
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		for _, m := range a.held {
-			if _, ok := m[ip]; ok {
-				return true
-			}
-		}
-		return false
+		objs, err := a.svcIndex.ByIndex(ingressIndex, ip.String())
+		return err == nil && len(objs) > 0
 	}
 	wait.UntilWithContext(ctx, func(context.Context) {
 		addrs, err := hostAddrs()
