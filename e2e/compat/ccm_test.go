@@ -150,8 +150,8 @@ func resolveIn(root, p, bin string) (string, error) {
 // argument, and the blog's global range ConfigMap (addresses swapped for
 // lab ones). A Service gets an address of that range and answers from the
 // client namespace. That RBAC lacks servicecidrs (and watch on leases):
-// vip-ccm names the missing servicecidrs rule and serves without it (after
-// its informer wait, about 25 s here).
+// vip-ccm names each missing rule once, with the file that grants it, and
+// serves without them at once.
 func TestCloudProviderDeployment(t *testing.T) {
 	ctx, l := newLab(t)
 	if err := l.CCM.Stop(syscall.SIGTERM, 20*time.Second); err != nil {

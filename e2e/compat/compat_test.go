@@ -125,32 +125,37 @@ var blogARPEnv = []string{"vip_arp=true", "svc_enable=true", "vip_leaderelection
 // token (standing in for the in-cluster mount) and the node's host name.
 func startKubeVipAgents(t *testing.T, ctx context.Context, l *lab.Lab, rbac string, env []string) map[string]string {
 	t.Helper()
-	for _, n := range l.Nodes {
-		if err := l.StopAgent(n.Name, syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-	}
 	kc := kubeconfigFor(t, ctx, l, rbac, "kube-vip")
 	logs := map[string]string{}
 	for _, n := range l.Nodes {
-		log := filepath.Join(l.Dir, n.Name+"-kube-vip-env.log")
-		f, err := os.Create(log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A hostNetwork Pod has its node's host name; the state file
-		// (vip's own flag) keeps the host's /run clean.
-		cmd := exec.Command("ip", "netns", "exec", n.NS, "unshare", "--uts", "sh", "-c",
-			`hostname "$0" && exec "$@"`, n.Name, filepath.Join(l.Opts.BinDir, "vip-agent"), "manager", "--state-file", n.State)
-		cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "KUBECONFIG=" + kc}, env...)
-		cmd.Stdout, cmd.Stderr = f, f
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		stopOnCleanup(t, cmd, f)
-		logs[n.Name] = log
+		logs[n.Name] = startKubeVipAgent(t, l, n, kc, env)
 	}
 	return logs
+}
+
+// startKubeVipAgent replaces node n's lab agent by one run as kube-vip's
+// DaemonSet runs it, with kubeconfig kc, and returns its log.
+func startKubeVipAgent(t *testing.T, l *lab.Lab, n *lab.Node, kc string, env []string) string {
+	t.Helper()
+	if err := l.StopAgent(n.Name, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(l.Dir, n.Name+"-kube-vip-env.log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A hostNetwork Pod has its node's host name; the state file
+	// (vip's own flag) keeps the host's /run clean.
+	cmd := exec.Command("ip", "netns", "exec", n.NS, "unshare", "--uts", "sh", "-c",
+		`hostname "$0" && exec "$@"`, n.Name, filepath.Join(l.Opts.BinDir, "vip-agent"), "manager", "--state-file", n.State)
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "KUBECONFIG=" + kc}, env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopOnCleanup(t, cmd, f)
+	return log
 }
 
 func waitLog(ctx context.Context, path string, want ...string) (string, error) {
@@ -273,4 +278,40 @@ func stopOnCleanup(t *testing.T, cmd *exec.Cmd, f *os.File) {
 		}
 		_ = f.Close()
 	})
+}
+
+// TestNotesRBACNodeIsNoCandidate: the black hole of kube-vip's RBAC. One
+// node runs the notes' DaemonSet under their RBAC (no endpointslices
+// rule), the other vip's agent under vip's RBAC. The first names the
+// missing rule and never becomes ready, so it is never a candidate: every
+// Service, including the ones whose preferred node it would be, is bound
+// on and answered by the second node.
+func TestNotesRBACNodeIsNoCandidate(t *testing.T) {
+	ctx, l := newLab(t)
+	bad, good := l.Nodes[0], l.Nodes[1]
+	kc := kubeconfigFor(t, ctx, l, notesRBAC, "kube-vip")
+	log := startKubeVipAgent(t, l, bad, kc, notesARPEnv)
+	if _, err := waitLog(ctx, log, "missing RBAC rule", "resources [endpointslices]", "deploy/agent/rbac.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	const services = 6 // the global pool's six addresses; by rendezvous hashing about half would prefer the first node
+	for i := range services {
+		if _, err := l.CreateService(ctx, "default", fmt.Sprintf("web%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range services {
+		name := fmt.Sprintf("web%d", i)
+		addrs, err := l.WaitAddress(ctx, "default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WaitBound(ctx, addrs[0], good.Name); err != nil {
+			t.Fatalf("%s (%s): %v", name, addrs[0], err)
+		}
+		if _, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s == good.Name }); err != nil {
+			t.Fatalf("%s (%s): %v", name, addrs[0], err)
+		}
+	}
+	t.Logf("%d Services bound on and answered by %s; %s (the notes' RBAC) is no candidate", services, good.Name, bad.Name)
 }

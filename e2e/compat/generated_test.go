@@ -24,19 +24,26 @@ import (
 	"github.com/vip-lb/vip/e2e/lab"
 )
 
-// renderDaemonSet runs vip's generator (`vip-agent manifest daemonset
-// args…`, the command of a document with kube-vip's name swapped) and
-// returns the DaemonSet it prints and the other objects (ServiceAccount,
-// RBAC, admission policy) as YAML to apply.
-func renderDaemonSet(t *testing.T, bin string, args ...string) (*appsv1.DaemonSet, []byte) {
+// renderDaemonSet runs vip's generator as the documents' alias runs
+// kube-vip's (`ctr run --rm --net-host IMAGE vip /kube-vip manifest
+// daemonset args…`: the path /kube-vip resolved inside the agent image's
+// file tree) and returns the DaemonSet it prints and the other objects
+// (ServiceAccount, RBAC, admission policy) as YAML to apply.
+func renderDaemonSet(t *testing.T, l *lab.Lab, args ...string) (*appsv1.DaemonSet, []byte) {
 	t.Helper()
-	out, err := exec.Command(bin, append([]string{"manifest", "daemonset"}, args...)...).Output()
+	bin := filepath.Join(l.Opts.BinDir, "vip-agent")
+	root := imageTree(t, filepath.Join(l.Opts.RepoDir, "Dockerfile.agent"), "/out/vip-agent", bin)
+	exe, err := resolveIn(root, "/kube-vip", bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(exe, append([]string{"manifest", "daemonset"}, args...)...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			t.Fatalf("manifest daemonset %v: %v: %s", args, err, ee.Stderr)
+			t.Fatalf("/kube-vip manifest daemonset %v: %v: %s", args, err, ee.Stderr)
 		}
-		t.Fatalf("manifest daemonset %v: %v", args, err)
+		t.Fatalf("/kube-vip manifest daemonset %v: %v", args, err)
 	}
 	var ds *appsv1.DaemonSet
 	var rest [][]byte
@@ -181,7 +188,7 @@ func runAsKubelet(t *testing.T, ctx context.Context, l *lab.Lab, ds *appsv1.Daem
 // node.
 func TestGeneratedARPDaemonSet(t *testing.T) {
 	ctx, l := newLab(t)
-	ds, objs := renderDaemonSet(t, filepath.Join(l.Opts.BinDir, "vip-agent"), "--inCluster", "--services", "--arp", "--leaderElection")
+	ds, objs := renderDaemonSet(t, l, "--inCluster", "--services", "--arp", "--leaderElection")
 	runAsKubelet(t, ctx, l, ds, objs)
 	if _, err := l.CreateService(ctx, "default", "nginx"); err != nil {
 		t.Fatal(err)
@@ -252,7 +259,7 @@ func TestGeneratedBGPDaemonSet(t *testing.T) {
 	for _, a := range peerAddrs {
 		list = append(list, a.String()+":65000::false")
 	}
-	ds, objs := renderDaemonSet(t, filepath.Join(l.Opts.BinDir, "vip-agent"), "--interface", "lo", "--inCluster", "--services", "--bgp",
+	ds, objs := renderDaemonSet(t, l, "--interface", "lo", "--inCluster", "--services", "--bgp",
 		"--bgpRouterID", "192.168.0.1", "--bgppeers", strings.Join(list, ","))
 	runAsKubelet(t, ctx, l, ds, objs)
 	for _, p := range peers {
@@ -320,7 +327,7 @@ func TestGeneratedEquinixAnnotationsDaemonSet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ds, objs := renderDaemonSet(t, bin, "--interface", "lo", "--services", "--bgp", "--annotations", "metal.equinix.com", "--inCluster")
+	ds, objs := renderDaemonSet(t, l, "--interface", "lo", "--services", "--bgp", "--annotations", "metal.equinix.com", "--inCluster")
 	var ann string
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == "annotation" {

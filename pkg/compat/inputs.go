@@ -193,7 +193,7 @@ var inputs = []Input{
 	bflag("leaderElection", Honoured, "leader-election", "ARP always elects; in BGP it puts the control-plane VIP on the Lease holder only"),
 	flag("leaderElectionType", Refused, "", noEtcd, "kubernetes"),
 	flag("leaseDuration", Honoured, "lease-duration", "seconds, or a duration"),
-	flag("leaseName", Honoured, "lease-name", ""),
+	flag("leaseName", Honoured, "lease-name", "the control-plane Lease"),
 	flag("leaseRenewDuration", Honoured, "lease-renew-deadline", ""),
 	flag("leaseRetry", Honoured, "lease-retry-period", ""),
 	flag("localAS", Honoured, "localAS", ""),

@@ -1,0 +1,123 @@
+//go:build e2e
+
+package compat
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/e2e/lab"
+)
+
+// waitWarning waits for a Warning Event with reason on Service ns/name and
+// returns its message.
+func waitWarning(ctx context.Context, l *lab.Lab, ns, name, reason string) (string, error) {
+	var msg string
+	err := lab.Poll(ctx, 200*time.Millisecond, func() (bool, error) {
+		evs, err := l.Admin.CoreV1().Events(ns).List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.kind=Service,involvedObject.name=" + name})
+		if err != nil {
+			return false, nil
+		}
+		for _, e := range evs.Items {
+			if e.Type == v1.EventTypeWarning && e.Reason == reason {
+				msg = e.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return msg, err
+}
+
+// TestLeaseNameAnnotation: kube-vip's kube-vip.io/leaseName in ns/name form
+// (a per-Service Lease in another namespace) is answered with a Warning
+// UnsupportedAnnotation naming it (vip elects per address), and the
+// Service is announced as any other: its address answers from the client.
+func TestLeaseNameAnnotation(t *testing.T) {
+	ctx, l := newLab(t)
+	if _, err := l.CreateService(ctx, "default", "web", lab.Annotate("kube-vip.io/leaseName", "team/web")); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := waitWarning(ctx, l, "default", "web", "UnsupportedAnnotation")
+	if err != nil {
+		t.Fatalf("no UnsupportedAnnotation Warning: %v", err)
+	}
+	if !strings.Contains(msg, "kube-vip.io/leaseName") || !strings.Contains(msg, "vip-addr-") {
+		t.Fatalf("the Warning does not name leaseName and the per-address Lease: %q", msg)
+	}
+	addrs, err := l.WaitAddress(ctx, "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Admin.CoordinationV1().Leases("team").Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("Lease team/web: err %v; want none written", err)
+	}
+	t.Logf("leaseName team/web: %q; %s answers from %s", msg, addrs[0], node)
+}
+
+// TestAgentOnlyNotesService: the operator notes' install has no cloud
+// provider: their Service asks for its address with
+// kube-vip.io/loadbalancerIPs (10.0.0.10, mapped into the lab's pool) and
+// kube-vip announced it from the annotation. With vip-agent alone (no
+// vip-ccm, no vip-ccm Lease) the Service is not announced from the
+// annotation: after 30 s one agent records a Warning NoAddressAssigned
+// saying no vip-ccm is running. Once vip-ccm runs, the requested address
+// is given and answers from the client namespace.
+func TestAgentOnlyNotesService(t *testing.T) {
+	ctx, l := newLab(t)
+	if err := l.CCM.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// A cluster that never ran vip-ccm has no leader Lease.
+	leases, err := l.Admin.CoordinationV1().Leases("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, le := range leases.Items {
+		if strings.Contains(le.Name, "ccm") || strings.Contains(le.Name, "cloud-controller") {
+			if err := l.Admin.CoordinationV1().Leases("kube-system").Delete(ctx, le.Name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := l.GlobalPool4().Addr().Next().Next().Next()
+	if _, err := l.CreateService(ctx, "default", "nginx", lab.Annotate("kube-vip.io/loadbalancerIPs", want.String())); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	msg, err := waitWarning(ctx, l, "default", "nginx", "NoAddressAssigned")
+	if err != nil {
+		t.Fatalf("no NoAddressAssigned Warning: %v", err)
+	}
+	if !strings.Contains(msg, "no vip-ccm is running") || !strings.Contains(msg, want.String()) {
+		t.Fatalf("NoAddressAssigned message %q; want the requested %s and that no vip-ccm is running", msg, want)
+	}
+	t.Logf("after %v: %s", time.Since(t0).Round(time.Second), msg)
+	if err := l.CCM.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := l.WaitAddress(ctx, "default", "nginx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs[0] != want {
+		t.Fatalf("the Service got %s; it asked for %s", addrs[0], want)
+	}
+	node, err := l.WaitServedBy(ctx, want, lab.ServicePort, func(s string) bool { return s != "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("with vip-ccm running, %s answers from %s", want, node)
+}
