@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,7 +10,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/vip-lb/vip/pkg/agentconfig"
 	"github.com/vip-lb/vip/pkg/bgpconfig"
+	"github.com/vip-lb/vip/pkg/controlplane"
 )
 
 // Form is the kind of manifest to build.
@@ -123,143 +126,130 @@ type Options struct {
 }
 
 // withDefaults validates o for form and fills in defaults. Every error wraps
-// ErrInvalid and fits on one line.
+// ErrInvalid and fits on one line. The rules the agent applies too (the
+// control-plane address, dynamic DNS, the Lease timings) are the agent's
+// own, from pkg/agentconfig.
 func (o Options) withDefaults(form Form) (Options, error) {
-	bad := func(format string, args ...any) (Options, error) {
-		return o, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
-	}
 	switch form {
 	case FormPod, FormDaemonSet, FormK3s:
 	default:
-		return bad("unknown form %q (want pod, daemonset or k3s)", form)
+		return o, fmt.Errorf("%w: unknown form %q (want pod, daemonset or k3s)", ErrInvalid, form)
 	}
-	if o.Namespace == "" {
-		o.Namespace = DefaultNamespace
-	}
-	if o.Port == 0 {
-		o.Port = DefaultPort
-	}
-	if o.LeaseName == "" {
-		o.LeaseName = DefaultLeaseName
-	}
-	if o.MetricsPort == 0 {
-		o.MetricsPort = DefaultMetricsPort
-	}
-	if form == FormK3s {
-		o.InCluster = true
-		if o.ControlPlane {
-			o.Taint = true // the local API server runs on server nodes only
+	o = o.defaults(form)
+	for _, check := range []func(Form) error{o.checkModes, o.checkPorts, o.checkCredentials, o.checkControlPlane, o.checkBGPFlags} {
+		if err := check(form); err != nil {
+			return o, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-	}
-	if !o.InCluster && o.KubeconfigPath == "" {
-		o.KubeconfigPath = DefaultKubeconfigPath
-	}
-	switch {
-	case o.Image == "":
-		return bad("no image")
-	case o.ARP && o.BGP:
-		return bad("--arp and --bgp are both set: choose one advertisement mode")
-	case !o.ARP && !o.BGP:
-		return bad("no advertisement mode: set --arp or --bgp")
-	case !o.ControlPlane && !o.Services:
-		return bad("nothing to do: set --controlplane, --services or both")
-	case o.ControlPlane && o.Address == "":
-		return bad("--controlplane needs --address (the control-plane VIP, an IP address or a DNS name)")
-	case o.Port < 1 || o.Port > 65535:
-		return bad("--port %d is not a TCP port", o.Port)
-	case o.MetricsPort < 1 || o.MetricsPort > 65535:
-		return bad("metrics port %d is not a TCP port", o.MetricsPort)
-	case o.HealthCheckPort < 0 || o.HealthCheckPort > 65535:
-		return bad("--healthCheckPort %d is not a TCP port", o.HealthCheckPort)
-	case o.HoldTime < 0 || o.Keepalive < 0:
-		return bad("--bgpHoldTimer and --bgpKeepAliveInterval must not be negative")
-	case form == FormPod && o.InCluster:
-		return bad("--inCluster needs a DaemonSet: a static Pod has no ServiceAccount token (it mounts --kubeconfig-path)")
-	case form == FormPod && o.Taint:
-		return bad("--taint applies to DaemonSets: a static Pod runs on the node whose manifests folder holds it")
-	case form == FormDaemonSet && !o.InCluster && !o.Taint:
-		return bad("a DaemonSet without --inCluster mounts %s, which only control-plane nodes have: add --taint or --inCluster", o.KubeconfigPath)
-	case o.InCluster && o.KubeconfigPath != "":
-		return bad("--kubeconfig-path and --inCluster are both set: choose one source of credentials")
-	case o.KubeconfigPath != "" && !strings.HasPrefix(o.KubeconfigPath, "/"):
-		return bad("--kubeconfig-path %q must be an absolute host path", o.KubeconfigPath)
-	case o.PasswordFile != "" && !strings.HasPrefix(o.PasswordFile, "/"):
-		return bad("--bgp-password-file %q must be an absolute host path", o.PasswordFile)
-	case o.PasswordFile != "" && form != FormPod:
-		return bad("--bgp-password-file mounts a host file into the static Pod; a DaemonSet gets the passwords of --bgppeers in the Secret %s", PasswordSecret)
-	case o.PasswordFile != "" && !o.BGP:
-		return bad("--bgp-password-file needs --bgp")
-	case strings.ContainsAny(o.Interface, " /:\t\n") || len(o.Interface) > 15:
-		return bad("--interface %q is not an interface name", o.Interface)
-	}
-	if o.Address != "" {
-		if err := checkAddress(o.Address); err != nil {
-			return bad("--address %q: %v", o.Address, err)
-		}
-	}
-	if o.DDNS {
-		switch _, err := netip.ParseAddr(o.Address); {
-		case !o.ControlPlane:
-			return bad("--ddns obtains the control-plane address: it needs --controlplane")
-		case err == nil:
-			return bad("--ddns needs a DNS name in --address (sent as DHCP host name), not the address %s", o.Address)
-		case o.Interface == "":
-			return bad("--ddns needs --interface: the DHCP lease is taken on a macvlan of that interface")
-		case o.BGP && !o.LeaderElection:
-			return bad("--ddns with --bgp needs --leaderElection: one node holds the DHCP lease")
-		}
-	}
-	if errs := validation.IsDNS1123Subdomain(o.LeaseName); len(errs) > 0 {
-		return bad("lease name %q: %s", o.LeaseName, errs[0])
-	}
-	if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
-		return bad("namespace %q: %s", o.Namespace, errs[0])
-	}
-	if err := checkLease(o.LeaseDuration, o.RenewDeadline, o.RetryPeriod); err != nil {
-		return bad("%v", err)
-	}
-	if o.BGP {
-		if err := o.checkBGP(); err != nil {
-			return bad("%v", err)
-		}
-	} else if o.RouterID != "" || o.RouterInterface != "" || o.PeerAddress != "" || o.Peers != "" || o.Annotations != "" ||
-		o.SourceIP != "" || o.SourceIF != "" || o.HoldTime != 0 || o.Keepalive != 0 {
-		return bad("BGP settings (--bgpRouterID, --bgppeers, --peerAddress, --annotations…) need --bgp")
 	}
 	return o, nil
 }
 
-// checkAddress accepts an IP address or a DNS name.
-func checkAddress(s string) error {
-	if a, err := netip.ParseAddr(s); err == nil {
-		a = a.Unmap()
-		if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.Zone() != "" {
-			return errors.New("not usable as a virtual IP")
+// defaults fills the zero fields that have a default for form.
+func (o Options) defaults(form Form) Options {
+	o.Namespace = cmp.Or(o.Namespace, DefaultNamespace)
+	o.Port = cmp.Or(o.Port, DefaultPort)
+	o.LeaseName = cmp.Or(o.LeaseName, DefaultLeaseName)
+	o.MetricsPort = cmp.Or(o.MetricsPort, DefaultMetricsPort)
+	if form == FormK3s {
+		o.InCluster = true
+		o.Taint = o.Taint || o.ControlPlane // the local API server runs on server nodes only
+	}
+	if !o.InCluster {
+		o.KubeconfigPath = cmp.Or(o.KubeconfigPath, DefaultKubeconfigPath)
+	}
+	return o
+}
+
+// rule is one check: broken says it fails, msg why.
+type rule struct {
+	broken bool
+	msg    string
+}
+
+// firstBroken returns the message of the first broken rule as an error.
+func firstBroken(rules ...rule) error {
+	for _, r := range rules {
+		if r.broken {
+			return errors.New(r.msg)
 		}
-		return nil
-	}
-	if strings.Contains(s, "/") {
-		return errors.New("give the address without a prefix length")
-	}
-	if errs := validation.IsDNS1123Subdomain(strings.TrimSuffix(s, ".")); len(errs) > 0 {
-		return errors.New("neither an IP address nor a DNS name")
 	}
 	return nil
 }
 
-// checkLease checks the timings that are set; unset ones are the agent's.
-func checkLease(d, renew, retry time.Duration) error {
-	if d < 0 || renew < 0 || retry < 0 {
-		return errors.New("lease timings must not be negative")
+func (o Options) checkModes(Form) error {
+	return firstBroken(
+		rule{o.Image == "", "no image"},
+		rule{o.ARP && o.BGP, "--arp and --bgp are both set: choose one advertisement mode"},
+		rule{!o.ARP && !o.BGP, "no advertisement mode: set --arp or --bgp"},
+		rule{!o.ControlPlane && !o.Services, "nothing to do: set --controlplane, --services or both"},
+		rule{o.ControlPlane && o.Address == "", "--controlplane needs --address (the control-plane VIP, an IP address or a DNS name)"},
+		rule{strings.ContainsAny(o.Interface, " /:\t\n") || len(o.Interface) > 15, fmt.Sprintf("--interface %q is not an interface name", o.Interface)},
+	)
+}
+
+func (o Options) checkPorts(Form) error {
+	notPort := func(p int) bool { return p < 1 || p > 65535 }
+	return firstBroken(
+		rule{notPort(o.Port), fmt.Sprintf("--port %d is not a TCP port", o.Port)},
+		rule{notPort(o.MetricsPort), fmt.Sprintf("metrics port %d is not a TCP port", o.MetricsPort)},
+		rule{o.HealthCheckPort != 0 && notPort(o.HealthCheckPort), fmt.Sprintf("--healthCheckPort %d is not a TCP port", o.HealthCheckPort)},
+		rule{o.HoldTime < 0 || o.Keepalive < 0, "--bgpHoldTimer and --bgpKeepAliveInterval must not be negative"},
+	)
+}
+
+func (o Options) checkCredentials(form Form) error {
+	return firstBroken(
+		rule{form == FormPod && o.InCluster, "--inCluster needs a DaemonSet: a static Pod has no ServiceAccount token (it mounts --kubeconfig-path)"},
+		rule{form == FormPod && o.Taint, "--taint applies to DaemonSets: a static Pod runs on the node whose manifests folder holds it"},
+		rule{form == FormDaemonSet && !o.InCluster && !o.Taint, fmt.Sprintf("a DaemonSet without --inCluster mounts %s, which only control-plane nodes have: add --taint or --inCluster", o.KubeconfigPath)},
+		rule{o.InCluster && o.KubeconfigPath != "", "--kubeconfig-path and --inCluster are both set: choose one source of credentials"},
+		rule{o.KubeconfigPath != "" && !strings.HasPrefix(o.KubeconfigPath, "/"), fmt.Sprintf("--kubeconfig-path %q must be an absolute host path", o.KubeconfigPath)},
+		rule{o.PasswordFile != "" && !strings.HasPrefix(o.PasswordFile, "/"), fmt.Sprintf("--bgp-password-file %q must be an absolute host path", o.PasswordFile)},
+		rule{o.PasswordFile != "" && form != FormPod, "--bgp-password-file mounts a host file into the static Pod; a DaemonSet gets the passwords of --bgppeers in the Secret " + PasswordSecret},
+		rule{o.PasswordFile != "" && !o.BGP, "--bgp-password-file needs --bgp"},
+	)
+}
+
+// checkControlPlane checks the control-plane settings by the agent's rules.
+func (o Options) checkControlPlane(Form) error {
+	if o.Address != "" {
+		if err := agentconfig.CheckVIPAddress(o.Address); err != nil {
+			return fmt.Errorf("--address %q %w", o.Address, err)
+		}
 	}
-	if d > 0 && renew > 0 && renew >= d {
-		return fmt.Errorf("--leaseRenewDuration (%v) must be shorter than --leaseDuration (%v)", renew, d)
+	if o.DDNS && !o.ControlPlane {
+		return errors.New("--ddns obtains the control-plane address: it needs --controlplane")
 	}
-	if renew > 0 && retry > 0 && retry >= renew {
-		return fmt.Errorf("--leaseRetry (%v) must be shorter than --leaseRenewDuration (%v)", retry, renew)
+	if o.DDNS {
+		if err := agentconfig.CheckDDNS(o.Address, o.Interface, o.BGP, o.LeaderElection); err != nil {
+			return fmt.Errorf("--ddns %w", err)
+		}
 	}
-	if d > 0 && retry > 0 && retry >= d {
-		return fmt.Errorf("--leaseRetry (%v) must be shorter than --leaseDuration (%v)", retry, d)
+	if errs := validation.IsDNS1123Subdomain(o.LeaseName); len(errs) > 0 {
+		return fmt.Errorf("lease name %q: %s", o.LeaseName, errs[0])
+	}
+	if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
+		return fmt.Errorf("namespace %q: %s", o.Namespace, errs[0])
+	}
+	// Unset timings are the agent's defaults, checked with the ones set.
+	d := cmp.Or(o.LeaseDuration, controlplane.DefaultLeaseDuration)
+	renew := cmp.Or(o.RenewDeadline, controlplane.DefaultRenewDeadline)
+	retry := cmp.Or(o.RetryPeriod, controlplane.DefaultRetryPeriod)
+	if err := agentconfig.CheckLeaseTimings(d, renew, retry); err != nil {
+		return fmt.Errorf("--leaseDuration, --leaseRenewDuration, --leaseRetry: %w", err)
+	}
+	return nil
+}
+
+// checkBGPFlags checks the BGP settings with --bgp, and refuses them
+// without it.
+func (o Options) checkBGPFlags(Form) error {
+	if o.BGP {
+		return o.checkBGP()
+	}
+	if o.RouterID != "" || o.RouterInterface != "" || o.PeerAddress != "" || o.Peers != "" || o.Annotations != "" ||
+		o.SourceIP != "" || o.SourceIF != "" || o.HoldTime != 0 || o.Keepalive != 0 {
+		return errors.New("BGP settings (--bgpRouterID, --bgppeers, --peerAddress, --annotations…) need --bgp")
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package manifest
 
 import (
 	"errors"
@@ -8,14 +8,13 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/vip-lb/vip/internal/version"
+	"github.com/vip-lb/vip/pkg/agentconfig"
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 	"github.com/vip-lb/vip/pkg/compat"
-	"github.com/vip-lb/vip/pkg/manifest"
 )
 
 const manifestUsage = `Usage: vip-agent manifest pod|daemonset|rbac [flags]
@@ -35,47 +34,9 @@ Example (kubeadm, ARP, control plane and Services):
 Flags:
 `
 
-// secondsOrDuration is a lease timing given as kube-vip's whole seconds
-// ("5") or as a Go duration ("1500ms").
-type secondsOrDuration struct{ d *time.Duration }
-
-func (v secondsOrDuration) String() string {
-	if v.d == nil || *v.d == 0 {
-		return ""
-	}
-	return v.d.String()
-}
-
-func (v secondsOrDuration) Set(s string) error {
-	d, err := parseSecondsOrDuration(s)
-	if err != nil {
-		return err
-	}
-	*v.d = d
-	return nil
-}
-
-func (v secondsOrDuration) Type() string { return "duration" }
-
-// parseSecondsOrDuration reads "5" as five seconds and "1.5s" or "1500ms"
-// as Go durations; the result must be positive.
-func parseSecondsOrDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	var d time.Duration
-	if n, err := strconv.ParseInt(s, 10, 32); err == nil {
-		d = time.Duration(n) * time.Second
-	} else if d, err = time.ParseDuration(s); err != nil {
-		return 0, fmt.Errorf("%q is neither whole seconds nor a duration such as 1500ms", s)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%q is not positive", s)
-	}
-	return d, nil
-}
-
 // manifestFlags are the generator's flags: kube-vip's, plus vip's own.
 type manifestFlags struct {
-	o                        manifest.Options
+	o                        Options
 	vip, address             string
 	k3s, loadBalancer        bool
 	servicesElection, slices bool
@@ -89,14 +50,14 @@ type manifestFlags struct {
 }
 
 func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
-	m := &manifestFlags{o: manifest.Options{
+	m := &manifestFlags{o: Options{
 		Image: version.Image("vip-agent"), LocalAS: 65000, PeerAS: 65000,
 	}}
 	o := &m.o
 	fs.StringVar(&o.Interface, "interface", "", "Interface that announces the addresses (default: the one whose subnet covers each address).")
 	fs.StringVar(&m.address, "address", "", "Control-plane VIP: an IP address or a DNS name (resolved by the agent, and re-resolved).")
 	fs.StringVar(&m.vip, "vip", "", "Older name of --address.")
-	fs.IntVar(&o.Port, "port", manifest.DefaultPort, "API server port.")
+	fs.IntVar(&o.Port, "port", DefaultPort, "API server port.")
 	fs.BoolVar(&o.ARP, "arp", false, "Announce by gratuitous ARP / neighbour advertisements from one elected node.")
 	fs.BoolVar(&o.BGP, "bgp", false, "Announce by BGP.")
 	fs.BoolVar(&o.LeaderElection, "leaderElection", false, "BGP: only the control-plane Lease holder advertises the control-plane VIP (ARP always elects).")
@@ -105,13 +66,13 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 	fs.BoolVar(&o.InCluster, "inCluster", false, "DaemonSet: use the ServiceAccount token instead of the host's kubeconfig.")
 	fs.BoolVar(&o.Taint, "taint", false, "DaemonSet: run on control-plane nodes only.")
 	fs.BoolVar(&m.k3s, "k3s", false, "DaemonSet for k3s's auto-deploy folder (implies --inCluster; with --controlplane, server nodes only).")
-	fs.StringVar(&o.Namespace, "namespace", manifest.DefaultNamespace, "Namespace of the agent and its Leases.")
-	fs.StringVar(&o.LeaseName, "leaseName", manifest.DefaultLeaseName, "Name of the control-plane Lease.")
-	fs.Var(secondsOrDuration{&o.LeaseDuration}, "leaseDuration", "Control-plane Lease duration, seconds or a duration (default: the agent's, 1.5s).")
-	fs.Var(secondsOrDuration{&o.RenewDeadline}, "leaseRenewDuration", "Control-plane Lease renew deadline (default: the agent's, 1s).")
-	fs.Var(secondsOrDuration{&o.RetryPeriod}, "leaseRetry", "Control-plane Lease retry period (default: the agent's, 250ms).")
-	fs.StringVar(&o.KubeconfigPath, "kubeconfig-path", "", "Host kubeconfig mounted into the agent (default "+manifest.DefaultKubeconfigPath+"; "+manifest.SuperAdminKubeconfig+" on the first kubeadm 1.29+ control-plane node).")
-	fs.StringVar(&o.KubeconfigPath, "k8sConfigPath", "", "kube-vip's name of --kubeconfig-path (e.g. "+manifest.SuperAdminKubeconfig+").")
+	fs.StringVar(&o.Namespace, "namespace", DefaultNamespace, "Namespace of the agent and its Leases.")
+	fs.StringVar(&o.LeaseName, "leaseName", DefaultLeaseName, "Name of the control-plane Lease.")
+	fs.Var(agentconfig.SecondsOrDuration{D: &o.LeaseDuration}, "leaseDuration", "Control-plane Lease duration, seconds or a duration (default: the agent's, 1.5s).")
+	fs.Var(agentconfig.SecondsOrDuration{D: &o.RenewDeadline}, "leaseRenewDuration", "Control-plane Lease renew deadline (default: the agent's, 1s).")
+	fs.Var(agentconfig.SecondsOrDuration{D: &o.RetryPeriod}, "leaseRetry", "Control-plane Lease retry period (default: the agent's, 250ms).")
+	fs.StringVar(&o.KubeconfigPath, "kubeconfig-path", "", "Host kubeconfig mounted into the agent (default "+DefaultKubeconfigPath+"; "+SuperAdminKubeconfig+" on the first kubeadm 1.29+ control-plane node).")
+	fs.StringVar(&o.KubeconfigPath, "k8sConfigPath", "", "kube-vip's name of --kubeconfig-path (e.g. "+SuperAdminKubeconfig+").")
 	fs.StringVar(&o.LocalAPIServer, "local-apiserver", "", "URL of each node's own API server for the control-plane election (default https://127.0.0.1:PORT).")
 	fs.StringVar(&o.Image, "image", o.Image, "Agent image.")
 	fs.StringVar(&o.RouterID, "bgpRouterID", "", "BGP router ID (IPv4).")
@@ -121,12 +82,12 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 	fs.StringVar(&o.PeerAddress, "peerAddress", "", "A single BGP peer.")
 	fs.StringVar(&o.Peers, "bgppeers", "", "BGP peers as address:AS:password:multihop,…")
 	fs.StringVar(&o.Annotations, "annotations", "", "Read per-node BGP settings from Node annotations under this prefix.")
-	fs.StringVar(&o.PasswordFile, "bgp-password-file", "", "Static Pod: host file or folder with the BGP passwords, mounted for the agent (a DaemonSet gets the passwords of --bgppeers in the Secret "+manifest.PasswordSecret+" instead).")
+	fs.StringVar(&o.PasswordFile, "bgp-password-file", "", "Static Pod: host file or folder with the BGP passwords, mounted for the agent (a DaemonSet gets the passwords of --bgppeers in the Secret "+PasswordSecret+" instead).")
 	fs.BoolVar(&o.DDNS, "ddns", false, "Obtain the address of the DNS name in --address by DHCP, sending the name as host name (dynamic DNS).")
 	fs.StringVar(&o.ServicesInterface, "serviceInterface", "", "Interface for Service addresses (default --interface).")
 	fs.StringVar(&o.SourceIP, "sourceIP", "", "Local address of every BGP session.")
 	fs.StringVar(&o.SourceIF, "sourceIF", "", "Bind every BGP session to this interface.")
-	fs.StringVar(&m.peerPass, "peerPass", "", "TCP MD5 password of --peerAddress (a DaemonSet keeps it in the Secret "+manifest.PasswordSecret+").")
+	fs.StringVar(&m.peerPass, "peerPass", "", "TCP MD5 password of --peerAddress (a DaemonSet keeps it in the Secret "+PasswordSecret+").")
 	fs.BoolVar(&m.multihop, "multihop", false, "eBGP multihop for --peerAddress.")
 	fs.IntVar(&o.HoldTime, "bgpHoldTimer", 0, "BGP hold time in seconds (default: the agent's, 30).")
 	fs.IntVar(&o.Keepalive, "bgpKeepAliveInterval", 0, "BGP keepalive interval in seconds (default: the agent's, 10).")
@@ -155,7 +116,7 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 
 // options checks the flags that have no Options field and returns the
 // manifest's form and options.
-func (m *manifestFlags) options(kind string) (manifest.Form, manifest.Options, error) {
+func (m *manifestFlags) options(kind string) (Form, Options, error) {
 	o := m.o
 	switch {
 	case m.vip != "" && m.address != "" && m.vip != m.address:
@@ -220,14 +181,14 @@ func (m *manifestFlags) options(kind string) (manifest.Form, manifest.Options, e
 		if m.k3s {
 			return "", o, errors.New("--k3s makes a DaemonSet for /var/lib/rancher/k3s/server/manifests: use `vip-agent manifest daemonset --k3s`")
 		}
-		return manifest.FormPod, o, nil
+		return FormPod, o, nil
 	case "rbac":
 		return formRBAC, o, nil
 	case "daemonset", "ds":
 		if m.k3s {
-			return manifest.FormK3s, o, nil
+			return FormK3s, o, nil
 		}
-		return manifest.FormDaemonSet, o, nil
+		return FormDaemonSet, o, nil
 	}
 	return "", o, fmt.Errorf("unknown manifest %q: want pod or daemonset", kind)
 }
@@ -236,28 +197,30 @@ func (m *manifestFlags) options(kind string) (manifest.Form, manifest.Options, e
 var errHelp = pflag.ErrHelp
 
 // parseManifestArgs reads `manifest` arguments: the form, then flags.
-func parseManifestArgs(args []string) (manifest.Form, manifest.Options, error) {
+func parseManifestArgs(args []string) (Form, Options, error) {
 	fs := pflag.NewFlagSet("vip-agent manifest", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	m := newManifestFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return "", manifest.Options{}, errHelp
+			return "", Options{}, errHelp
 		}
-		return "", manifest.Options{}, err
+		return "", Options{}, err
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return "", manifest.Options{}, errors.New("which manifest? want `vip-agent manifest pod|daemonset [flags]`")
+		return "", Options{}, errors.New("which manifest? want `vip-agent manifest pod|daemonset [flags]`")
 	}
 	if len(rest) > 1 {
-		return "", manifest.Options{}, fmt.Errorf("unexpected arguments %q", rest[1:])
+		return "", Options{}, fmt.Errorf("unexpected arguments %q", rest[1:])
 	}
 	return m.options(rest[0])
 }
 
-// runManifest prints the manifest the arguments describe to w.
-func runManifest(args []string, w io.Writer) error {
+// Command is `vip-agent manifest`: it prints the manifest the arguments
+// describe to w (the usage text for --help). Errors wrap
+// agentconfig.ErrConfig and ErrInvalid and fit on one line.
+func Command(args []string, w io.Writer) error {
 	form, o, err := parseManifestArgs(args)
 	if errors.Is(err, errHelp) {
 		fs := pflag.NewFlagSet("vip-agent manifest", pflag.ContinueOnError)
@@ -266,16 +229,16 @@ func runManifest(args []string, w io.Writer) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %w: %w", errConfig, manifest.ErrInvalid, err)
+		return fmt.Errorf("%w: %w: %w", agentconfig.ErrConfig, ErrInvalid, err)
 	}
 	var b []byte
 	if form == formRBAC {
-		b, err = manifest.RenderRBAC(o.Namespace, o.LeaseName)
-	} else if b, err = manifest.Render(form, o); err == nil {
+		b, err = RenderRBAC(o.Namespace, o.LeaseName)
+	} else if b, err = Render(form, o); err == nil {
 		err = checkWithAgent(form, o)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %w", errConfig, err)
+		return fmt.Errorf("%w: %w", agentconfig.ErrConfig, err)
 	}
 	_, err = w.Write(b)
 	return err

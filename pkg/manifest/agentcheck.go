@@ -1,18 +1,17 @@
-package main
+package manifest
 
 import (
 	"fmt"
 	"strings"
 
-	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/vip-lb/vip/pkg/manifest"
+	"github.com/vip-lb/vip/pkg/agentconfig"
 )
 
 // formRBAC is `vip-agent manifest rbac`: the agent's RBAC alone.
-const formRBAC manifest.Form = "rbac"
+const formRBAC Form = "rbac"
 
 // checkWithAgent runs the agent's own configuration checks on the
 // environment and arguments the manifest gives the container, so a
@@ -20,8 +19,8 @@ const formRBAC manifest.Form = "rbac"
 // rules. Values only a node knows are stood in for: the node name, and a
 // router ID for --bgpRouterInterface (192.0.2.1, a documentation address,
 // only ever parsed); mounted files are not read.
-func checkWithAgent(form manifest.Form, o manifest.Options) error {
-	objs, err := manifest.Objects(form, o)
+func checkWithAgent(form Form, o Options) error {
+	objs, err := Objects(form, o)
 	if err != nil {
 		return err
 	}
@@ -53,17 +52,7 @@ func checkWithAgent(form manifest.Form, o manifest.Options) error {
 			args = append(args, a)
 		}
 	}
-	cfg := defaultConfig()
-	fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
-	cfg.flags(fs)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("the agent would refuse this manifest: %w", err)
-	}
-	if err := applyEnv(fs, mapEnv(env)); err != nil {
-		return fmt.Errorf("the agent would refuse this manifest: %w", err)
-	}
-	cfg.nodeName = "generator-check"
-	if err := cfg.validate(); err != nil {
+	if err := agentconfig.CheckContainer(args, env, "generator-check"); err != nil {
 		return fmt.Errorf("the agent would refuse this manifest: %w", err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package main
+package agentapp
 
 import (
 	"net/http"
@@ -7,8 +7,11 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/pkg/agentconfig"
 )
 
 func TestMetricsListenAddr(t *testing.T) {
@@ -24,8 +27,8 @@ func TestMetricsListenAddr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := defaultConfig()
-			c.metricsAddr, c.nodeAddress = tt.metrics, tt.node
+			c := agentconfig.Default()
+			c.MetricsAddress, c.NodeAddress = tt.metrics, tt.node
 			got, err := metricsListenAddr(c, tt.api)
 			if err != nil {
 				t.Fatal(err)
@@ -35,8 +38,8 @@ func TestMetricsListenAddr(t *testing.T) {
 			}
 		})
 	}
-	c := defaultConfig()
-	c.metricsAddr = "2112"
+	c := agentconfig.Default()
+	c.MetricsAddress = "2112"
 	if _, err := metricsListenAddr(c, ""); err == nil {
 		t.Fatal("a port without ':' was accepted")
 	}
@@ -63,5 +66,37 @@ func TestElectionHealthOnlyFromNodes(t *testing.T) {
 	}
 	if n.Allowed(netip.MustParseAddr("10.0.0.6")) {
 		t.Error("10.0.0.6 allowed")
+	}
+}
+
+// TestReadyz: /readyz has one meaning in every mode: 200 once every part
+// the agent runs is ready. Without the Service controller (control plane
+// only) nothing can be unready; with it, its readiness decides (synced and,
+// in ARP mode, not fenced). /vip/election exists only where the mode has an
+// election.
+func TestReadyz(t *testing.T) {
+	a := &app{reg: prometheus.NewRegistry()}
+	election := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("election")) })
+	for _, tc := range []struct {
+		name         string
+		svc          *services
+		ready, elect int
+	}{
+		{"control plane only", nil, http.StatusOK, http.StatusNotFound},
+		{"ARP, not synced or fenced", &services{ready: func() bool { return false }, election: election}, http.StatusServiceUnavailable, http.StatusOK},
+		{"ARP, synced and not fenced", &services{ready: func() bool { return true }, election: election}, http.StatusOK, http.StatusOK},
+		{"BGP, not synced", &services{ready: func() bool { return false }}, http.StatusServiceUnavailable, http.StatusNotFound},
+		{"BGP, synced", &services{ready: func() bool { return true }}, http.StatusOK, http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := a.mux(tc.svc)
+			for path, want := range map[string]int{"/readyz": tc.ready, "/healthz": http.StatusOK, "/metrics": http.StatusOK, "/vip/election": tc.elect} {
+				rr := httptest.NewRecorder()
+				h.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, path, nil))
+				if rr.Code != want {
+					t.Errorf("%s: %d, want %d", path, rr.Code, want)
+				}
+			}
+		})
 	}
 }

@@ -1,7 +1,8 @@
-package main
+package bgpnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -18,9 +19,28 @@ import (
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 )
 
-// nodeWatch follows this node's BGP annotations (under prefix, when set)
+// Options configure a Watch.
+type Options struct {
+	// Client reads the Node (a field selector on its name: one object).
+	Client kubernetes.Interface
+	// Node is this node's name.
+	Node string
+	// Prefix is the annotation prefix (kube-vip's "annotation" setting,
+	// e.g. kube-vip.io); "" reads no annotations, only labels.
+	Prefix string
+	// Base is the configuration the flags give, Passwords the password
+	// file's and Selectors the peer node selectors.
+	Base      bgpconfig.Config
+	Passwords bgpconfig.Passwords
+	Selectors bgpconfig.PeerSelectors
+	// Logger and Recorder report; the Recorder's Events go on the Node.
+	Logger   logr.Logger
+	Recorder record.EventRecorder
+}
+
+// Watch follows this node's BGP annotations (under prefix, when set)
 // and its labels (for peer node selectors).
-type nodeWatch struct {
+type Watch struct {
 	client       kubernetes.Interface
 	node, prefix string
 	base         bgpconfig.Config
@@ -40,12 +60,13 @@ type nodeWatch struct {
 	warnedPassword bool
 }
 
-func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconfig.Config, pw bgpconfig.Passwords, sel bgpconfig.PeerSelectors, log logr.Logger, rec record.EventRecorder) *nodeWatch {
-	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = "metadata.name=" + node
+// New returns a Watch; Start begins it.
+func New(o Options) *Watch {
+	f := informers.NewSharedInformerFactoryWithOptions(o.Client, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+		lo.FieldSelector = "metadata.name=" + o.Node
 	}))
-	w := &nodeWatch{client: client, node: node, prefix: prefix, base: base, pw: pw, sel: sel, log: log, rec: rec,
-		factory: f, informer: f.Core().V1().Nodes().Informer(), changed: make(chan struct{}, 1)}
+	w := &Watch{client: o.Client, node: o.Node, prefix: o.Prefix, base: o.Base, pw: o.Passwords, sel: o.Selectors,
+		log: o.Logger, rec: o.Recorder, factory: f, informer: f.Core().V1().Nodes().Informer(), changed: make(chan struct{}, 1)}
 	poke := func(any) {
 		select {
 		case w.changed <- struct{}{}:
@@ -56,12 +77,15 @@ func newNodeWatch(client kubernetes.Interface, node, prefix string, base bgpconf
 	return w
 }
 
+// ErrNodeNotFound: the Node of this agent is not in the API server.
+var ErrNodeNotFound = errors.New("not found")
+
 // resolve computes the configuration from the node's current annotations
 // and labels.
-func (w *nodeWatch) resolve() (bgpconfig.Config, error) {
+func (w *Watch) resolve() (bgpconfig.Config, error) {
 	obj, ok, err := w.informer.GetStore().GetByKey(w.node)
 	if err != nil || !ok {
-		return bgpconfig.Config{}, fmt.Errorf("node %s not found", w.node)
+		return bgpconfig.Config{}, fmt.Errorf("node %s %w", w.node, ErrNodeNotFound)
 	}
 	n := obj.(*v1.Node)
 	s, found, err := bgpconfig.FromAnnotations(w.prefix, n.Annotations)
@@ -73,10 +97,10 @@ func (w *nodeWatch) resolve() (bgpconfig.Config, error) {
 		node = &s
 		if !w.warnedPassword && slices.ContainsFunc(s.Peers, func(p bgpconfig.Peer) bool { return p.Password != "" }) {
 			w.warnedPassword = true
-			warnPlainPasswords(w.log, w.rec, w.node, []string{"Node annotations under " + w.prefix + "/"})
+			WarnPlainPasswords(w.log, w.rec, w.node, []string{"Node annotations under " + w.prefix + "/"})
 		}
 	}
-	c, err := resolveBGP(w.base, w.pw, node, w.sel, n.Labels)
+	c, err := bgpconfig.Resolve(w.base, w.pw, node, w.sel, n.Labels)
 	if err == nil {
 		if unknown := w.sel.Unknown(append(slices.Clone(c.Peers), peersOf(c.Deselected)...)); len(unknown) > 0 && !w.warnedUnknown {
 			w.warnedUnknown = true
@@ -95,7 +119,7 @@ func peersOf(addrs []netip.Addr) []bgpconfig.Peer {
 }
 
 // logSelection says which peers this node's labels select.
-func (w *nodeWatch) logSelection(what string, c bgpconfig.Config) {
+func (w *Watch) logSelection(what string, c bgpconfig.Config) {
 	if len(w.sel) == 0 {
 		return
 	}
@@ -105,26 +129,26 @@ func (w *nodeWatch) logSelection(what string, c bgpconfig.Config) {
 	}
 	w.log.Info(what, "peers", peers, "deselected", c.Deselected, "selectors", w.sel.String())
 	if len(c.Peers) == 0 {
-		w.rec.Eventf(nodeRef(w.node), v1.EventTypeNormal, reasonNoPeers, "no BGP peer selects this node (%s): it advertises nothing", w.sel.String())
+		w.rec.Eventf(Ref(w.node), v1.EventTypeNormal, ReasonNoPeers, "no BGP peer selects this node (%s): it advertises nothing", w.sel.String())
 	}
 }
 
-func (w *nodeWatch) report(err error) {
+func (w *Watch) report(err error) {
 	if err.Error() == w.lastErr {
 		return
 	}
 	w.lastErr = err.Error()
 	w.log.Info("BGP settings from the node's annotations are not usable", "prefix", w.prefix, "err", err.Error())
 	if w.prefix == "" {
-		w.rec.Eventf(nodeRef(w.node), v1.EventTypeWarning, reasonConfigInvalid, "BGP settings for this node: %v", err)
+		w.rec.Eventf(Ref(w.node), v1.EventTypeWarning, ReasonConfigInvalid, "BGP settings for this node: %v", err)
 		return
 	}
-	w.rec.Eventf(nodeRef(w.node), v1.EventTypeWarning, reasonConfigInvalid, "BGP annotations under %s/: %v", w.prefix, err)
+	w.rec.Eventf(Ref(w.node), v1.EventTypeWarning, ReasonConfigInvalid, "BGP annotations under %s/: %v", w.prefix, err)
 }
 
-// start waits until the node's annotations, laid over the flags, give a
+// Start waits until the node's annotations, laid over the flags, give a
 // complete configuration (as kube-vip does), and returns it.
-func (w *nodeWatch) start(ctx context.Context) (bgpconfig.Config, error) {
+func (w *Watch) Start(ctx context.Context) (bgpconfig.Config, error) {
 	w.factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
 		return bgpconfig.Config{}, fmt.Errorf("waiting for node %s: %w", w.node, ctx.Err())
@@ -148,9 +172,9 @@ func (w *nodeWatch) start(ctx context.Context) (bgpconfig.Config, error) {
 	}
 }
 
-// follow applies annotation changes until ctx ends; a bad change keeps the
+// Follow applies annotation changes until ctx ends; a bad change keeps the
 // last good configuration.
-func (w *nodeWatch) follow(ctx context.Context, apply func(context.Context, bgpconfig.Config) error) {
+func (w *Watch) Follow(ctx context.Context, apply func(context.Context, bgpconfig.Config) error) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -1,4 +1,4 @@
-package main
+package manifest
 
 import (
 	"bytes"
@@ -75,7 +75,7 @@ func TestSeedGeneratorCommands(t *testing.T) {
 	} {
 		t.Run(tc.doc, func(t *testing.T) {
 			var out bytes.Buffer
-			err := runManifest(append(strings.Fields(tc.args)[1:], testImage), &out)
+			err := Command(append(strings.Fields(tc.args)[1:], testImageFlag), &out)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) || strings.Contains(err.Error(), "\n") {
 					t.Fatalf("err %v; want one line with %q", err, tc.err)
@@ -105,7 +105,7 @@ func TestSeedGeneratorCommands(t *testing.T) {
 // RBAC only.
 func TestManifestRBAC(t *testing.T) {
 	var out bytes.Buffer
-	if err := runManifest([]string{"rbac", "--namespace", "vip"}, &out); err != nil {
+	if err := Command([]string{"rbac", "--namespace", "vip"}, &out); err != nil {
 		t.Fatal(err)
 	}
 	s := out.String()

@@ -1,4 +1,4 @@
-package main
+package agentconfig
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 
 // FuzzEnv feeds arbitrary kube-vip style environments (one name=value per
 // line) to the agent's configuration: it must never panic, and whatever it
-// refuses is one line wrapping errConfig, naming the setting.
+// refuses is one line wrapping ErrConfig, naming the setting.
 func FuzzEnv(f *testing.F) {
 	for _, s := range []string{
 		"vip_arp=true\nvip_interface=eth0\nsvc_enable=true",
@@ -40,8 +40,8 @@ func FuzzEnv(f *testing.F) {
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, errConfig) {
-			t.Fatalf("env %q: error %v does not wrap errConfig", env, err)
+		if !errors.Is(err, ErrConfig) {
+			t.Fatalf("env %q: error %v does not wrap ErrConfig", env, err)
 		}
 		if strings.Contains(err.Error(), "\n") {
 			t.Fatalf("env %q: multi-line error %q", env, err)

@@ -1,4 +1,4 @@
-package main
+package agentapp
 
 import (
 	"context"
@@ -6,15 +6,75 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vip-lb/vip/pkg/agentconfig"
 )
+
+// mux is the agent's one HTTP handler: /metrics, /healthz, /readyz (see the
+// package comment) and, when svc has one, the election health endpoint.
+func (a *app) mux(svc *services) http.Handler {
+	m := http.NewServeMux()
+	m.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	m.HandleFunc("/healthz", ok)
+	m.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if svc != nil && !svc.ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		ok(w, r)
+	})
+	if svc != nil && svc.election != nil {
+		m.Handle("/vip/election", svc.election)
+	}
+	return m
+}
+
+func ok(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }
+
+// serveHTTP starts a server on addr with handler; the returned function
+// stops it.
+func serveHTTP(addr string, h http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listening on %s: %w", agentconfig.ErrConfig, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
+}
+
+// serveHealthPort answers /healthz on kube-vip's health_check_port, so a
+// liveness probe written for kube-vip keeps passing (0: off). It listens
+// on this node's address, as the metrics server does.
+func serveHealthPort(c agentconfig.Config, apiHost string) (stop func(), err error) {
+	if c.HealthPort == 0 {
+		return func() {}, nil
+	}
+	hc := c
+	hc.MetricsAddress = net.JoinHostPort("", strconv.Itoa(c.HealthPort))
+	addr, err := metricsListenAddr(hc, apiHost)
+	if err != nil {
+		return nil, err
+	}
+	m := http.NewServeMux()
+	m.HandleFunc("/healthz", ok)
+	stop, err = serveHTTP(addr, m)
+	if err != nil {
+		return nil, fmt.Errorf("health_check_port %d: %w", c.HealthPort, err)
+	}
+	return stop, nil
+}
 
 // metricsListenAddr is where the metrics and health server listens. An
 // address without a host (kube-vip's ":2112") means this node's address:
@@ -22,15 +82,15 @@ import (
 // this host uses towards the API server, so the server is not reachable on
 // every interface of the host. "0.0.0.0:2112" or "[::]:2112" still listen
 // everywhere when asked for explicitly.
-func metricsListenAddr(c config, apiHost string) (string, error) {
-	host, port, err := net.SplitHostPort(c.metricsAddr)
+func metricsListenAddr(c agentconfig.Config, apiHost string) (string, error) {
+	host, port, err := net.SplitHostPort(c.MetricsAddress)
 	if err != nil {
-		return "", fmt.Errorf("%w: --metrics-address (prometheus_server) %q: %v", errConfig, c.metricsAddr, err)
+		return "", fmt.Errorf("%w: --metrics-address (prometheus_server) %q: %w", agentconfig.ErrConfig, c.MetricsAddress, err)
 	}
 	if host != "" {
-		return c.metricsAddr, nil
+		return c.MetricsAddress, nil
 	}
-	node := c.nodeAddress
+	node := c.NodeAddress
 	if node == "" {
 		node = localAddrTowards(apiHost)
 	}
@@ -38,31 +98,54 @@ func metricsListenAddr(c config, apiHost string) (string, error) {
 	if err != nil || a.IsLoopback() || a.IsUnspecified() {
 		// No usable node address: listening on loopback would hide the
 		// server from the peers that probe it.
-		return c.metricsAddr, nil
+		return c.MetricsAddress, nil
 	}
 	return net.JoinHostPort(a.Unmap().String(), port), nil
 }
 
-// apiHostOf is the API server URL of the agent's credentials ("" when
-// they cannot be read; the caller then listens everywhere).
-func apiHostOf(c config) string {
-	rc, err := restConfig(c)
+// healthURL is where peers reach this agent's election health handler
+// served at listen.
+func healthURL(c agentconfig.Config, listen, apiHost string) string {
+	if listen == "" {
+		return ""
+	}
+	bound, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return ""
 	}
-	return rc.Host
+	host := c.HealthAdvertise
+	if a, err := netip.ParseAddr(bound); host == "" && err == nil && !a.IsUnspecified() {
+		host = bound
+	}
+	if host == "" {
+		host = localAddrTowards(apiHost)
+	}
+	if host == "" {
+		return ""
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/vip/election"
 }
 
-// serveMetrics starts the metrics and health server on addr with handler;
-// the returned function stops it.
-func serveMetrics(addr string, h http.Handler) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: metrics address %s: %v", errConfig, addr, err)
+// localAddrTowards returns this host's source address towards the API
+// server (a UDP "connect" sends nothing).
+func localAddrTowards(apiHost string) string {
+	u, err := url.Parse(apiHost)
+	if err != nil || u.Host == "" {
+		return ""
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return func() { _ = srv.Close() }, nil
+	hostport := u.Host
+	if u.Port() == "" {
+		hostport = net.JoinHostPort(u.Hostname(), "443")
+	}
+	conn, err := net.Dial("udp", hostport)
+	if err != nil {
+		return ""
+	}
+	defer conn.Close()
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		return ua.IP.String()
+	}
+	return ""
 }
 
 // nodeAddresses is the set of every Node's status addresses, kept current

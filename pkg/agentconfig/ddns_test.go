@@ -1,7 +1,6 @@
-package main
+package agentconfig
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -27,33 +26,13 @@ func TestDDNSSettings(t *testing.T) {
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("rejected: %v", err)
-			case tc.want == "" && !c.cp.ddns:
+			case tc.want == "" && !c.CP.DDNS:
 				t.Fatal("ddns not set")
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("err = %v, want %q", err, tc.want)
-			case err != nil && !errors.Is(err, errConfig):
-				t.Fatalf("%v does not wrap errConfig", err)
+			case err != nil && !errors.Is(err, ErrConfig):
+				t.Fatalf("%v does not wrap ErrConfig", err)
 			}
 		})
-	}
-}
-
-func TestManifestDDNS(t *testing.T) {
-	var out bytes.Buffer
-	if err := runManifest(strings.Fields("pod --arp --controlplane --address k8s-api.lab --interface eth0 --ddns"), &out); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), "name: vip_ddns\n      value: \"true\"") {
-		t.Errorf("manifest lacks vip_ddns=true:\n%s", out.String())
-	}
-	for args, want := range map[string]string{
-		"pod --arp --controlplane --address 10.0.0.5 --interface eth0 --ddns": "--ddns needs a DNS name",
-		"pod --arp --controlplane --address k8s-api.lab --ddns":               "--ddns needs --interface",
-		"pod --arp --services --interface eth0 --ddns":                        "--ddns obtains the control-plane address",
-	} {
-		out.Reset()
-		if err := runManifest(strings.Fields(args), &out); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: err = %v, want %q", args, err, want)
-		}
 	}
 }

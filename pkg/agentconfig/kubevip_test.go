@@ -1,10 +1,9 @@
-package main
+package agentconfig
 
 import (
+	"maps"
 	"slices"
 	"testing"
-
-	"github.com/spf13/pflag"
 )
 
 // TestKubeVipStartCommand: the static Pod of kube-vip's control-plane docs
@@ -15,10 +14,8 @@ func TestKubeVipStartCommand(t *testing.T) {
 	docsEnv := map[string]string{"vip_arp": "true", "vip_interface": "ens160", "vip_leaderelection": "true",
 		"vip_leaseduration": "5", "vip_renewdeadline": "3", "vip_retryperiod": "1", "vip_address": "192.168.0.75"}
 	with := func(k, v string) map[string]string {
-		m := map[string]string{k: v}
-		for kk, vv := range docsEnv {
-			m[kk] = vv
-		}
+		m := maps.Clone(docsEnv)
+		m[k] = v
 		return m
 	}
 	for _, tc := range []struct {
@@ -35,28 +32,23 @@ func TestKubeVipStartCommand(t *testing.T) {
 		{"service", []string{"service"}, docsEnv, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args, start := kubeVipCommand(tc.args)
+			args, start := KubeVipCommand(tc.args)
 			if slices.Contains(args, "start") || slices.Contains(args, "manager") || slices.Contains(args, "service") {
 				t.Fatalf("sub-command left in %v", args)
 			}
-			c := defaultConfig()
-			fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
-			c.flags(fs)
-			if err := fs.Parse(args); err != nil {
+			c, fs, err := Parse(args, MapEnv(tc.env), nil)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if err := applyEnv(fs, mapEnv(tc.env)); err != nil {
+			if _, err := ApplyStart(fs, start); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := applyStart(fs, start); err != nil {
+			c.NodeName = "cp1"
+			if err := c.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			c.nodeName = "cp1"
-			if err := c.validate(); err != nil {
-				t.Fatal(err)
-			}
-			if c.controlPlane != tc.cp || c.services != tc.services {
-				t.Errorf("controlPlane=%v services=%v; want %v %v", c.controlPlane, c.services, tc.cp, tc.services)
+			if c.ControlPlane != tc.cp || c.Services != tc.services {
+				t.Errorf("controlPlane=%v services=%v; want %v %v", c.ControlPlane, c.Services, tc.cp, tc.services)
 			}
 		})
 	}

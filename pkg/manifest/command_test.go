@@ -1,4 +1,4 @@
-package main
+package manifest
 
 import (
 	"bytes"
@@ -6,12 +6,13 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/vip-lb/vip/pkg/agentconfig"
 )
 
-const testImage = "--image=ghcr.io/vip-lb/vip-agent:v0.0.0-test"
+const testImageFlag = "--image=ghcr.io/vip-lb/vip-agent:v0.0.0-test"
 
 // TestManifestCommandMatchesGolden runs the seed commands and compares with
 // pkg/manifest's golden files, so the flags map onto the options the golden
@@ -32,10 +33,10 @@ func TestManifestCommandMatchesGolden(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.golden, func(t *testing.T) {
 			var out bytes.Buffer
-			if err := runManifest(append(strings.Fields(tc.args), testImage), &out); err != nil {
+			if err := Command(append(strings.Fields(tc.args), testImageFlag), &out); err != nil {
 				t.Fatal(err)
 			}
-			want, err := os.ReadFile("../../pkg/manifest/testdata/" + tc.golden + ".golden")
+			want, err := os.ReadFile("testdata/" + tc.golden + ".golden")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,9 +69,9 @@ func TestManifestErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.args, func(t *testing.T) {
 			var out bytes.Buffer
-			err := runManifest(strings.Fields(tc.args), &out)
-			if !errors.Is(err, errConfig) {
-				t.Fatalf("err = %v, want errConfig", err)
+			err := Command(strings.Fields(tc.args), &out)
+			if !errors.Is(err, agentconfig.ErrConfig) {
+				t.Fatalf("err = %v, want agentconfig.ErrConfig", err)
 			}
 			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
 				t.Errorf("err = %q, want one line containing %q", msg, tc.want)
@@ -84,26 +85,12 @@ func TestManifestErrors(t *testing.T) {
 
 func TestManifestHelp(t *testing.T) {
 	var out bytes.Buffer
-	if err := runManifest([]string{"--help"}, &out); err != nil {
+	if err := Command([]string{"--help"}, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"vip-agent manifest pod|daemonset", "--kubeconfig-path", "--controlplane", "--k3s"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q", want)
-		}
-	}
-}
-
-func TestParseSecondsOrDuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{"5": 5 * time.Second, "1500ms": 1500 * time.Millisecond, " 2s ": 2 * time.Second, "1.5s": 1500 * time.Millisecond} {
-		got, err := parseSecondsOrDuration(in)
-		if err != nil || got != want {
-			t.Errorf("parse(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "-1", "0", "0s", "five", "5x"} {
-		if _, err := parseSecondsOrDuration(in); err == nil {
-			t.Errorf("parse(%q) accepted", in)
 		}
 	}
 }
@@ -124,10 +111,10 @@ func FuzzManifestArgs(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, line string) {
 		var out bytes.Buffer
-		err := runManifest(strings.Fields(line), &out)
+		err := Command(strings.Fields(line), &out)
 		if err != nil {
-			if !errors.Is(err, errConfig) {
-				t.Fatalf("error %v does not wrap errConfig", err)
+			if !errors.Is(err, agentconfig.ErrConfig) {
+				t.Fatalf("error %v does not wrap agentconfig.ErrConfig", err)
 			}
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("multi-line error %q", err)
@@ -147,4 +134,24 @@ func FuzzManifestArgs(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCommandDDNS(t *testing.T) {
+	var out bytes.Buffer
+	if err := Command(strings.Fields("pod --arp --controlplane --address k8s-api.lab --interface eth0 --ddns"), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "name: vip_ddns\n      value: \"true\"") {
+		t.Errorf("manifest lacks vip_ddns=true:\n%s", out.String())
+	}
+	for args, want := range map[string]string{
+		"pod --arp --controlplane --address 10.0.0.5 --interface eth0 --ddns": "--ddns needs a DNS name",
+		"pod --arp --controlplane --address k8s-api.lab --ddns":               "--ddns needs --interface",
+		"pod --arp --services --interface eth0 --ddns":                        "--ddns obtains the control-plane address",
+	} {
+		out.Reset()
+		if err := Command(strings.Fields(args), &out); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", args, err, want)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package agentconfig
 
 import (
 	"errors"
@@ -33,7 +33,7 @@ func TestKubeVipEnvRefusals(t *testing.T) {
 				env[k] = v
 			}
 			_, err := parseConfig(t, nil, env)
-			if err == nil || !errors.Is(err, errConfig) || !strings.Contains(err.Error(), tc.name) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.name) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("err %v; want one line naming %s and %q", err, tc.name, tc.want)
 			}
 		})
@@ -58,7 +58,7 @@ func TestKubeVipHonouredEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.servicesNamespace != "team-a" || c.healthPort != 8081 || c.iface != "" || c.servicesIface != "" {
+	if c.ServicesNamespace != "team-a" || c.HealthPort != 8081 || c.Interface != "" || c.ServicesInterface != "" {
 		t.Errorf("config %+v", c)
 	}
 }
@@ -73,9 +73,9 @@ func TestEnvTableMatchesCode(t *testing.T) {
 			all[k] = v
 		}
 	}
-	c := defaultConfig()
+	c := Default()
 	fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
-	c.flags(fs)
+	c.AddFlags(fs)
 	for _, in := range compat.Of(compat.Env) {
 		flag, mapped := all[in.Name]
 		switch {

@@ -1,27 +1,21 @@
-package main
+package agentconfig
 
 import (
 	"errors"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/spf13/pflag"
 )
 
-// parseConfig parses args and env as run does, without starting anything.
-func parseConfig(t *testing.T, args []string, env map[string]string) (config, error) {
+// parseConfig parses args and env as vip-agent does, without starting
+// anything.
+func parseConfig(t *testing.T, args []string, env map[string]string) (Config, error) {
 	t.Helper()
-	c := defaultConfig()
-	fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
-	c.flags(fs)
-	if err := fs.Parse(args); err != nil {
-		return c, err
+	c, _, err := Parse(args, MapEnv(env), nil)
+	if err != nil {
+		return *c, err
 	}
-	if err := applyEnv(fs, mapEnv(env)); err != nil {
-		return c, err
-	}
-	return c, c.validate()
+	return *c, c.Validate()
 }
 
 func TestControlPlaneFromKubeVipEnv(t *testing.T) {
@@ -35,13 +29,13 @@ func TestControlPlaneFromKubeVipEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.controlPlane || c.services || c.cp.address != "192.168.0.40" || c.iface != "ens192" || c.nodeName != "cp1" {
+	if !c.ControlPlane || c.Services || c.CP.Address != "192.168.0.40" || c.Interface != "ens192" || c.NodeName != "cp1" {
 		t.Errorf("config %+v", c)
 	}
-	if c.leaseDuration != 5*time.Second || c.renewDeadline != 3*time.Second || c.retryPeriod != time.Second {
-		t.Errorf("lease timings %v %v %v, want kube-vip's 5s 3s 1s", c.leaseDuration, c.renewDeadline, c.retryPeriod)
+	if c.LeaseDuration != 5*time.Second || c.RenewDeadline != 3*time.Second || c.RetryPeriod != time.Second {
+		t.Errorf("lease timings %v %v %v, want kube-vip's 5s 3s 1s", c.LeaseDuration, c.RenewDeadline, c.RetryPeriod)
 	}
-	if u, _ := c.cp.localURL(); u != "https://127.0.0.1:6443" {
+	if u, _ := c.CP.LocalURL(); u != "https://127.0.0.1:6443" {
 		t.Errorf("local API server %q", u)
 	}
 }
@@ -51,14 +45,14 @@ func TestControlPlaneDefaultsAreFast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.leaseDuration != 1500*time.Millisecond || c.renewDeadline != time.Second || c.retryPeriod != 250*time.Millisecond {
-		t.Errorf("default lease timings %v %v %v", c.leaseDuration, c.renewDeadline, c.retryPeriod)
+	if c.LeaseDuration != 1500*time.Millisecond || c.RenewDeadline != time.Second || c.RetryPeriod != 250*time.Millisecond {
+		t.Errorf("default lease timings %v %v %v", c.LeaseDuration, c.RenewDeadline, c.RetryPeriod)
 	}
-	if u, _ := c.cp.localURL(); u != "https://127.0.0.1:8443" {
+	if u, _ := c.CP.LocalURL(); u != "https://127.0.0.1:8443" {
 		t.Errorf("local API server %q", u)
 	}
-	if c.cp.leaseName != "plndr-cp-lock" || c.namespace != "kube-system" {
-		t.Errorf("lease %s/%s", c.namespace, c.cp.leaseName)
+	if c.CP.LeaseName != "plndr-cp-lock" || c.Namespace != "kube-system" {
+		t.Errorf("lease %s/%s", c.Namespace, c.CP.LeaseName)
 	}
 }
 
@@ -72,8 +66,8 @@ func TestLocalAPIServerForms(t *testing.T) {
 		"localhost":               "https://localhost:6443",
 	} {
 		p := defaultCPConfig()
-		p.localAPIServer = in
-		if got, err := p.localURL(); err != nil || got != want {
+		p.LocalAPIServer = in
+		if got, err := p.LocalURL(); err != nil || got != want {
 			t.Errorf("localURL(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
@@ -98,8 +92,8 @@ func TestControlPlaneConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: err = %v, want %q", tc.args, tc.env, err, tc.want)
 		}
-		if err != nil && !errors.Is(err, errConfig) {
-			t.Errorf("%v: %v does not wrap errConfig", tc.args, err)
+		if err != nil && !errors.Is(err, ErrConfig) {
+			t.Errorf("%v: %v does not wrap ErrConfig", tc.args, err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package agentconfig
 
 import (
 	"maps"
@@ -10,27 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/spf13/pflag"
-	"k8s.io/client-go/tools/record"
-
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 )
 
-// parseBGP runs the command-line and environment handling of main.
-func parseBGP(t *testing.T, args []string, env map[string]string) (config, error) {
+// parseBGP parses as parseConfig does, on node n1.
+func parseBGP(t *testing.T, args []string, env map[string]string) (Config, error) {
 	t.Helper()
-	c := defaultConfig()
-	fs := pflag.NewFlagSet("vip-agent", pflag.ContinueOnError)
-	c.flags(fs)
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if err := applyEnv(fs, mapEnv(env)); err != nil {
-		return c, err
-	}
-	c.nodeName = "n1"
-	return c, c.validate()
+	return parseConfig(t, append(args[:len(args):len(args)], "--node-name", "n1"), env)
 }
 
 func TestBGPConfig(t *testing.T) {
@@ -148,15 +134,15 @@ func TestBGPConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.want != nil {
-				base, pw, err := c.bgpc.static()
+				base, pw, err := c.Peering.Static()
 				if err != nil {
 					t.Fatal(err)
 				}
-				sel, err := c.bgpc.selectors()
+				sel, err := c.Peering.Selectors()
 				if err != nil {
 					t.Fatal(err)
 				}
-				cfg, err := resolveBGP(base, pw, nil, sel, map[string]string{"rack": "b"})
+				cfg, err := bgpconfig.Resolve(base, pw, nil, sel, map[string]string{"rack": "b"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -168,7 +154,7 @@ func TestBGPConfig(t *testing.T) {
 
 func TestCheckBGPEnv(t *testing.T) {
 	ok := map[string]string{"PATH": "/bin", "bgp_enable": "true", "bgp_peers": "10.0.0.1:1", "bgp_hold_time": "9", "vip_arp": "false"}
-	if err := checkBGPEnv(mapEnv(ok)); err != nil {
+	if err := CheckBGPEnv(MapEnv(ok)); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{
@@ -177,7 +163,7 @@ func TestCheckBGPEnv(t *testing.T) {
 	} {
 		env := maps.Clone(ok)
 		env[name] = "1"
-		if err := checkBGPEnv(mapEnv(env)); err == nil || !strings.Contains(err.Error(), want) {
+		if err := CheckBGPEnv(MapEnv(env)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v; want %q", name, err, want)
 		}
 	}
@@ -210,9 +196,9 @@ func TestBGPEnvFromConfigLookup(t *testing.T) {
 	}
 }
 
-// TestPlainPasswordWarning: passwords given in the Pod spec are reported
-// once by source, never by value; passwords from the password file are not.
-func TestPlainPasswordWarning(t *testing.T) {
+// TestPlainPasswordSources: passwords given in the Pod spec are named by
+// source, never by value; passwords from the password file are not.
+func TestPlainPasswordSources(t *testing.T) {
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -230,25 +216,13 @@ func TestPlainPasswordWarning(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			base, _, err := c.bgpc.static()
+			base, _, err := c.Peering.Static()
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := c.bgpc.plainPasswordSources(base.Peers)
+			got := c.Peering.PlainPasswordSources(base.Peers)
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("sources %q, want %q", got, tt.want)
-			}
-			rec := record.NewFakeRecorder(4)
-			warnPlainPasswords(logr.Discard(), rec, "n1", got)
-			if len(tt.want) == 0 {
-				if len(rec.Events) != 0 {
-					t.Fatalf("unexpected event %q", <-rec.Events)
-				}
-				return
-			}
-			ev := <-rec.Events
-			if !strings.Contains(ev, "Warning "+reasonPasswordPlain) || strings.Contains(ev, "Tops3cret") {
-				t.Fatalf("event %q", ev)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package main
+package agentconfig
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ func TestChooseCredentials(t *testing.T) {
 		kubeconfig string
 		env        map[string]string
 		files      []string
-		want       credentialSource
+		want       CredentialSource
 		wantPath   string
 		err        string
 	}{
@@ -24,7 +24,7 @@ func TestChooseCredentials(t *testing.T) {
 		{name: "nothing at all", env: inCluster, err: "no API credentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := hostFiles{
+			h := HostFiles{
 				env: func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok },
 				exists: func(p string) bool {
 					for _, f := range tc.files {
@@ -37,8 +37,8 @@ func TestChooseCredentials(t *testing.T) {
 			}
 			src, path, err := chooseCredentials(tc.kubeconfig, h)
 			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, errConfig) || strings.Contains(err.Error(), "\n") {
-					t.Fatalf("err %v; want one errConfig line containing %q", err, tc.err)
+				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrConfig) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("err %v; want one ErrConfig line containing %q", err, tc.err)
 				}
 				return
 			}
@@ -85,13 +85,13 @@ func TestKubeVipCompatDefaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.kubeconfig != "" {
-				if c.kubeconfig != tc.kubeconfig {
-					t.Errorf("kubeconfig %q; want %q", c.kubeconfig, tc.kubeconfig)
+				if c.Kubeconfig != tc.kubeconfig {
+					t.Errorf("kubeconfig %q; want %q", c.Kubeconfig, tc.kubeconfig)
 				}
 				return
 			}
-			if c.services != tc.services {
-				t.Errorf("services %v; want %v", c.services, tc.services)
+			if c.Services != tc.services {
+				t.Errorf("services %v; want %v", c.Services, tc.services)
 			}
 		})
 	}

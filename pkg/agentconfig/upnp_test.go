@@ -1,4 +1,4 @@
-package main
+package agentconfig
 
 import (
 	"errors"
@@ -41,16 +41,16 @@ func TestUPnPSettings(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseBGP(t, tt.args, tt.env)
 			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.Is(err, errConfig) {
-					t.Fatalf("error %v, want errConfig containing %q", err, tt.err)
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.Is(err, ErrConfig) {
+					t.Fatalf("error %v, want ErrConfig containing %q", err, tt.err)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.upnp.enabled != tt.on || c.upnp.allServices != tt.all || c.upnp.lease != tt.lease {
-				t.Errorf("got enabled=%v all=%v lease=%v, want %v %v %v", c.upnp.enabled, c.upnp.allServices, c.upnp.lease, tt.on, tt.all, tt.lease)
+			if c.UPnP.Enabled != tt.on || c.UPnP.AllServices != tt.all || c.UPnP.Lease != tt.lease {
+				t.Errorf("got enabled=%v all=%v lease=%v, want %v %v %v", c.UPnP.Enabled, c.UPnP.AllServices, c.UPnP.Lease, tt.on, tt.all, tt.lease)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package main
+package agentconfig
 
 import (
 	"fmt"
@@ -14,23 +14,23 @@ const kubeadmKubeconfig = "/etc/kubernetes/admin.conf"
 // inClusterToken is the ServiceAccount token of in-cluster credentials.
 const inClusterToken = "/var/run/secrets/kubernetes.io/serviceaccount/token" // #nosec G101 -- a path, not a credential
 
-// credentialSource says where the agent's API credentials come from.
-type credentialSource string
+// CredentialSource says where the agent's API credentials come from.
+type CredentialSource string
 
 const (
-	credExplicit  credentialSource = "kubeconfig" // --kubeconfig, --k8sConfigPath, KUBECONFIG, k8s_config_file
-	credInCluster credentialSource = "in-cluster" // the Pod's ServiceAccount
-	credKubeadm   credentialSource = "kubeadm admin.conf"
+	credExplicit  CredentialSource = "kubeconfig" // --kubeconfig, --k8sConfigPath, KUBECONFIG, k8s_config_file
+	credInCluster CredentialSource = "in-cluster" // the Pod's ServiceAccount
+	credKubeadm   CredentialSource = "kubeadm admin.conf"
 )
 
-// hostFiles is what choosing credentials looks at on the host.
-type hostFiles struct {
+// HostFiles is what choosing credentials looks at on the host.
+type HostFiles struct {
 	env    func(string) (string, bool)
 	exists func(string) bool
 }
 
-func osHostFiles() hostFiles {
-	return hostFiles{env: os.LookupEnv, exists: func(p string) bool {
+func OSHostFiles() HostFiles {
+	return HostFiles{env: os.LookupEnv, exists: func(p string) bool {
 		st, err := os.Stat(p)
 		return err == nil && !st.IsDir()
 	}}
@@ -41,7 +41,7 @@ func osHostFiles() hostFiles {
 // environment), else the Pod's ServiceAccount, else kubeadm's
 // /etc/kubernetes/admin.conf (a kubeadm static Pod mounts it and sets
 // nothing). It returns the source and the kubeconfig path ("" = in-cluster).
-func chooseCredentials(kubeconfig string, h hostFiles) (credentialSource, string, error) {
+func chooseCredentials(kubeconfig string, h HostFiles) (CredentialSource, string, error) {
 	if kubeconfig != "" {
 		return credExplicit, kubeconfig, nil
 	}
@@ -54,16 +54,16 @@ func chooseCredentials(kubeconfig string, h hostFiles) (credentialSource, string
 		return credKubeadm, kubeadmKubeconfig, nil
 	}
 	return "", "", fmt.Errorf("%w: no API credentials: no --kubeconfig (KUBECONFIG, k8s_config_file, --k8sConfigPath), "+
-		"no in-cluster ServiceAccount (KUBERNETES_SERVICE_HOST and %s) and no %s", errConfig, inClusterToken, kubeadmKubeconfig)
+		"no in-cluster ServiceAccount (KUBERNETES_SERVICE_HOST and %s) and no %s", ErrConfig, inClusterToken, kubeadmKubeconfig)
 }
 
-// resolveCredentials chooses the credentials once and logs which.
-func (c *config) resolveCredentials(h hostFiles, log logr.Logger) error {
-	src, path, err := chooseCredentials(c.kubeconfig, h)
+// ResolveCredentials chooses the credentials once and logs which.
+func (c *Config) ResolveCredentials(h HostFiles, log logr.Logger) error {
+	src, path, err := chooseCredentials(c.Kubeconfig, h)
 	if err != nil {
 		return err
 	}
-	c.cred, c.kubeconfig = src, path
+	c.Credentials, c.Kubeconfig = src, path
 	if path == "" {
 		log.Info("API credentials: in-cluster ServiceAccount")
 	} else {
