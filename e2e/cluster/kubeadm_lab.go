@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ import (
 // the API on the VIP.
 type KubeadmLab struct {
 	cfg     Config
+	opts    KubeadmOptions
 	st      *State
 	ks      *KubeadmState
 	images  []string
@@ -109,7 +111,20 @@ func KubeadmCheck(cfg Config) error {
 // namespace per node) and the nodes, runs `kubeadm init` on the first and
 // `kubeadm join --control-plane` on the others. On failure everything
 // started is torn down again.
-func KubeadmUp(ctx context.Context, cfg Config) (l *KubeadmLab, err error) {
+func KubeadmUp(ctx context.Context, cfg Config) (*KubeadmLab, error) {
+	return KubeadmUpWith(ctx, cfg, KubeadmOptions{})
+}
+
+// KubeadmOptions change how KubeadmUp bootstraps.
+type KubeadmOptions struct {
+	// NoSuperAdmin leaves the first node's static Pod with admin.conf
+	// while `kubeadm init` runs (a control run: what the super-admin.conf
+	// step is for).
+	NoSuperAdmin bool
+}
+
+// KubeadmUpWith is KubeadmUp with options.
+func KubeadmUpWith(ctx context.Context, cfg Config, opts KubeadmOptions) (l *KubeadmLab, err error) {
 	cfg, err = KubeadmDefaults(cfg)
 	if err != nil {
 		return nil, err
@@ -128,7 +143,7 @@ func KubeadmUp(ctx context.Context, cfg Config) (l *KubeadmLab, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	l = &KubeadmLab{cfg: cfg, st: &State{Dir: cfg.Dir, BinDir: cfg.BinDir, RepoDir: cfg.RepoDir},
+	l = &KubeadmLab{cfg: cfg, opts: opts, st: &State{Dir: cfg.Dir, BinDir: cfg.BinDir, RepoDir: cfg.RepoDir},
 		ks: &KubeadmState{Dir: cfg.Dir}}
 	// The one mount point the nodes need on the host (the others exist).
 	if _, err := os.Stat(kubeadmHostDir); errors.Is(err, os.ErrNotExist) {
@@ -301,10 +316,11 @@ func (l *KubeadmLab) GenerateManifest() (string, error) {
 }
 
 // initFirst saves the generated static Pod on the first node, swaps its
-// kubeconfig for super-admin.conf (kubeadm 1.29+: admin.conf has no rights
-// until init has bound its group, and the agent must hold the VIP that
-// init itself talks to), runs `kubeadm init --upload-certs` and swaps
-// admin.conf back.
+// kubeconfig for super-admin.conf as kube-vip documents for kubeadm 1.29+
+// (admin.conf has no rights until init has bound its group), runs `kubeadm
+// init --upload-certs` and swaps admin.conf back. kubeadm v1.37.2's init
+// talks only to the local API server and binds the group as soon as it is
+// up: the control run (NoSuperAdmin) succeeds without the swap.
 func (l *KubeadmLab) initFirst(ctx context.Context) error {
 	n, err := l.ks.node(KubeadmNodeName(1))
 	if err != nil {
@@ -316,15 +332,17 @@ func (l *KubeadmLab) initFirst(ctx context.Context) error {
 	if err := os.WriteFile(n.Host(agentManifest), []byte(l.Manifest), 0o600); err != nil {
 		return err
 	}
-	if _, err := runInNode(ctx, n, "sed", "-i", superAdminSed, agentManifest); err != nil {
-		return err
-	}
-	b, err := os.ReadFile(n.Host(agentManifest))
-	if err != nil {
-		return err
-	}
-	if !strings.Contains(string(b), "path: "+"/etc/kubernetes/super-admin.conf") {
-		return fmt.Errorf("the super-admin.conf edit changed nothing in %s", agentManifest)
+	if !l.opts.NoSuperAdmin {
+		if _, err := runInNode(ctx, n, "sed", "-i", superAdminSed, agentManifest); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(n.Host(agentManifest))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), "path: "+"/etc/kubernetes/super-admin.conf") {
+			return fmt.Errorf("the super-admin.conf edit changed nothing in %s", agentManifest)
+		}
 	}
 	// The node's own address is where kubeadm binds etcd and advertises
 	// the API server: check the namespace before kubeadm does.
@@ -336,10 +354,11 @@ func (l *KubeadmLab) initFirst(ctx context.Context) error {
 		return err
 	}
 	l.InitTime = time.Since(t0)
-	if _, err := runInNode(ctx, n, "sed", "-i", revertSuperAdmin, agentManifest); err != nil {
-		return err
+	if l.opts.NoSuperAdmin {
+		return nil
 	}
-	return nil
+	_, err = runInNode(ctx, n, "sed", "-i", revertSuperAdmin, agentManifest)
+	return err
 }
 
 // join makes node i a further control-plane node: the generated static Pod
@@ -505,6 +524,34 @@ func VIPHolder(ctx context.Context, cs kubernetes.Interface) (string, error) {
 	return *le.Spec.HolderIdentity, nil
 }
 
+// EtcdLeader returns the node whose etcd member leads (its
+// etcd_server_is_leader metric, on kubeadm's 127.0.0.1:2381 in each node).
+func (l *KubeadmLab) EtcdLeader(ctx context.Context) (string, error) {
+	var errs []error
+	for _, name := range l.Nodes() {
+		hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: dialerIn(name)}}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:2381/metrics", nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if strings.Contains(string(b), "\netcd_server_is_leader 1\n") {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("no etcd member says it leads: %w", errors.Join(errs...))
+}
+
 // KillNode kills node's kubelet and containerd (SIGKILL); its static Pods'
 // processes keep running, cut off once its port is down (CutKubeadmPort).
 func (l *KubeadmLab) KillNode(name string) error {
@@ -522,13 +569,27 @@ func (l *KubeadmLab) Logs(lines int) string {
 	for _, n := range l.ks.Nodes {
 		files := []string{filepath.Join(n.Dir, "kubeadm-init.log"), filepath.Join(n.Dir, "kubeadm-join.log"),
 			n.Kubelet.Log, n.Containerd.Log}
-		pods, _ := filepath.Glob(filepath.Join(n.Dir, "var-log-pods", "*", "*", "*.log"))
+		pods, _ := filepath.Glob(n.Host("/var/log/pods/*/*/*.log"))
 		for _, f := range append(files, pods...) {
 			if _, err := os.Stat(f); f == "" || err != nil {
 				continue
 			}
 			fmt.Fprintf(&b, "---- %s %s\n%s\n", n.Name, f, tail(f, lines))
 		}
+	}
+	return b.String()
+}
+
+// AgentLog returns the last lines of the vip-agent static Pod's log on node.
+func (l *KubeadmLab) AgentLog(node string, lines int) string {
+	n, err := l.ks.node(node)
+	if err != nil {
+		return err.Error()
+	}
+	logs, _ := filepath.Glob(n.Host("/var/log/pods/kube-system_vip-agent-" + node + "_*/vip-agent/*.log"))
+	var b strings.Builder
+	for _, f := range logs {
+		fmt.Fprintf(&b, "---- %s\n%s\n", f, tail(f, lines))
 	}
 	return b.String()
 }

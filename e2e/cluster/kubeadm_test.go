@@ -48,7 +48,13 @@ func TestKubeadmHA(t *testing.T) {
 	}
 	ctx := context.Background()
 	t0 := time.Now()
-	l, err := KubeadmUp(ctx, cfg)
+	// VIP_KUBEADM_NO_SUPERADMIN=1: a control run without kube-vip's
+	// super-admin.conf step on the first node.
+	opts := KubeadmOptions{NoSuperAdmin: os.Getenv("VIP_KUBEADM_NO_SUPERADMIN") == "1"}
+	if opts.NoSuperAdmin {
+		t.Logf("control run: the first node keeps admin.conf while kubeadm init runs")
+	}
+	l, err := KubeadmUpWith(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +75,9 @@ func TestKubeadmHA(t *testing.T) {
 	})
 	nodes := l.Nodes()
 	first := nodes[0]
+	if opts.NoSuperAdmin {
+		t.Logf("vip-agent on %s (admin.conf during init):\n%s", first, l.AgentLog(first, 40))
+	}
 
 	// Every node runs exactly what the generator printed (the first one
 	// again after the super-admin.conf swap was undone).
@@ -229,6 +238,10 @@ func kubeadmFailover(t *testing.T, l *KubeadmLab, hc *http.Client, server, victi
 	if err := Poll(wctx, 100*time.Millisecond, func() (bool, error) { return streak(snap()) >= 40, nil }); err != nil {
 		t.Fatalf("no baseline of 40 answers before the cut: %v (last error %v)", err, lastErr)
 	}
+	leader, err := l.EtcdLeader(wctx)
+	if err != nil {
+		t.Logf("etcd leader before the cut: %v", err)
+	}
 	cut := time.Now()
 	if err := CutKubeadmPort(victim); err != nil {
 		t.Fatal(err)
@@ -256,14 +269,20 @@ func kubeadmFailover(t *testing.T, l *KubeadmLab, hc *http.Client, server, victi
 	}); err != nil {
 		t.Fatalf("the control-plane Lease stayed with %s: %v", holder, err)
 	}
-	t.Logf("FIGURE kubeadm control plane, first node %s killed: Lease to %s; /readyz on the VIP answered %v after the cut, "+
-		"every request from %v on (%d of %d requests failed after the cut)", victim, holder, first, stable, fails, total)
+	// When the new holder took the Lease (its clock is this machine's).
+	taken := time.Duration(-1)
+	if le, err := cs.CoordinationV1().Leases(kubeadmLeaseNS).Get(wctx, kubeadmLease, metav1.GetOptions{}); err == nil && le.Spec.AcquireTime != nil {
+		taken = le.Spec.AcquireTime.Sub(cut).Round(time.Millisecond)
+	}
+	t.Logf("FIGURE kubeadm control plane, first node %s killed (etcd leader before: %s): Lease taken by %s %v after the cut; "+
+		"/readyz on the VIP answered %v after the cut, every request from %v on (%d of %d requests failed after the cut)",
+		victim, leader, holder, taken, first, stable, fails, total)
 	if first < 0 || stable < 0 {
 		t.Fatalf("the VIP did not recover: first %v stable %v", first, stable)
 	}
 	if report := os.Getenv("VIP_CLUSTER_REPORT"); report != "" {
-		line := fmt.Sprintf("%s kubeadm-failover(first node killed) first_answer=%v all_answered=%v failed=%d/%d\n",
-			time.Now().UTC().Format(time.RFC3339), first, stable, fails, total)
+		line := fmt.Sprintf("%s kubeadm-failover(first node killed, etcd leader %s) lease_taken=%v first_answer=%v all_answered=%v failed=%d/%d\n",
+			time.Now().UTC().Format(time.RFC3339), leader, taken, first, stable, fails, total)
 		if f, err := os.OpenFile(report, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
 			_, _ = f.WriteString(line)
 			f.Close()
