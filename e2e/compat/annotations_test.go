@@ -4,6 +4,8 @@ package compat
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,4 +122,67 @@ func TestAgentOnlyNotesService(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("with vip-ccm running, %s answers from %s", want, node)
+}
+
+// TestSvcNamespaceAndHealthPort: kube-vip's svc_namespace and
+// health_check_port in the blog's ARP DaemonSet (kube-vip's own RBAC). The
+// agents serve the Services of that namespace only, and answer a liveness
+// probe on the health port (kube-vip's probe path /healthz), so a probe
+// there does not restart the Pod.
+func TestSvcNamespaceAndHealthPort(t *testing.T) {
+	ctx, l := newLab(t)
+	if _, err := l.Admin.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env := append(append([]string{}, blogARPEnv...), "svc_namespace=team-a", "health_check_port=8081")
+	logs := startKubeVipAgents(t, ctx, l, kubeVipRBAC, env)
+	for node, log := range logs {
+		if _, err := waitLog(ctx, log, "serving the Services of one namespace only", `namespace="team-a"`); err != nil {
+			t.Fatalf("%s: %v", node, err)
+		}
+	}
+	// The liveness probe: the kubelet GETs /healthz on the node's address.
+	for _, n := range l.Nodes {
+		hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: lab.DialerIn(l.Client)}}
+		url := "http://" + net.JoinHostPort(n.IP4.String(), "8081") + "/healthz"
+		var code int
+		if err := lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+			resp, err := hc.Get(url)
+			if err != nil {
+				return false, nil
+			}
+			resp.Body.Close()
+			code = resp.StatusCode
+			return code == http.StatusOK, nil
+		}); err != nil {
+			t.Fatalf("%s: %s never answered 200 (last %d): %v", n.Name, url, code, err)
+		}
+	}
+	if _, err := l.CreateService(ctx, "default", "other"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := l.WaitAddress(ctx, "default", "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.CreateService(ctx, "team-a", "web"); err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := l.WaitAddress(ctx, "team-a", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// default/other had its address first; the agents never see it.
+	on, err := l.BoundOn(other[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(on) != 0 {
+		t.Fatalf("default/other (%s) is bound on %v; svc_namespace=team-a", other[0], on)
+	}
+	t.Logf("team-a/web %s answers from %s; default/other %s bound nowhere; /healthz on 8081 answers on every node", addrs[0], node, other[0])
 }
