@@ -30,17 +30,21 @@
 #     bin/helm (hack/helm, after the above)  221 CPU-s; 5.6 min wall at load 7-12
 #
 # The real-cluster suite in make e2e (make cluster-test, TestCluster: one
-# cluster for every scenario), warm: 177 s (cluster up 35-49 s, vip install
-# 11-12 s, IPVS/strict-ARP 32 s, BGP overlay 15 s, helm 27 s, failover 21 s,
-# teardown 6-15 s), ~61 CPU-s counted for the test and the processes it
-# reaps (kubelets, containerds, control plane; not the pods), at load 6-12.
+# cluster for every scenario), warm: 177-246 s (cluster up 35-104 s, the
+# longer when the images' vip-agent is rebuilt; vip install 11-15 s,
+# IPVS/strict-ARP 31-32 s, BGP overlay 15-21 s, helm 24-27 s, failover
+# 21-28 s, teardown 15-19 s), 61-70 CPU-s counted for the test and the
+# processes it reaps (kubelets, containerds, control plane; not the pods),
+# at load 6-12.
 # Cold cost it adds to .ci/run: cluster-bins 332 + helm 221 = ~550 CPU-s
 # (~5 min of two idle cores) + ~3.5 min of suite. Estimate of a whole cold
 # .ci/run on an idle 2-core Debian 12 machine: apt ~1 min; builds ~2900
 # CPU-s, ~25 min (etcd 146, kube-apiserver 876, unit race/plain ~750, lint
-# ~180, images 365, cluster-bins + helm ~550); tests ~20 min (unit ~3, fuzz
-# ~3, e2e packages ~10, cluster suite ~3.5): ~45-50 min, under the 75 min
-# budget; a loaded machine stretches the builds, not the CPU-seconds.
+# ~180, images 365, cluster-bins + helm ~550); tests ~20-30 min (unit ~3,
+# fuzz ~3, e2e packages ~10-15 from e2e/README.md's figures, cluster suite
+# 3-4.5): ~45-55 min, under the 75 min budget. An estimate from the parts
+# measured above, not a measured cold run; a loaded machine stretches the
+# wall time of the builds, not their CPU-seconds.
 # Upstream's [Feature:LoadBalancer] run (make cluster-upstream-e2e) stays out
 # of make test: bin/e2e-network.test + bin/agnhost are another 526 CPU-s
 # cold, its 17 tests take ~15 min (one times out after 600 s), and two fail
