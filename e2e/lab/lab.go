@@ -51,6 +51,8 @@ type Options struct {
 	KeepDir bool
 	// AgentArgs are appended to every vip-agent command line.
 	AgentArgs []string
+	// CCMArgs are appended to vip-ccm's command line.
+	CCMArgs []string
 	// Pools are extra entries of the pools ConfigMap (values may use the
 	// placeholder X for the lab's second octet, e.g. "10.X.8.0/24").
 	Pools map[string]string
@@ -373,10 +375,10 @@ func (l *Lab) setupCluster(ctx context.Context) error {
 // until every agent is ready and sees every other one.
 func (l *Lab) startPrograms(ctx context.Context) error {
 	l.CCM = l.track(newProc("vip-ccm", l.API, filepath.Join(l.Dir, "vip-ccm.log"),
-		filepath.Join(l.Opts.BinDir, "vip-ccm"), []string{
+		filepath.Join(l.Opts.BinDir, "vip-ccm"), append([]string{
 			"--kubeconfig", filepath.Join(l.Dir, "vip-ccm.kubeconfig"),
 			"--secure-port=0", "--leader-elect=false", "--v=2",
-		}, nil))
+		}, l.Opts.CCMArgs...), nil))
 	if err := l.CCM.Start(); err != nil {
 		return err
 	}

@@ -141,7 +141,8 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 		a.withdrawIdle(ctx, addr)
 		return nil
 	case d.Announce:
-		if err := a.probeFirst(ctx, addr, all, d.Fresh); err != nil {
+		probed, err := a.probeFirst(ctx, addr, all, d.Fresh)
+		if err != nil {
 			if errors.Is(err, errInUse) {
 				return nil
 			}
@@ -149,6 +150,13 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 		}
 		if err := a.announceAddr(ctx, addr, served, idle, d.Reason, d.Changed); err != nil {
 			return err
+		}
+		if probed {
+			// Announced after asking the link: a takeover or restart
+			// need not ask again (unless a conflict is recorded later).
+			if err := a.markAnnounced(ctx, addr); err != nil {
+				a.log.Info("could not mark the address announced; the next owner probes it", "vip", addr, "err", err)
+			}
 		}
 		a.cleanupLegacy(ctx, all)
 		return nil

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -33,13 +35,34 @@ const (
 // errInUse stops an announcement: another host answered the probe.
 var errInUse = errors.New("address in use by another host")
 
-// probeFirst asks the link, before the first announcement of an address no
-// vip node held (fresh) or one found in use before, whether another host
-// answers for it. It returns errInUse when one does (the address is then
-// not announced); a probe that cannot run does not hold the address back.
-func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Service, fresh bool) error {
+// Marks on the per-address Lease vip-<addr>: the time a vip node first
+// announced the address after asking the link, and which node it was. A
+// takeover of a Lease carrying a mark later than any conflict record is
+// not probed (failover stays fast); anything else is.
+const (
+	AnnotationAnnouncedAt = "vip.io/announced-at"
+	AnnotationAnnouncedBy = "vip.io/announced-by"
+)
+
+// probeFirst asks the link whether another host answers for addr before
+// this agent announces it, unless the address was already announced by a
+// vip node. The rule (docs/security.md, "Ask the wire first"): an address
+// is announced without a probe only when this agent process already
+// announces it, or when its Lease was not acquired fresh (a vip node held
+// it) and carries an announced mark later than the address's conflict
+// record (if any). A Lease acquired fresh, a Lease without the mark (never
+// announced, e.g. an agent restarted after finding the address in use), a
+// conflict record newer than the mark, or a conflict this process saw all
+// force a probe.
+//
+// It returns errInUse when another host answers (the address is then not
+// announced), and probed=true when the link was asked and nobody answered:
+// the caller then marks the Lease once the address is announced. A probe
+// that cannot run does not hold the address back; a Lease or record that
+// cannot be read does (the reconcile is retried).
+func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Service, fresh bool) (probed bool, err error) {
 	if a.o.Prober == nil || a.o.Mode != ModeARP {
-		return nil
+		return false, nil
 	}
 	key := addrKey(addr)
 	held := a.desired.Has(key, addr)
@@ -52,28 +75,42 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 	_, conflicted := a.conflicts[addr]
 	unprobed := a.unprobed[addr]
 	a.mu.Unlock()
-	if held || !(unprobed || conflicted) {
-		return nil
+	if held {
+		return false, nil
+	}
+	why := ""
+	switch {
+	case conflicted:
+		why = "another host answered before"
+	case unprobed:
+		why = "no vip node held the address"
+	default:
+		if why, err = a.probeReason(ctx, addr); err != nil {
+			return false, err
+		}
+		if why == "" {
+			return false, nil
+		}
 	}
 	t0 := a.o.Clock.Now()
 	mac, err := a.o.Prober.Probe(ctx, addr, a.interfaceFor(svcs[0]))
 	a.metrics.probe(a.o.Clock.Since(t0))
 	if err != nil {
-		a.log.Info("could not probe the address before announcing it; announcing", "vip", addr, "err", err)
+		a.log.Info("could not probe the address before announcing it; announcing", "vip", addr, "why", why, "err", err)
 		a.mu.Lock()
 		delete(a.unprobed, addr)
 		a.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	if mac == nil {
 		a.mu.Lock()
 		delete(a.conflicts, addr)
 		delete(a.unprobed, addr)
 		a.mu.Unlock()
-		if conflicted {
-			a.log.Info("no other host answers for the address any more", "vip", addr)
+		if conflicted || why != "no vip node held the address" {
+			a.log.Info("probed: no other host answers for the address", "vip", addr, "why", why)
 		}
-		return nil
+		return true, nil
 	}
 	a.mu.Lock()
 	first := a.conflicts[addr] != mac.String()
@@ -81,16 +118,68 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 	a.mu.Unlock()
 	a.queue.AddAfter(key, conflictRetry)
 	if first {
-		a.log.Info("address in use by another host on the link: not announcing it", "vip", addr, "mac", mac.String())
+		a.log.Info("address in use by another host on the link: not announcing it", "vip", addr, "mac", mac.String(), "why", why)
 		for _, svc := range svcs {
 			a.rec.Eventf(svc, v1.EventTypeWarning, ReasonAddressInUse,
 				"Address %s is in use by another host on the link (MAC %s): %s does not announce it", addr, mac, a.o.NodeName)
 		}
 	}
 	if err := a.recordConflict(ctx, addr, mac); err != nil {
+		return false, err
+	}
+	return false, errInUse
+}
+
+// probeReason says why addr, whose Lease this node holds but which this
+// process does not announce yet, must be probed first ("" = it need not:
+// a vip node announced it after the last conflict record).
+func (a *Agent) probeReason(ctx context.Context, addr netip.Addr) (string, error) {
+	leases := a.o.Client.CoordinationV1().Leases(a.o.Namespace)
+	l, err := leases.Get(ctx, lbsvc.AddressLeaseName(addr), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "the address has no Lease", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading the Lease of %s: %w", addr, err)
+	}
+	at, perr := time.Parse(time.RFC3339Nano, l.Annotations[AnnotationAnnouncedAt])
+	if perr != nil {
+		return "no vip node announced the address yet", nil
+	}
+	c, err := leases.Get(ctx, lbsvc.ConflictLeaseName(addr), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("reading the conflict record of %s: %w", addr, err)
+	}
+	seen := c.CreationTimestamp.Time
+	if c.Spec.RenewTime != nil {
+		seen = c.Spec.RenewTime.Time
+	}
+	if !seen.Before(at) {
+		return fmt.Sprintf("conflict record (MAC %s, %s) is newer than the last announcement", c.Annotations[lbsvc.AnnotationMAC],
+			seen.UTC().Format(time.RFC3339)), nil
+	}
+	return "", nil
+}
+
+// markAnnounced records on the address's Lease that this node announced
+// addr after asking the link (a merge patch: it only adds the marks, so it
+// needs no precondition).
+func (a *Agent) markAnnounced(ctx context.Context, addr netip.Addr) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		AnnotationAnnouncedAt: time.Now().UTC().Format(time.RFC3339Nano),
+		AnnotationAnnouncedBy: a.o.NodeName,
+	}}})
+	if err != nil {
 		return err
 	}
-	return errInUse
+	_, err = a.o.Client.CoordinationV1().Leases(a.o.Namespace).Patch(ctx, lbsvc.AddressLeaseName(addr), types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("marking the Lease of %s announced: %w", addr, err)
+	}
+	return nil
 }
 
 // recordConflict creates or refreshes the conflict record Lease

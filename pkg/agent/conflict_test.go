@@ -7,8 +7,11 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	coordv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -73,8 +76,13 @@ func TestProbeBeforeFirstAnnouncement(t *testing.T) {
 		t.Fatalf("held address probed again (%d probes, %v)", pr.calls, err)
 	}
 
-	// A takeover (not fresh) announces at once, without a probe.
+	// Announced after the probe: the Lease is marked (no Lease in this
+	// test: the mark is attempted and the missing Lease ignored).
+
+	// A takeover (not fresh) of an address a vip node announced (marked
+	// Lease) announces at once, without a probe.
 	vip2 := netip.MustParseAddr("10.7.0.21")
+	putAddrLease(t, client, vip2, "n2", time.Now().Add(-time.Minute))
 	if _, err := client.CoreV1().Services("team").Create(ctx, sharedSvc("other", vip2, false), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -88,5 +96,112 @@ func TestProbeBeforeFirstAnnouncement(t *testing.T) {
 	}
 	if !slices.Contains(ann.Held(), vip2) || pr.calls != 2 {
 		t.Fatalf("takeover: announced %v after %d probes, want announced without a probe", ann.Held(), pr.calls)
+	}
+}
+
+// putAddrLease writes the per-address Lease of vip held by holder, marked
+// announced at the given time (zero: no mark).
+func putAddrLease(t *testing.T, client *fake.Clientset, vip netip.Addr, holder string, at time.Time) {
+	t.Helper()
+	l := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: lbsvc.AddressLeaseName(vip), Namespace: "kube-system"},
+		Spec: coordv1.LeaseSpec{HolderIdentity: &holder}}
+	if !at.IsZero() {
+		l.Annotations = map[string]string{AnnotationAnnouncedAt: at.UTC().Format(time.RFC3339Nano), AnnotationAnnouncedBy: holder}
+	}
+	if _, err := client.CoordinationV1().Leases("kube-system").Create(context.Background(), l, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// putConflict writes the conflict record of vip, renewed at the given time.
+func putConflict(t *testing.T, client *fake.Clientset, vip netip.Addr, at time.Time) {
+	t.Helper()
+	rt := metav1.NewMicroTime(at)
+	l := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: lbsvc.ConflictLeaseName(vip), Namespace: "kube-system",
+		Annotations: map[string]string{lbsvc.AnnotationAddress: vip.String(), lbsvc.AnnotationMAC: "02:aa:00:00:00:09"}},
+		Spec: coordv1.LeaseSpec{RenewTime: &rt}}
+	if _, err := client.CoordinationV1().Leases("kube-system").Create(context.Background(), l, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestProbeAfterRestart: an agent process that does not announce an
+// address yet, although its node holds the address's Lease (a restart, or
+// a takeover), probes it first unless a vip node announced it after the
+// last conflict record: held-but-never-announced and a newer conflict
+// record both force a probe; a clean probe marks the Lease, so the next
+// restart does not probe.
+func TestProbeAfterRestart(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name      string
+		announced time.Time // zero: the Lease carries no mark
+		conflict  time.Time // zero: no conflict record
+		noLease   bool
+		answer    bool // another host answers the probe
+		wantProbe bool
+	}{
+		{name: "never announced, in use", answer: true, wantProbe: true},
+		{name: "never announced, free", wantProbe: true},
+		{name: "announced, no conflict record", announced: now.Add(-time.Minute)},
+		{name: "announced after the conflict", announced: now.Add(-time.Minute), conflict: now.Add(-2 * time.Minute)},
+		{name: "conflict after the announcement, in use", announced: now.Add(-2 * time.Minute), conflict: now.Add(-time.Minute), answer: true, wantProbe: true},
+		{name: "conflict record, never announced", conflict: now.Add(-time.Hour), answer: true, wantProbe: true},
+		{name: "no Lease", noLease: true, wantProbe: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vip := netip.MustParseAddr("10.7.0.30")
+			// Holding the Lease already (not fresh), as after a restart.
+			el := &askingElector{d: Decision{Announce: true, Holder: "n1"}, alive: []string{"n1"}}
+			a, client, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
+			pr := &fakeProber{}
+			if tc.answer {
+				pr.mac = net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 9}
+			}
+			a.o.Prober = pr
+			if !tc.noLease {
+				putAddrLease(t, client, vip, "n1", tc.announced)
+			}
+			if !tc.conflict.IsZero() {
+				putConflict(t, client, vip, tc.conflict)
+			}
+			ctx := context.Background()
+			if err := a.syncAddr(ctx, vip); err != nil {
+				t.Fatal(err)
+			}
+			if got := pr.calls == 1; got != tc.wantProbe {
+				t.Fatalf("probed %d times, want probe %v", pr.calls, tc.wantProbe)
+			}
+			announced := slices.Contains(ann.Held(), vip)
+			if announced == tc.answer {
+				t.Fatalf("announced %v with another host answering %v", announced, tc.answer)
+			}
+			if tc.answer || tc.noLease {
+				return
+			}
+			l, err := client.CoordinationV1().Leases("kube-system").Get(ctx, lbsvc.AddressLeaseName(vip), metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			at, err := time.Parse(time.RFC3339Nano, l.Annotations[AnnotationAnnouncedAt])
+			if err != nil {
+				t.Fatalf("Lease not marked announced: %v", l.Annotations)
+			}
+			if tc.wantProbe && (at.Before(now) || l.Annotations[AnnotationAnnouncedBy] != "n1") {
+				t.Fatalf("probed and announced, but the mark is %v", l.Annotations)
+			}
+			if !tc.wantProbe && !at.Before(now) {
+				t.Fatalf("announced without a probe, but the mark was rewritten: %v", l.Annotations)
+			}
+			// The next restart (a new agent process) does not probe again.
+			b, _, ann2 := restartTestAgent(t, ModeARP, client, el)
+			b.o.Prober = pr
+			if err := b.syncAddr(ctx, vip); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(ann2.Held(), vip) || pr.calls > 1 {
+				t.Fatalf("after a restart: announced %v after %d probes in all, want announced without another", ann2.Held(), pr.calls)
+			}
+		})
 	}
 }

@@ -88,7 +88,13 @@ func readySlice(svc string, nodes ...string) *discoveryv1.EndpointSlice {
 // startTestAgent builds an agent on objs and waits for its informers.
 func startTestAgent(t *testing.T, mode Mode, el Elector, objs ...runtime.Object) (*Agent, *fake.Clientset, *announcefake.Announcer) {
 	t.Helper()
-	client := fake.NewClientset(objs...)
+	return restartTestAgent(t, mode, fake.NewClientset(objs...), el)
+}
+
+// restartTestAgent starts an agent on an existing client: a new process,
+// with nothing in memory.
+func restartTestAgent(t *testing.T, mode Mode, client *fake.Clientset, el Elector) (*Agent, *fake.Clientset, *announcefake.Announcer) {
+	t.Helper()
 	ann := announcefake.New()
 	a, err := New(Options{Client: client, NodeName: "n1", Mode: mode, Announcer: ann, Elector: el,
 		Interface: "eth0", Recorder: record.NewFakeRecorder(1000)})

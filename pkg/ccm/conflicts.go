@@ -13,6 +13,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -81,19 +82,66 @@ const (
 )
 
 // expireConflict drops a quarantine whose time is over, so that pool picks
-// see the address again.
-func (lb *LoadBalancer) expireConflict(addr string) {
+// see the address again, and gives the address back to the Services that
+// request it and were left pending (nothing else would: their status was
+// emptied outside the service controller, which does not retry them).
+func (lb *LoadBalancer) expireConflict(ctx context.Context, addr string) error {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
-		return
+		return nil
 	}
 	lb.mu.Lock()
-	defer lb.mu.Unlock()
 	if c, ok := lb.conflicts[a]; ok && !c.until.After(lb.now()) {
 		delete(lb.conflicts, a)
 		lb.alloc.SetForbidden(lb.forbidden)
 		klog.InfoS("address quarantine over", "address", a)
 	}
+	c, still := lb.quarantinedLocked(a)
+	if still {
+		// Renewed meanwhile: a later expiry queued for the same key was
+		// merged into this earlier one, so arm it again.
+		lb.trustQueue.AddAfter(expireKey+a.String(), c.until.Sub(lb.now())+time.Second)
+	}
+	lb.mu.Unlock()
+	if still || lb.svcs == nil {
+		return nil
+	}
+	if !lb.hasSynced() {
+		return fmt.Errorf("informers not synced")
+	}
+	all, err := lb.svcs.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var firstErr error
+	for _, svc := range all {
+		req, rerr := lbsvc.Requested(svc)
+		if rerr != nil || !slices.Contains(req.Addrs, a) || len(svc.Status.LoadBalancer.Ingress) > 0 ||
+			svc.DeletionTimestamp != nil || !lbsvc.Wants(svc, lb.opts.Class) {
+			continue
+		}
+		st, err := lb.EnsureLoadBalancer(ctx, "", svc, nil)
+		if err != nil || st == nil || len(st.Ingress) == 0 {
+			continue // still refused for another reason: its Events say why
+		}
+		if err := lb.patchIngress(ctx, svc, st); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// patchIngress writes st into svc's status (a merge patch of the ingress).
+func (lb *LoadBalancer) patchIngress(ctx context.Context, svc *v1.Service, st *v1.LoadBalancerStatus) error {
+	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{"ingress": st.Ingress}}})
+	if err != nil {
+		return err
+	}
+	_, err = lb.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("writing the status of %s: %w", lbsvc.Key(svc), err)
+	}
+	return nil
 }
 
 // evictConflict takes a quarantined address out of the status of every
@@ -137,13 +185,8 @@ func (lb *LoadBalancer) evictConflict(ctx context.Context, a netip.Addr) error {
 		if reflect.DeepEqual(svc.Status.LoadBalancer, *st) {
 			continue
 		}
-		patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{"ingress": st.Ingress}}})
-		if err != nil {
-			return err
-		}
-		if _, err := lb.client.CoreV1().Services(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil &&
-			!apierrors.IsNotFound(err) && firstErr == nil {
-			firstErr = fmt.Errorf("removing %s from the status of %s: %w", a, key, err)
+		if err := lb.patchIngress(ctx, svc, st); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("removing %s: %w", a, err)
 		}
 	}
 	return firstErr

@@ -374,7 +374,7 @@ func (lb *LoadBalancer) runTrustQueue(ctx context.Context) {
 		var err error
 		switch {
 		case strings.HasPrefix(key, expireKey):
-			lb.expireConflict(strings.TrimPrefix(key, expireKey))
+			err = lb.expireConflict(ctx, strings.TrimPrefix(key, expireKey))
 		case strings.HasPrefix(key, evictKey):
 			if a, perr := netip.ParseAddr(strings.TrimPrefix(key, evictKey)); perr == nil {
 				err = lb.evictConflict(ctx, a)

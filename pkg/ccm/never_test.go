@@ -105,11 +105,23 @@ func TestConflictRecordQuarantines(t *testing.T) {
 	if _, err := ensureIPs(t, lb, req); err == nil {
 		t.Error("quarantined address assigned")
 	}
-	// After the quarantine the address is assignable again.
+	// After the quarantine the address is given back to the Service that
+	// requests it and was left pending (the service controller does not
+	// retry it), and is assignable again.
+	if _, err := lb.client.CoreV1().Services("team").Create(context.Background(), req, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pending Service in the cache", func() bool { _, err := lb.svcs.Services("team").Get("static"); return err == nil })
 	lb.mu.Lock()
 	lb.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
 	lb.mu.Unlock()
-	lb.expireConflict("10.0.0.7")
+	if err := lb.expireConflict(context.Background(), "10.0.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lb.client.CoreV1().Services("team").Get(context.Background(), "static", metav1.GetOptions{})
+	if err != nil || len(got.Status.LoadBalancer.Ingress) != 1 || got.Status.LoadBalancer.Ingress[0].IP != "10.0.0.7" {
+		t.Errorf("after the quarantine the pending Service has status %+v (%v), want 10.0.0.7", got.Status.LoadBalancer, err)
+	}
 	if ips, err := ensureIPs(t, lb, req); err != nil || ips[0] != "10.0.0.7" {
 		t.Errorf("after the quarantine: %v %v", ips, err)
 	}
