@@ -72,6 +72,8 @@ type sysctlFunc func(iface, key string) (int, error)
 // isLB accepts would be answered by ARP because arp_ignore < 1 or
 // arp_announce < 2. Addresses no other interface's subnet covers (e.g. BGP
 // addresses off every link) draw no ARP requests and are not reported.
+// IPv6 is not checked: Linux answers neighbour solicitations only for
+// addresses of the interface asked on.
 func checkIPVSARP(addrs []ifaceAddr, isLB func(netip.Addr) bool, sysctl sysctlFunc) ([]ipvsFinding, error) {
 	var lb []netip.Addr
 	for _, a := range addrs {
