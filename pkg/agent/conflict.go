@@ -112,6 +112,14 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 		}
 		return true, nil
 	}
+	if holder := a.otherHolder(ctx, addr); holder != "" {
+		// Two agents both held the Lease for a moment (a takeover while
+		// this one acquired it): the answer is the vip node that holds
+		// it now, not a foreign host. Step back; no conflict record, or
+		// vip-ccm would take the address away from its Service.
+		a.log.Info("the address's Lease moved to another vip node while probing: not announcing", "vip", addr, "holder", holder, "mac", mac.String())
+		return false, errInUse
+	}
 	a.mu.Lock()
 	first := a.conflicts[addr] != mac.String()
 	a.conflicts[addr] = mac.String()
@@ -128,6 +136,16 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 		return false, err
 	}
 	return false, errInUse
+}
+
+// otherHolder is the node holding addr's Lease when it is not this one
+// ("" when this node holds it, or the Lease cannot be read).
+func (a *Agent) otherHolder(ctx context.Context, addr netip.Addr) string {
+	l, err := a.o.Client.CoordinationV1().Leases(a.o.Namespace).Get(ctx, lbsvc.AddressLeaseName(addr), metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == a.o.NodeName {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
 }
 
 // probeReason says why addr, whose Lease this node holds but which this

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
@@ -96,6 +97,33 @@ func TestProbeBeforeFirstAnnouncement(t *testing.T) {
 	}
 	if !slices.Contains(ann.Held(), vip2) || pr.calls != 2 {
 		t.Fatalf("takeover: announced %v after %d probes, want announced without a probe", ann.Held(), pr.calls)
+	}
+}
+
+// TestProbeAnsweredByNewHolder: two agents held a fresh Lease for a moment
+// (another node took it over while this one acquired it and probed). The
+// probe's answer is that vip node: this agent steps back without a Warning
+// or a conflict record, so vip-ccm leaves the Service its address.
+func TestProbeAnsweredByNewHolder(t *testing.T) {
+	vip := netip.MustParseAddr("10.7.0.22")
+	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true, Fresh: true}, alive: []string{"n1", "n2"}}
+	a, client, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
+	putAddrLease(t, client, vip, "n2", time.Time{}) // n2 took it over and announces it
+	pr := &fakeProber{mac: net.HardwareAddr{0x02, 0, 0, 0, 0, 2}}
+	a.o.Prober = pr
+	rec := a.rec.(*record.FakeRecorder)
+	ctx := context.Background()
+	if err := a.syncAddr(ctx, vip); err != nil {
+		t.Fatal(err)
+	}
+	if len(ann.Held()) != 0 || pr.calls != 1 {
+		t.Fatalf("announced %v after %d probes; want not announced after one probe", ann.Held(), pr.calls)
+	}
+	if hasEvent(rec, "Warning "+ReasonAddressInUse) {
+		t.Fatal("AddressInUse Warning for the vip node holding the Lease")
+	}
+	if _, err := client.CoordinationV1().Leases("kube-system").Get(ctx, lbsvc.ConflictLeaseName(vip), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("conflict record: err %v; want none", err)
 	}
 }
 
