@@ -441,10 +441,10 @@ func TestEventsDocumented(t *testing.T) {
 func TestScannersSeeKnownItems(t *testing.T) {
 	m := metricsInCode(t)
 	for name, want := range map[string]metric{
-		"vip_ccm_pool_size":           {typ: "gauge", labels: "pool, family", program: "vip-ccm"},
-		"vip_ccm_pool_used":           {typ: "gauge", labels: "pool", program: "vip-ccm"},
-		"vip_agent_reconcile_seconds": {typ: "histogram", program: "vip-agent"},
-		"vip_bgp_session_up":          {typ: "gauge", labels: "peer", program: "vip-agent"},
+		"vip_ccm_pool_size":                    {typ: "gauge", labels: "pool, family", program: "vip-ccm"},
+		"vip_ccm_pool_used":                    {typ: "gauge", labels: "pool", program: "vip-ccm"},
+		"vip_agent_reconcile_duration_seconds": {typ: "histogram", program: "vip-agent"},
+		"vip_agent_bgp_session_up":             {typ: "gauge", labels: "peer", program: "vip-agent"},
 	} {
 		got := m[name]
 		if got.typ != want.typ || got.labels != want.labels || got.program != want.program {

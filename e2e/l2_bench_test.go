@@ -389,7 +389,7 @@ func (bs *l2Bench) apiWrites(b *testing.B, n int) {
 		}
 		lines := []string{
 			fmt.Sprintf("%d Services (+2), 3 nodes, steady state; apiserver_request_total{verb=~PUT|PATCH|POST|DELETE} over %v", n, window),
-			fmt.Sprintf("API writes: %.1f/s (of which Leases %.1f/s); agents' own Lease writes (vip_api_writes_total): %s",
+			fmt.Sprintf("API writes: %.1f/s (of which Leases %.1f/s); agents' own Lease writes (vip_agent_lease_writes_total): %s",
 				rate, leaseRate, l2Rates(agentRate)),
 			"(vip-ccm runs without leader election here; with it, its Lease renewal adds 0.5/s)",
 		}
@@ -411,12 +411,12 @@ func (bs *l2Bench) apiWrites(b *testing.B, n int) {
 	})
 }
 
-// agentWrites sums vip_api_writes_total by kind over the agents.
+// agentWrites sums vip_agent_lease_writes_total by kind over the agents.
 func (bs *l2Bench) agentWrites(b *testing.B) map[string]float64 {
 	out := map[string]float64{}
 	for _, n := range bs.l.Nodes {
 		for _, kind := range []string{"heartbeat", "service"} {
-			v, err := bs.l.AgentMetric(l2Ctx(b, 10*time.Second), n.Name, "vip_api_writes_total",
+			v, err := bs.l.AgentMetric(l2Ctx(b, 10*time.Second), n.Name, "vip_agent_lease_writes_total",
 				func(lb map[string]string) bool { return lb["kind"] == kind })
 			if err == nil {
 				out[kind] += v

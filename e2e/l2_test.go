@@ -487,8 +487,8 @@ func (s *l2Suite) apiDown(t *testing.T) {
 		}
 	}
 	for _, n := range l.Nodes {
-		if f, err := l.AgentMetric(l2Ctx(t, 5*time.Second), n.Name, "vip_fenced", nil); err != nil || f != 0 {
-			t.Errorf("%s: vip_fenced=%v (err %v) while the API server is down for everyone", n.Name, f, err)
+		if f, err := l.AgentMetric(l2Ctx(t, 5*time.Second), n.Name, "vip_agent_fenced", nil); err != nil || f != 0 {
+			t.Errorf("%s: vip_agent_fenced=%v (err %v) while the API server is down for everyone", n.Name, f, err)
 		}
 	}
 	t0 := time.Now()
@@ -577,7 +577,7 @@ func (s *l2Suite) apiDownPeersPause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fenced, _ := l.AgentMetric(l2Ctx(t, 5*time.Second), victim, "vip_fenced", nil)
+	fenced, _ := l.AgentMetric(l2Ctx(t, 5*time.Second), victim, "vip_agent_fenced", nil)
 	if !slices.Equal(before, after) || fenced != 0 {
 		t.Errorf("API server down, peers paused 400ms: %s fenced=%v and withdrew %d of its %d VIPs while nobody could take over",
 			victim, fenced, len(before)-len(after), len(before))

@@ -223,7 +223,7 @@ func (s *resSuite) visible(t *testing.T, row *resRow, name string, match func(ma
 func (s *resSuite) noFences(t *testing.T, row *resRow, before map[string]float64) {
 	t.Helper()
 	fenced := 0
-	for node, v := range s.agentMetrics(t, "vip_fences_total", nil) {
+	for node, v := range s.agentMetrics(t, "vip_agent_fences_total", nil) {
 		if v > before[node] {
 			fenced++
 			t.Errorf("%s fenced itself %v time(s) although it could reach the API server host", node, v-before[node])
@@ -392,14 +392,14 @@ func (s *resSuite) ccmLeaderChange(t *testing.T, row *resRow) {
 func (s *resSuite) apiDown(t *testing.T, row *resRow) {
 	l := s.l
 	p, _ := s.probeSteady()
-	hbErrs := s.agentMetrics(t, "vip_election_errors_total", opIs("heartbeat"))
-	fences := s.agentMetrics(t, "vip_fences_total", nil)
+	hbErrs := s.agentMetrics(t, "vip_agent_election_errors_total", opIs("heartbeat"))
+	fences := s.agentMetrics(t, "vip_agent_fences_total", nil)
 	defer s.noFences(t, row, fences)
 	if err := l.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(30 * time.Second)
-	s.visible(t, row, "vip_election_errors_total", opIs("heartbeat"), hbErrs)
+	s.visible(t, row, "vip_agent_election_errors_total", opIs("heartbeat"), hbErrs)
 	if err := l.StartAPIServer(l2Ctx(t, 2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -416,14 +416,14 @@ func (s *resSuite) apiDown(t *testing.T, row *resRow) {
 func (s *resSuite) etcdRestart(t *testing.T, row *resRow) {
 	l := s.l
 	p, _ := s.probeSteady()
-	hbErrs := s.agentMetrics(t, "vip_election_errors_total", opIs("heartbeat"))
-	fences := s.agentMetrics(t, "vip_fences_total", nil)
+	hbErrs := s.agentMetrics(t, "vip_agent_election_errors_total", opIs("heartbeat"))
+	fences := s.agentMetrics(t, "vip_agent_fences_total", nil)
 	defer s.noFences(t, row, fences)
 	if err := l.Env.StopEtcd(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Second)
-	s.visible(t, row, "vip_election_errors_total", opIs("heartbeat"), hbErrs)
+	s.visible(t, row, "vip_agent_election_errors_total", opIs("heartbeat"), hbErrs)
 	if err := l.Env.StartEtcd(l2Ctx(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +519,7 @@ func (s *resSuite) flapping(t *testing.T, row *resRow) {
 	}
 	p := l.StartProbe(sv.VIP, lab.ServicePort, 100*time.Millisecond, 300*time.Millisecond)
 	dual := watchDual(l)
-	takeovers := s.agentMetrics(t, "vip_takeovers_total", nil)
+	takeovers := s.agentMetrics(t, "vip_agent_lease_takeovers_total", nil)
 	for range 5 {
 		if err := l.CutPort(owner); err != nil {
 			t.Fatal(err)
@@ -536,13 +536,13 @@ func (s *resSuite) flapping(t *testing.T, row *resRow) {
 	row.outage = fmt.Sprintf("%d of %d probes failed (longest gap %v)", f, len(rs), worst.Round(time.Millisecond))
 	row.note("%s", dual.stop())
 	var more float64
-	for node, v := range s.agentMetrics(t, "vip_takeovers_total", nil) {
+	for node, v := range s.agentMetrics(t, "vip_agent_lease_takeovers_total", nil) {
 		more += v - takeovers[node]
 	}
 	if more == 0 {
-		t.Errorf("the cut owner's Services changed hands without vip_takeovers_total counting it")
+		t.Errorf("the cut owner's Services changed hands without vip_agent_lease_takeovers_total counting it")
 	}
-	row.note("%v takeovers counted in vip_takeovers_total", more)
+	row.note("%v takeovers counted in vip_agent_lease_takeovers_total", more)
 	if worst > 3*time.Second {
 		t.Errorf("port flapping interrupted the VIP for %v", worst)
 	}

@@ -296,7 +296,7 @@ func BenchmarkBGP1000Services(b *testing.B) {
 
 	var worst int64
 	for _, nd := range l.nodes {
-		v, err := l.metric(nd.name, "vip_bgp_paths_advertised", "")
+		v, err := l.metric(nd.name, "vip_agent_bgp_paths_advertised", "")
 		if err != nil || v != n {
 			b.Errorf("%s advertises %v paths (%v); want %d", nd.name, v, err, n)
 		}

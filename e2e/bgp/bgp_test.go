@@ -80,11 +80,11 @@ func TestECMP(t *testing.T) {
 		t.Errorf("all answers from %v; want several nodes behind the ECMP route", seen)
 	}
 	t.Logf("answers through %s: %v", vip, seen)
-	if v, err := l.metric("node1", "vip_bgp_paths_advertised", ""); err != nil || v < 1 {
-		t.Errorf("vip_bgp_paths_advertised on node1 = %v, %v", v, err)
+	if v, err := l.metric("node1", "vip_agent_bgp_paths_advertised", ""); err != nil || v < 1 {
+		t.Errorf("vip_agent_bgp_paths_advertised on node1 = %v, %v", v, err)
 	}
-	if v, err := l.metric("node1", "vip_bgp_session_up", fmt.Sprintf("peer=%q", l.routerIP4)); err != nil || v != 1 {
-		t.Errorf("vip_bgp_session_up{peer=%s} on node1 = %v, %v", l.routerIP4, v, err)
+	if v, err := l.metric("node1", "vip_agent_bgp_session_up", fmt.Sprintf("peer=%q", l.routerIP4)); err != nil || v != 1 {
+		t.Errorf("vip_agent_bgp_session_up{peer=%s} on node1 = %v, %v", l.routerIP4, v, err)
 	}
 
 	l.deleteService(t, "default", "ecmp")
@@ -168,7 +168,7 @@ func TestSIGTERM(t *testing.T) {
 		t.Errorf("node1's lo after restart = %v; want just %s", got, vip)
 	}
 	l.eventually(t, "one advertised path on node1", 5*time.Second, func() bool {
-		v, err := l.metric("node1", "vip_bgp_paths_advertised", "")
+		v, err := l.metric("node1", "vip_agent_bgp_paths_advertised", "")
 		return err == nil && v == 1
 	})
 }

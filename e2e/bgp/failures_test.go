@@ -124,7 +124,7 @@ func TestKillRestartNoStale(t *testing.T) {
 		return slices.Equal(l.lo("node2"), []netip.Addr{keep})
 	})
 	l.eventually(t, "one advertised path on node2", 5*time.Second, func() bool {
-		v, err := l.metric("node2", "vip_bgp_paths_advertised", "")
+		v, err := l.metric("node2", "vip_agent_bgp_paths_advertised", "")
 		return err == nil && v == 1
 	})
 	if hops := l.nextHops(drop); len(hops) != 0 {

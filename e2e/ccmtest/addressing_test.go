@@ -301,7 +301,7 @@ func TestAddressing(t *testing.T) {
 		// (TokenReview, SubjectAccessReview: the RBAC for both is exercised).
 		body := scrape(t, h, ccm, "/metrics", h.Env.AdminToken(), 200)
 		for _, want := range []string{"vip_ccm_allocations_total", `vip_ccm_pool_used{pool="cidr-global"}`,
-			`vip_ccm_pool_size{family="IPv4",pool="cidr-nsa"} 2` /* skip-end-ips is on by now */, `vip_ccm_pool_size{family="IPv6",pool="range-v6only"} 3`, "vip_ccm_allocation_failures_total", "vip_ccm_ensure_seconds_bucket"} {
+			`vip_ccm_pool_size{family="IPv4",pool="cidr-nsa"} 2` /* skip-end-ips is on by now */, `vip_ccm_pool_size{family="IPv6",pool="range-v6only"} 3`, "vip_ccm_allocation_failures_total", "vip_ccm_ensure_duration_seconds_bucket"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}

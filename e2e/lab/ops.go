@@ -323,7 +323,7 @@ func (l *Lab) heartbeatAges(ctx context.Context, node string) (map[string]float6
 	sc := bufio.NewScanner(strings.NewReader(string(body)))
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, "vip_heartbeat_age_seconds{")
+		rest, ok := strings.CutPrefix(line, "vip_agent_heartbeat_age_seconds{")
 		if !ok {
 			continue
 		}

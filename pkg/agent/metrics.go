@@ -7,30 +7,27 @@ import (
 )
 
 type metrics struct {
-	held           prometheus.Gauge
-	reconciles     *prometheus.CounterVec
-	reconcileTime  prometheus.Histogram
-	electionErrors prometheus.Counter
-	probeTime      prometheus.Histogram
+	held          prometheus.Gauge
+	reconciles    *prometheus.CounterVec
+	reconcileTime prometheus.Histogram
+	probeTime     prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "vip_agent_vips_held", Help: "Service addresses this node announces."}),
+			Name: "vip_agent_service_addresses_announced", Help: "Service addresses this node announces."}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vip_agent_reconciles_total", Help: "Service reconciles by result."}, []string{"result"}),
 		reconcileTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "vip_agent_reconcile_seconds", Help: "Duration of one Service reconcile.",
+			Name: "vip_agent_reconcile_duration_seconds", Help: "Duration of one Service reconcile.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}),
-		electionErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "vip_agent_election_errors_total", Help: "Failed ownership decisions (retried)."}),
 		probeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "vip_agent_address_probe_seconds", Help: "Time the probe before a first announcement took (ARP probe / DAD-style NS).",
+			Name: "vip_agent_address_probe_duration_seconds", Help: "Time the probe before a first announcement took (ARP probe / DAD-style NS).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 8)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.held, m.reconciles, m.reconcileTime, m.electionErrors, m.probeTime)
+		reg.MustRegister(m.held, m.reconciles, m.reconcileTime, m.probeTime)
 	}
 	return m
 }

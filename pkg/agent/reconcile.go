@@ -334,8 +334,7 @@ func (a *Agent) WithdrawEverything(ctx context.Context) {
 // records the holder for key.
 func (a *Agent) elect(ctx context.Context, key, lease, subject string, cands []string) (Decision, error) {
 	d, err := a.o.Elector.Ensure(ctx, a.o.Namespace, lease, subject, cands)
-	if err != nil {
-		a.metrics.electionErrors.Inc()
+	if err != nil { // counted by the elector (vip_agent_election_errors_total{op})
 		return d, fmt.Errorf("electing owner of %s: %w", subject, err)
 	}
 	if d.RequeueAfter > 0 {

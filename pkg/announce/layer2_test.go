@@ -256,15 +256,15 @@ func TestAnnounceBurstsOncePerOwner(t *testing.T) {
 	// The counter moves just after each frame is written: wait for it too.
 	var sent float64
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if sent = h.metric(t, "vip_garp_sent_total", "ipv4"); sent == 12 {
+		if sent = h.metric(t, "vip_agent_announcement_frames_sent_total", "ipv4"); sent == 12 {
 			break
 		}
 	}
 	if sent != 12 {
-		t.Errorf("vip_garp_sent_total{ipv4} = %v, want 12", sent)
+		t.Errorf("vip_agent_announcement_frames_sent_total{ipv4} = %v, want 12", sent)
 	}
-	if got := h.metric(t, "vip_addresses_bound", ""); got != 1 {
-		t.Errorf("vip_addresses_bound = %v, want 1", got)
+	if got := h.metric(t, "vip_agent_addresses_bound", ""); got != 1 {
+		t.Errorf("vip_agent_addresses_bound = %v, want 1", got)
 	}
 	if got := h.l.Held(); !slices.Equal(got, []netip.Addr{vip4}) {
 		t.Errorf("Held %v", got)
@@ -302,8 +302,8 @@ func TestWithdrawStopsBurst(t *testing.T) {
 	if err := h.l.Withdraw(ctx, "b", vip6); err != nil {
 		t.Errorf("withdrawing twice: %v", err)
 	}
-	if got := h.metric(t, "vip_garp_sent_total", "ipv6"); got != float64(n) {
-		t.Errorf("vip_garp_sent_total{ipv6} = %v, want %d", got, n)
+	if got := h.metric(t, "vip_agent_announcement_frames_sent_total", "ipv6"); got != float64(n) {
+		t.Errorf("vip_agent_announcement_frames_sent_total{ipv6} = %v, want %d", got, n)
 	}
 }
 
@@ -345,8 +345,8 @@ func TestFailedAnnounceRollsBack(t *testing.T) {
 	if got := len(h.pc.Frames()); got < 2 {
 		t.Fatalf("retry sent %d frames", got)
 	}
-	if got := h.metric(t, "vip_announce_errors_total", OpAnnounce); got != 2 {
-		t.Errorf("vip_announce_errors_total{announce} = %v, want 2", got)
+	if got := h.metric(t, "vip_agent_announce_errors_total", OpAnnounce); got != 2 {
+		t.Errorf("vip_agent_announce_errors_total{announce} = %v, want 2", got)
 	}
 }
 
@@ -366,8 +366,8 @@ func TestAnnounceErrors(t *testing.T) {
 	if err := h.l.Refresh(ctx, vip4); !errors.Is(err, ErrNotHeld) {
 		t.Errorf("Refresh: got %v, want ErrNotHeld", err)
 	}
-	if got := h.metric(t, "vip_announce_errors_total", OpAnnounce); got != 2 {
-		t.Errorf("vip_announce_errors_total{announce} = %v, want 2", got)
+	if got := h.metric(t, "vip_agent_announce_errors_total", OpAnnounce); got != 2 {
+		t.Errorf("vip_agent_announce_errors_total{announce} = %v, want 2", got)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()

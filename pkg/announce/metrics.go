@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Values of the op label of vip_announce_errors_total.
+// Values of the op label of vip_agent_announce_errors_total.
 const (
 	// OpAnnounce counts failed Announce calls.
 	OpAnnounce = "announce"
@@ -24,7 +24,7 @@ const (
 
 // metrics are the collectors of one Layer2.
 type metrics struct {
-	garp   *prometheus.CounterVec
+	frames *prometheus.CounterVec
 	errs   *prometheus.CounterVec
 	bound  prometheus.GaugeFunc
 	sent4  prometheus.Counter
@@ -35,22 +35,22 @@ type metrics struct {
 // newMetrics builds the collectors and registers them on reg, if not nil.
 func newMetrics(reg prometheus.Registerer, bound func() float64) (*metrics, error) {
 	m := &metrics{
-		garp: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vip_garp_sent_total",
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vip_agent_announcement_frames_sent_total",
 			Help: "Announcement frames written: gratuitous ARP (ipv4) and unsolicited neighbour advertisements (ipv6).",
 		}, []string{"family"}),
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vip_announce_errors_total",
+			Name: "vip_agent_announce_errors_total",
 			Help: "Failed layer-2 announcer operations by op.",
 		}, []string{"op"}),
 		bound: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "vip_addresses_bound",
+			Name: "vip_agent_addresses_bound",
 			Help: "Virtual IPs currently bound to an interface by this node.",
 		}, bound),
 		failed: map[string]prometheus.Counter{},
 	}
-	m.sent4 = m.garp.WithLabelValues("ipv4")
-	m.sent6 = m.garp.WithLabelValues("ipv6")
+	m.sent4 = m.frames.WithLabelValues("ipv4")
+	m.sent6 = m.frames.WithLabelValues("ipv6")
 	for _, op := range []string{OpAnnounce, OpWithdraw, OpRefresh, OpCleanup, OpClose, OpBurst} {
 		m.failed[op] = m.errs.WithLabelValues(op)
 	}
@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, bound func() float64) (*metrics, erro
 		return m, nil
 	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.garp, m.errs, m.bound} {
+	for _, c := range []prometheus.Collector{m.frames, m.errs, m.bound} {
 		if err := reg.Register(c); err != nil {
 			for _, d := range done {
 				reg.Unregister(d)

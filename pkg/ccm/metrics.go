@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		poolSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "vip_ccm_pool_size", Help: "Addresses in each pool (ConfigMap key)."}, []string{"pool", "family"}),
 		ensure: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "vip_ccm_ensure_seconds", Help: "Duration of EnsureLoadBalancer calls.",
+			Name: "vip_ccm_ensure_duration_seconds", Help: "Duration of EnsureLoadBalancer calls.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}),
 		poolUsed: prometheus.NewDesc("vip_ccm_pool_used", "Addresses in use in each pool (ConfigMap key).", []string{"pool"}, nil),
 	}

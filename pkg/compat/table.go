@@ -13,16 +13,16 @@ type Metric struct {
 // Metrics is kube-vip's metrics (pkg/metrics/prometheus.go) and what to
 // read instead. Vip "" means vip has no counterpart.
 var Metrics = []Metric{
-	{"kube_vip_active_services", "vip_agent_vips_held", "addresses this node announces (kube-vip counts Services)"},
+	{"kube_vip_active_services", "vip_agent_service_addresses_announced", "addresses this node announces (kube-vip counts Services)"},
 	{"kube_vip_build_info", "", "vip-agent --version; the image tag"},
-	{"kube_vip_is_leader", "vip_agent_controlplane_leader", "control-plane Lease; Service addresses: vip_leases_held"},
-	{"kube_vip_leader_election_transitions_total", "vip_agent_controlplane_lease_transitions_total", "label reason; Service take-overs: vip_takeovers_total"},
+	{"kube_vip_is_leader", "vip_agent_controlplane_leader", "control-plane Lease; Service addresses: vip_agent_leases_held"},
+	{"kube_vip_leader_election_transitions_total", "vip_agent_controlplane_lease_transitions_total", "label reason; Service take-overs: vip_agent_lease_takeovers_total"},
 	{"kube_vip_manager_all_services_events", "vip_agent_reconciles_total", "label result"},
-	{"kube_vip_manager_bgp_session_info", "vip_bgp_session_up", "label peer; 1 while established (kube-vip: label state)"},
-	{"kube_vip_service_election_attempts_total", "vip_takeovers_total", "vip elects per address from heartbeats; only take-overs are events"},
+	{"kube_vip_manager_bgp_session_info", "vip_agent_bgp_session_up", "label peer; 1 while established (kube-vip: label state)"},
+	{"kube_vip_service_election_attempts_total", "vip_agent_lease_takeovers_total", "vip elects per address from heartbeats; only take-overs are events"},
 	{"kube_vip_service_election_errors_total", "vip_agent_election_errors_total", ""},
-	{"kube_vip_service_election_loops", "vip_leases_held", "no election loop per Service: Leases held by this node"},
-	{"kube_vip_service_reconcile_duration_seconds", "vip_agent_reconcile_seconds", ""},
+	{"kube_vip_service_election_loops", "vip_agent_leases_held", "no election loop per Service: Leases held by this node"},
+	{"kube_vip_service_reconcile_duration_seconds", "vip_agent_reconcile_duration_seconds", ""},
 	{"kube_vip_service_reconcile_errors_total", `vip_agent_reconciles_total{result="error"}`, ""},
 }
 

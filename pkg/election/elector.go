@@ -244,7 +244,7 @@ func (e *Elector) isHeartbeat(l *coordv1.Lease) bool {
 		strings.HasPrefix(l.Name, HeartbeatPrefix) && len(l.Name) > len(HeartbeatPrefix)
 }
 
-// countHeld refreshes the vip_leases_held gauge from the informer cache.
+// countHeld refreshes the vip_agent_leases_held gauge from the informer cache.
 func (e *Elector) countHeld() {
 	keys, err := e.informer.GetIndexer().IndexKeys(holderIndex, e.self)
 	if err == nil {

@@ -184,7 +184,7 @@ func TestEnsureDecisions(t *testing.T) {
 				t.Errorf("lease holder = %q, want %q", holderOf(l), *tc.wantHolder)
 			}
 			if tc.want.Change == TookOver && testutil.ToFloat64(u.metrics.takeovers) != 1 {
-				t.Error("vip_takeovers_total not incremented")
+				t.Error("vip_agent_lease_takeovers_total not incremented")
 			}
 			if got.ShouldAnnounce && got.Change != None {
 				checkServiceLease(t, l, "a", "x")

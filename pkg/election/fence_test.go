@@ -170,7 +170,7 @@ func TestFencing(t *testing.T) {
 				t.Errorf("API server pinged %d times; want pings only when no peer answers", pings.Load())
 			}
 			if got := testutil.ToFloat64(u.metrics.fences); got != map[bool]float64{true: 1}[tc.fence] {
-				t.Errorf("vip_fences_total = %v", got)
+				t.Errorf("vip_agent_fences_total = %v", got)
 			}
 			res, err := u.Ensure(ctx, DefaultNamespace, "kubevip-x", "default/svc-x", []string{"a", "b", "c"})
 			if err != nil || res.ShouldAnnounce == tc.fence {

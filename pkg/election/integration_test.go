@@ -76,7 +76,7 @@ func testFailover(t *testing.T, env *testbed.Env) {
 		takeovers += testutil.ToFloat64(a.e.metrics.takeovers)
 	}
 	if int(takeovers) != len(latencies) {
-		t.Errorf("vip_takeovers_total adds up to %v, %d Services moved", takeovers, len(latencies))
+		t.Errorf("vip_agent_lease_takeovers_total adds up to %v, %d Services moved", takeovers, len(latencies))
 	}
 
 	// node-1 leaves gracefully: withdraw first, then Shutdown.

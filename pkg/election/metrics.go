@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Operation labels of vip_election_errors_total.
+// Operation labels of vip_agent_election_errors_total.
 const (
 	opHeartbeat = "heartbeat"
 	opCreate    = "create"
@@ -17,7 +17,7 @@ const (
 	opProbe     = "probe"
 )
 
-// Kind labels of vip_api_writes_total.
+// Kind labels of vip_agent_lease_writes_total.
 const (
 	writeHeartbeat = "heartbeat"
 	writeService   = "service"
@@ -39,20 +39,20 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		leasesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "vip_leases_held", Help: "Service Leases held by this node."}),
+			Name: "vip_agent_leases_held", Help: "Service Leases held by this node."}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "vip_takeovers_total", Help: "Service Leases taken over from a node whose heartbeat went stale."}),
+			Name: "vip_agent_lease_takeovers_total", Help: "Service Leases taken over from a node whose heartbeat went stale."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vip_election_errors_total", Help: "Failed election operations by operation."}, []string{"op"}),
+			Name: "vip_agent_election_errors_total", Help: "Failed election operations by operation."}, []string{"op"}),
 		heartbeatAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "vip_heartbeat_age_seconds",
+			Name: "vip_agent_heartbeat_age_seconds",
 			Help: "Time since this observer last saw each node's heartbeat change, on its own clock."}, []string{"node"}),
 		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "vip_fenced", Help: "1 while this node has fenced itself (cannot renew its heartbeat)."}),
+			Name: "vip_agent_fenced", Help: "1 while this node has fenced itself (cannot renew its heartbeat)."}),
 		fences: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "vip_fences_total", Help: "Times this node fenced itself (stopped announcing because it could not renew its heartbeat)."}),
+			Name: "vip_agent_fences_total", Help: "Times this node fenced itself (stopped announcing because it could not renew its heartbeat)."}),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vip_api_writes_total", Help: "Lease writes sent to the API server by kind (heartbeat, service)."}, []string{"kind"}),
+			Name: "vip_agent_lease_writes_total", Help: "Lease writes sent to the API server by kind (heartbeat, service)."}, []string{"kind"}),
 	}
 	if reg == nil {
 		return m, nil

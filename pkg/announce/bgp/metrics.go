@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Values of the op label of vip_bgp_errors_total.
+// Values of the op label of vip_agent_bgp_errors_total.
 const (
 	OpAnnounce    = "announce"
 	OpWithdraw    = "withdraw"
@@ -24,15 +24,15 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "vip_bgp_session_up",
+			Name: "vip_agent_bgp_session_up",
 			Help: "1 when the BGP session with the peer is established, else 0.",
 		}, []string{"peer"}),
 		paths: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "vip_bgp_paths_advertised",
+			Name: "vip_agent_bgp_paths_advertised",
 			Help: "Host routes (one per virtual IP) this node originates to its BGP peers.",
 		}),
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vip_bgp_errors_total",
+			Name: "vip_agent_bgp_errors_total",
 			Help: "Failed BGP announcer operations by op.",
 		}, []string{"op"}),
 	}

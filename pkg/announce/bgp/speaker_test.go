@@ -108,7 +108,7 @@ func TestAnnounceRefcountsOwners(t *testing.T) {
 		t.Fatalf("bound on %q, want lo", h.b.ifaces[vipA])
 	}
 	if v := testutil.ToFloat64(h.s.m.paths); v != 1 {
-		t.Fatalf("vip_bgp_paths_advertised = %v", v)
+		t.Fatalf("vip_agent_bgp_paths_advertised = %v", v)
 	}
 
 	if err := h.s.Withdraw(ctx, "ns/a", vipA); err != nil {
@@ -132,7 +132,7 @@ func TestAnnounceRefcountsOwners(t *testing.T) {
 		t.Fatalf("withdrawing again: %v", err)
 	}
 	if v := testutil.ToFloat64(h.s.m.paths); v != 0 {
-		t.Fatalf("vip_bgp_paths_advertised = %v", v)
+		t.Fatalf("vip_agent_bgp_paths_advertised = %v", v)
 	}
 }
 
@@ -273,12 +273,12 @@ func TestSessionEvents(t *testing.T) {
 		h.r.emit(peerEvent{Peer: peer4, State: st})
 	}
 	if up() != 1 {
-		t.Fatal("vip_bgp_session_up not 1")
+		t.Fatal("vip_agent_bgp_session_up not 1")
 	}
 	h.r.emit(peerEvent{Peer: peer4, State: "idle"})
 	h.r.emit(peerEvent{Peer: netip.MustParseAddr("10.9.9.9"), State: "established"}) // unknown peer
 	if up() != 0 {
-		t.Fatal("vip_bgp_session_up not 0 after the session went down")
+		t.Fatal("vip_agent_bgp_session_up not 0 after the session went down")
 	}
 	h.mu.Lock()
 	got := append([]string(nil), h.events...)
