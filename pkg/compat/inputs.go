@@ -184,7 +184,7 @@ var inputs = []Input{
 	flag("instanceName", Accepted, "", "names kube-vip's nftables tables; vip creates none"),
 	flag("interface", Honoured, "interface", "auto: the interface whose subnet covers each address"),
 	bflag("k3s", Honoured, "k3s", "vip's own: the DaemonSet for k3s's auto-deploy folder"),
-	flag("k8sConfigPath", Honoured, "kubeconfig-path", "the host file mounted as the kubeconfig (super-admin.conf on kubeadm 1.29+'s first node)"),
+	flag("k8sConfigPath", Honoured, "kubeconfig-path", "generator: the host file mounted as the kubeconfig (super-admin.conf on kubeadm 1.29+'s first node); the agent takes it as --kubeconfig"),
 	bflag("lbClassNameLegacyHandling", Refused, "", "vip always serves Services without a class besides --lbClassName; for the class alone use --lbClassOnly", "true"),
 	flag("lbClassName", Honoured, "lb-class-name", ""),
 	bflag("lbClassOnly", Honoured, "lb-class-only", ""),
