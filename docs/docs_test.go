@@ -18,12 +18,12 @@ import (
 // repoRoot is the repository, one level up from docs/.
 const repoRoot = ".."
 
-// goFiles parses every non-test Go file under pkg/ and cmd/.
+// goFiles parses every non-test Go file under pkg/, cmd/ and internal/.
 func goFiles(t *testing.T) (*token.FileSet, map[string]*ast.File) {
 	t.Helper()
 	fset := token.NewFileSet()
 	files := map[string]*ast.File{}
-	for _, dir := range []string{"pkg", "cmd"} {
+	for _, dir := range []string{"pkg", "cmd", "internal"} {
 		err := filepath.WalkDir(filepath.Join(repoRoot, dir), func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -52,7 +52,7 @@ func goFiles(t *testing.T) (*token.FileSet, map[string]*ast.File) {
 // program is the binary a source file belongs to.
 func program(path string) string {
 	switch {
-	case strings.HasPrefix(path, "pkg/ccm/"), strings.HasPrefix(path, "cmd/vip-ccm/"):
+	case strings.HasPrefix(path, "pkg/ccm/"), strings.HasPrefix(path, "cmd/vip-ccm/"), strings.HasPrefix(path, "internal/ccmapp/"):
 		return "vip-ccm"
 	default:
 		return "vip-agent"

@@ -23,7 +23,6 @@ import (
 	"github.com/vip-lb/vip/internal/agentapp"
 	"github.com/vip-lb/vip/internal/version"
 	"github.com/vip-lb/vip/pkg/agentconfig"
-	"github.com/vip-lb/vip/pkg/controlplane"
 	"github.com/vip-lb/vip/pkg/manifest"
 )
 
@@ -81,8 +80,8 @@ func run(args []string, env agentconfig.Environment, stdout io.Writer) error {
 	if cfg.ControlPlane && !cfg.Services {
 		log.Info("control plane only: LoadBalancer Services are not served (cp_enable without svc_enable, kube-vip's default); set svc_enable=true (--services) to serve them")
 	}
-	if !cfg.ControlPlane && (cfg.LeaseDuration != controlplane.DefaultLeaseDuration ||
-		cfg.RenewDeadline != controlplane.DefaultRenewDeadline || cfg.RetryPeriod != controlplane.DefaultRetryPeriod) {
+	if def := agentconfig.Default(); !cfg.ControlPlane && (cfg.LeaseDuration != def.LeaseDuration ||
+		cfg.RenewDeadline != def.RenewDeadline || cfg.RetryPeriod != def.RetryPeriod) {
 		log.Info("kube-vip lease timings accepted but unused: they time the control-plane Lease, and vip detects dead nodes by heartbeat",
 			"heartbeatPeriod", cfg.HeartbeatPeriod, "heartbeatTimeout", cfg.HeartbeatTimeout)
 	}

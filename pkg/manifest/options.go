@@ -12,7 +12,6 @@ import (
 
 	"github.com/vip-lb/vip/pkg/agentconfig"
 	"github.com/vip-lb/vip/pkg/bgpconfig"
-	"github.com/vip-lb/vip/pkg/controlplane"
 )
 
 // Form is the kind of manifest to build.
@@ -232,9 +231,10 @@ func (o Options) checkControlPlane(Form) error {
 		return fmt.Errorf("namespace %q: %s", o.Namespace, errs[0])
 	}
 	// Unset timings are the agent's defaults, checked with the ones set.
-	d := cmp.Or(o.LeaseDuration, controlplane.DefaultLeaseDuration)
-	renew := cmp.Or(o.RenewDeadline, controlplane.DefaultRenewDeadline)
-	retry := cmp.Or(o.RetryPeriod, controlplane.DefaultRetryPeriod)
+	agent := agentconfig.Default()
+	d := cmp.Or(o.LeaseDuration, agent.LeaseDuration)
+	renew := cmp.Or(o.RenewDeadline, agent.RenewDeadline)
+	retry := cmp.Or(o.RetryPeriod, agent.RetryPeriod)
 	if err := agentconfig.CheckLeaseTimings(d, renew, retry); err != nil {
 		return fmt.Errorf("--leaseDuration, --leaseRenewDuration, --leaseRetry: %w", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package ccmapp
 
 import (
 	"math/rand/v2"

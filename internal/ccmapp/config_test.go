@@ -1,13 +1,13 @@
-package main
+package ccmapp
 
 import (
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 
 	"github.com/spf13/pflag"
 
-	"github.com/vip-lb/vip/pkg/ccm"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -15,11 +15,11 @@ func TestKubeVipEnvironment(t *testing.T) {
 	t.Setenv("KUBEVIP_NAMESPACE", "lb")
 	t.Setenv("KUBEVIP_CONFIG_MAP", "pools")
 	t.Setenv("KUBEVIP_ENABLE_LOADBALANCERCLASS", "true")
-	vf := &vipFlags{opts: ccm.DefaultOptions()}
-	if err := vf.fromEnv(); err != nil {
+	vf := NewConfig()
+	if err := vf.FromEnv(os.LookupEnv); err != nil {
 		t.Fatal(err)
 	}
-	o, err := vf.complete()
+	o, err := vf.Complete()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,8 +31,8 @@ func TestKubeVipEnvironment(t *testing.T) {
 	}
 
 	t.Setenv("KUBEVIP_CUSTOM_LOADBALANCERCLASS_NAME", "example.com/lb")
-	vf = &vipFlags{opts: ccm.DefaultOptions()}
-	if err := vf.fromEnv(); err != nil {
+	vf = NewConfig()
+	if err := vf.FromEnv(os.LookupEnv); err != nil {
 		t.Fatal(err)
 	}
 	if vf.opts.Class.Name != "example.com/lb" {
@@ -40,20 +40,20 @@ func TestKubeVipEnvironment(t *testing.T) {
 	}
 
 	t.Setenv("KUBEVIP_ENABLE_LOADBALANCERCLASS", "yes please")
-	if err := (&vipFlags{opts: ccm.DefaultOptions()}).fromEnv(); err == nil {
+	if err := NewConfig().FromEnv(os.LookupEnv); err == nil {
 		t.Error("a bad bool was accepted")
 	}
 }
 
 func TestFlags(t *testing.T) {
-	vf := &vipFlags{opts: ccm.DefaultOptions()}
+	vf := NewConfig()
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-	vf.addTo(fs)
+	vf.AddFlags(fs)
 	if err := fs.Parse([]string{"--control-plane-address=192.168.0.40, fd00::40", "--control-plane-address=10.0.0.1",
 		"--load-balancer-class=x/y", "--config-map-name=p", "--retry-after=3s"}); err != nil {
 		t.Fatal(err)
 	}
-	o, err := vf.complete()
+	o, err := vf.Complete()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,12 +65,12 @@ func TestFlags(t *testing.T) {
 		t.Errorf("options %+v", o)
 	}
 	vf.cp = []string{"not-an-ip"}
-	if _, err := vf.complete(); err == nil {
+	if _, err := vf.Complete(); err == nil {
 		t.Error("bad control-plane address accepted")
 	}
 	vf.cp = nil
 	vf.opts.Class = lbsvc.ClassRule{Only: true}
-	if _, err := vf.complete(); err == nil {
+	if _, err := vf.Complete(); err == nil {
 		t.Error("class-only without a class name accepted")
 	}
 }
@@ -78,7 +78,7 @@ func TestFlags(t *testing.T) {
 func TestPresetsAreFlags(t *testing.T) {
 	// Every preset must name a flag of the command, or it silently does
 	// nothing.
-	cmd, err := newCommand(&vipFlags{opts: ccm.DefaultOptions()})
+	cmd, err := NewCommand(NewConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
