@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"k8s.io/client-go/kubernetes"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/vip-lb/vip/pkg/announce/bgp"
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 	"github.com/vip-lb/vip/pkg/bgpnode"
+	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -132,6 +134,13 @@ func (a *app) bgpServices(ctx context.Context, p *bgpPart) (*services, error) {
 			if p.nw != nil {
 				go p.nw.Follow(ctx, p.sp.Reconfigure)
 			}
+			// The node's addresses and gateways go on its Lease vip-node-<node>
+			// for vip-ccm, as in layer 2 mode, written on change only.
+			facts := election.NewFacts(election.FactsOptions{Client: a.client, Namespace: c.Namespace, NodeName: c.NodeName,
+				Ready: ag.Synced, Logger: a.log.WithName("facts")})
+			go facts.Run(ctx)
+			go agent.PublishNodeInfo(ctx, nodeInfoPeriod, a.log.WithName("nodeinfo"),
+				func(v netip.Addr) bool { return slices.Contains(p.sp.Advertised(), v) }, facts.Publish)
 			return nil
 		},
 		run:  ag.Run,
