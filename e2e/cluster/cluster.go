@@ -45,18 +45,28 @@ func Up(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	if _, err := os.Stat(filepath.Join(cfg.Dir, stateFile)); err == nil {
 		return nil, fmt.Errorf("%w: state in %s", ErrExists, cfg.Dir)
 	}
-	if _, err := os.Stat(netnsPath(SwitchNS)); err == nil {
-		return nil, fmt.Errorf("%w: namespace %s", ErrExists, SwitchNS)
+	// Nothing is made when a name the cluster needs is taken (another
+	// lab's, or a leftover): teardown then never touches it.
+	agentFiles := agentStateFiles(clusterNodes(cfg.Nodes))
+	claims, err := labClaims(clusterNamespaces(cfg.Nodes), clusterNodes(cfg.Nodes), agentFiles)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFree(append(claims, folderClaim(cfg.Dir)...), pathExists); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
 	c = &Cluster{cfg: cfg, killed: map[string]bool{}, st: &State{Dir: cfg.Dir, BinDir: cfg.BinDir, RepoDir: cfg.RepoDir, ProxyMode: cfg.ProxyMode}}
-	for _, p := range []string{"/var/lib/kubelet", "/var/log/containers", "/var/lib/cni", "/run/containerd", "/run/vip-agent"} {
+	for _, p := range []string{"/var/lib/kubelet", "/var/log/containers", "/var/lib/cni", "/run/containerd", agentStateDir} {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 			c.st.HostPaths = append(c.st.HostPaths, p)
 		}
 	}
+	// The agents' state files were checked absent above: whatever is there
+	// at teardown is theirs (the folder may be older than the cluster).
+	c.st.HostFiles = agentFiles
 	if err := c.st.save(); err != nil {
 		return nil, err
 	}

@@ -272,7 +272,8 @@ func (s *State) removeCgroups() error {
 }
 
 // removeHostPaths removes kubelet's /var/log/containers links into the
-// cluster folder and the fixed host folders that did not exist before Up.
+// cluster folder, the recorded host files and the fixed host folders that
+// did not exist before Up.
 func (s *State) removeHostPaths() error {
 	links, _ := filepath.Glob("/var/log/containers/*.log")
 	for _, l := range links {
@@ -281,6 +282,11 @@ func (s *State) removeHostPaths() error {
 		}
 	}
 	var errs []error
+	for _, f := range s.HostFiles {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
 	for _, p := range s.HostPaths {
 		if err := unmountUnder(p); err != nil {
 			errs = append(errs, err)

@@ -137,8 +137,15 @@ func KubeadmUpWith(ctx context.Context, cfg Config, opts KubeadmOptions) (l *Kub
 			return nil, fmt.Errorf("%w: state in %s", ErrExists, cfg.Dir)
 		}
 	}
-	if _, err := os.Stat(netnsPath(KubeadmSwitchNS)); err == nil {
-		return nil, fmt.Errorf("%w: namespace %s", ErrExists, KubeadmSwitchNS)
+	// Nothing is made when a name the lab needs is taken (another lab's,
+	// or a leftover): teardown then never touches it. The agents' state
+	// files live in each node's own /run (a tmpfs), not on the host.
+	claims, err := labClaims(kubeadmNamespaces(cfg.Nodes), kubeadmNodes(cfg.Nodes), nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFree(append(claims, folderClaim(cfg.Dir)...), pathExists); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err

@@ -59,3 +59,16 @@ func CutKubeadmPort(node string) error {
 	_, err := run("ip", "-n", KubeadmSwitchNS, "link", "set", node, "down")
 	return err
 }
+
+// kubeadmNamespaces are the namespaces KubeadmUp makes for n nodes.
+func kubeadmNamespaces(n int) []string {
+	return append([]string{KubeadmSwitchNS, KubeadmClientNS}, kubeadmNodes(n)...)
+}
+
+func kubeadmNodes(n int) []string {
+	var ns []string
+	for i := 1; i <= n; i++ {
+		ns = append(ns, KubeadmNodeName(i))
+	}
+	return ns
+}

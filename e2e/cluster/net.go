@@ -6,16 +6,22 @@ import (
 	"strings"
 )
 
-// addNamespace creates netns name (recorded in the state first, so that a
-// failure halfway is undone by Down).
+// addNamespace creates netns name and records it in the state once it is
+// made (so Down undoes a failure halfway), never before: a namespace that
+// exists already is another lab's or a leftover, and is refused (ErrTaken)
+// and left alone.
 func (s *State) addNamespace(name string) error {
+	if err := checkFree([]claim{namespaceClaim(name)}, pathExists); err != nil {
+		return err
+	}
+	// ip netns add fails on a name made in between: nothing recorded then.
+	if _, err := run("ip", "netns", "add", name); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.Namespaces = append(s.Namespaces, name)
 	s.mu.Unlock()
 	if err := s.save(); err != nil {
-		return err
-	}
-	if _, err := run("ip", "netns", "add", name); err != nil {
 		return err
 	}
 	_, err := run("ip", "-n", name, "link", "set", "lo", "up")

@@ -112,21 +112,30 @@ func cgroupHierarchies() ([]string, error) {
 
 // makeCgroup creates the node's cgroup root in every hierarchy (kubelet
 // refuses a root that does not exist); cpuset needs cpus and mems first.
+//
+// A cgroup root that exists already in any hierarchy is another lab's or a
+// leftover: refused (ErrTaken), not recorded, left alone. It is recorded
+// once the first folder is made.
 func (s *State) makeCgroup(name string) error {
-	s.mu.Lock()
-	s.Cgroups = append(s.Cgroups, "/"+name)
-	s.mu.Unlock()
-	if err := s.save(); err != nil {
-		return err
-	}
 	hs, err := cgroupHierarchies()
 	if err != nil {
 		return err
 	}
-	for _, h := range hs {
+	if err := checkFree(cgroupClaims(name, hs), pathExists); err != nil {
+		return err
+	}
+	for i, h := range hs {
 		d := filepath.Join(h, name)
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.Mkdir(d, 0o755); err != nil {
 			return err
+		}
+		if i == 0 {
+			s.mu.Lock()
+			s.Cgroups = append(s.Cgroups, "/"+name)
+			s.mu.Unlock()
+			if err := s.save(); err != nil {
+				return err
+			}
 		}
 		if filepath.Base(h) == "cpuset" {
 			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {

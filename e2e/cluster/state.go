@@ -22,6 +22,10 @@ type State struct {
 	// HostPaths are folders outside Dir that did not exist before the
 	// cluster and that kubelet creates at fixed places.
 	HostPaths []string `json:"hostPaths"`
+	// HostFiles are files outside Dir that did not exist before the
+	// cluster and that its programs create at fixed places (vip-agent's
+	// /run/vip-agent/<node>.json); Down removes exactly these.
+	HostFiles []string `json:"hostFiles,omitempty"`
 
 	mu sync.Mutex
 }
