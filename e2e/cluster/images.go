@@ -38,6 +38,8 @@ type Image struct {
 	// Host are files copied from the host to the same path, with the
 	// shared libraries ldd lists for them (dynamically linked tools).
 	Host []string
+	// Files are further files: image path -> host file.
+	Files map[string]string
 }
 
 // dockerStage is what the image build needs from a Dockerfile.
@@ -217,13 +219,26 @@ func layerTar(img Image) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	dirsDone := map[string]bool{"etc": true, "tmp": true, "home": true}
+	type copyFile struct{ src, dst string }
+	var copies []copyFile
 	for _, p := range host {
-		b, err := os.ReadFile(p)
+		copies = append(copies, copyFile{p, p})
+	}
+	extra := make([]string, 0, len(img.Files))
+	for dst := range img.Files {
+		extra = append(extra, dst)
+	}
+	sort.Strings(extra)
+	for _, dst := range extra {
+		copies = append(copies, copyFile{img.Files[dst], dst})
+	}
+	dirsDone := map[string]bool{"etc": true, "tmp": true, "home": true}
+	for _, cf := range copies {
+		b, err := os.ReadFile(cf.src)
 		if err != nil {
 			return nil, err
 		}
-		rel := strings.TrimPrefix(p, "/")
+		rel := strings.TrimPrefix(cf.dst, "/")
 		var parents []string
 		for d := filepath.Dir(rel); d != "." && !dirsDone[d]; d = filepath.Dir(d) {
 			parents = append([]string{d}, parents...)
@@ -315,8 +330,9 @@ func WriteArchive(img Image, path string) error {
 
 // Upstream's e2e images, stood in for by local builds (the lab reaches no
 // registry): agnhost from the pinned module (bin/agnhost, optional) with
-// busybox, curl and OpenBSD nc from the host for the suites' exec pods; the
-// lab's pause under upstream's pause name.
+// busybox, curl and OpenBSD nc from the host for the suites' exec pods, and
+// labpod as wget (Debian 12's busybox wget, static or not, dies of SIGSEGV
+// on the -T the suites pass); the lab's pause under upstream's pause name.
 const (
 	UpstreamAgnhost = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 	UpstreamPause   = "registry.k8s.io/pause:3.10.2"
@@ -324,14 +340,16 @@ const (
 
 // busyboxApplets become links to /bin/busybox in the agnhost image.
 var busyboxApplets = []string{"sh", "ash", "cat", "echo", "ls", "sleep", "hostname", "grep", "sed", "awk", "head",
-	"tail", "timeout", "ps", "date", "true", "false", "test", "env", "nslookup", "ping", "wget", "mkdir", "rm", "cut",
+	"tail", "timeout", "ps", "date", "true", "false", "test", "env", "nslookup", "ping", "mkdir", "rm", "cut",
 	"tr", "wc", "seq", "ip"}
 
-// agnhostImage is upstream's agnhost image made from bin/agnhost.
-func agnhostImage(bin string) Image {
+// agnhostImage is upstream's agnhost image made from bin/agnhost, with
+// labpod (static) as /bin/wget.
+func agnhostImage(bin, labpod string) Image {
 	img := Image{Ref: UpstreamAgnhost, Binary: bin, Path: "/agnhost", Entrypoint: []string{"/agnhost"},
 		Host:  []string{"/bin/busybox", "/usr/bin/curl", "/bin/nc.openbsd"},
-		Links: map[string]string{"/bin/nc": "nc.openbsd"}}
+		Files: map[string]string{"/bin/labpod": labpod},
+		Links: map[string]string{"/bin/nc": "nc.openbsd", "/bin/wget": "labpod"}}
 	for _, a := range busyboxApplets {
 		img.Links["/bin/"+a] = "busybox"
 	}
@@ -354,7 +372,7 @@ func buildImages(repo, binDir, dir string) ([]string, error) {
 		{Ref: LabpodImage, Binary: labpod, Path: "/labpod", Entrypoint: []string{"/labpod"}, Cmd: []string{"serve"}, User: "65532:65532"},
 	}
 	if _, err := os.Stat(filepath.Join(binDir, "agnhost")); err == nil {
-		imgs = append(imgs, agnhostImage(filepath.Join(binDir, "agnhost")),
+		imgs = append(imgs, agnhostImage(filepath.Join(binDir, "agnhost"), labpod),
 			Image{Ref: UpstreamPause, Binary: labpod, Path: "/labpod", Entrypoint: []string{"/labpod", "pause"}})
 	}
 	for _, d := range []struct{ file, ref string }{{"Dockerfile.ccm", CCMImage}, {"Dockerfile.agent", AgentImage}} {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"archive/tar"
+	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -117,5 +118,46 @@ func TestParseAnswer(t *testing.T) {
 		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
 			t.Errorf("ParseAnswer(%q) = %+v, %v", tc.in, got, err)
 		}
+	}
+}
+
+// The agnhost stand-in carries labpod as /bin/wget (Files and Links).
+func TestAgnhostImageLayer(t *testing.T) {
+	dir := t.TempDir()
+	agn, lp := filepath.Join(dir, "agnhost"), filepath.Join(dir, "labpod")
+	for _, f := range []string{agn, lp} {
+		if err := os.WriteFile(f, []byte("\x7fELF "+filepath.Base(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := agnhostImage(agn, lp)
+	img.Host = nil // the host's tools are not the point here
+	layer, err := layerTar(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, links := map[string]string{}, map[string]string{}
+	tr := tar.NewReader(bytes.NewReader(layer))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		switch h.Typeflag {
+		case tar.TypeReg:
+			files[h.Name] = string(b)
+		case tar.TypeSymlink:
+			links[h.Name] = h.Linkname
+		}
+	}
+	if files["bin/labpod"] != "\x7fELF labpod" || files["agnhost"] != "\x7fELF agnhost" {
+		t.Errorf("files %v", files)
+	}
+	if links["bin/wget"] != "labpod" || links["bin/sh"] != "busybox" {
+		t.Errorf("links %v", links)
 	}
 }

@@ -4,6 +4,8 @@
 // the workload: an HTTP server on $PORT (default 8080) that answers each
 // request with the node and pod it runs on and the client address it saw,
 // so a test can tell where a VIP led and whether the source was kept.
+// Called as `wget` (a link in the stand-in of upstream's agnhost image) it
+// is a small static wget for upstream's e2e exec pods (wget.go).
 package main
 
 import (
@@ -15,11 +17,19 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "wget" {
+		if err := wget(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	mode := "serve"
 	if len(os.Args) > 1 {
 		mode = os.Args[1]
