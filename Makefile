@@ -19,7 +19,7 @@
 #     bin/kube-controller-manager  70 CPU-s;  4.9 min wall (106 MB)
 #     bin/kube-scheduler           16 CPU-s;  1.8 min wall  (81 MB)
 #     bin/kubectl                  48 CPU-s;  2.7 min wall  (79 MB)
-#     bin/kubeadm                  28 CPU-s;  1.6 min wall (100 MB; not needed by make cluster)
+#     bin/kubeadm                  28 CPU-s;  1.6 min wall (100 MB; for TestKubeadmHA in make e2e)
 #     bin/e2e-network.test        210 CPU-s; 10.9 min wall (upstream's network e2e suite)
 #     bin/agnhost                 316 CPU-s; 21 min wall (CGO_ENABLED=0: a cache of its own)
 #   and the lab's images (e2e/cluster, the Dockerfiles' CGO_ENABLED=0
@@ -35,14 +35,17 @@
 # IPVS/strict-ARP 31-32 s, BGP overlay 15-21 s, helm 24-27 s, failover
 # 21-28 s, teardown 15-19 s), 61-70 CPU-s counted for the test and the
 # processes it reaps (kubelets, containerds, control plane; not the pods),
-# at load 6-12.
-# Cold cost it adds to .ci/run: cluster-bins 332 + helm 221 = ~550 CPU-s
-# (~5 min of two idle cores) + ~3.5 min of suite. Estimate of a whole cold
-# .ci/run on an idle 2-core Debian 12 machine: apt ~1 min; builds ~2900
-# CPU-s, ~25 min (etcd 146, kube-apiserver 876, unit race/plain ~750, lint
-# ~180, images 365, cluster-bins + helm ~550); tests ~20-30 min (unit ~3,
-# fuzz ~3, e2e packages ~10-15 from e2e/README.md's figures, cluster suite
-# 3-4.5): ~45-55 min, under the 75 min budget. An estimate from the parts
+# at load 6-12. Then make e2e runs TestKubeadmHA (make cluster-kubeadm-test,
+# after TestCluster, serially): 140-222 s (kubeadm init + 2 joins behind the
+# VIP, first node killed; docs/benchmarks.md).
+# Cold cost they add to .ci/run: cluster-bins 332 + kubeadm 28 + helm 221 =
+# ~580 CPU-s (~5 min of two idle cores) + ~3.5 min + ~2.5-3.5 min of suites.
+# Estimate of a whole cold .ci/run on an idle 2-core Debian 12 machine: apt
+# ~1 min; builds ~2930 CPU-s, ~25 min (etcd 146, kube-apiserver 876, unit
+# race/plain ~750, lint ~180, images 365, cluster-bins + kubeadm + helm
+# ~580); tests ~23-34 min (unit ~3, fuzz ~3, e2e packages ~10-15 from
+# e2e/README.md's figures, cluster suites 6-8): ~50-60 min, under the 75 min
+# budget. An estimate from the parts
 # measured above, not a measured cold run; a loaded machine stretches the
 # wall time of the builds, not their CPU-seconds.
 # Upstream's [Feature:LoadBalancer] run (make cluster-upstream-e2e) stays out
@@ -182,11 +185,12 @@ unit: bin/etcd bin/kube-apiserver ## go test ./... (-race except RACE_SKIP packa
 	if [ -n "$$race" ]; then echo "go test -race -count=1 ($$(wc -w <<<"$$race") packages)"; $(TEST_ENV) $(GO) test -race -count=1 $$race; fi; \
 	if [ -n "$$norace" ]; then echo "go test -count=1 ($$(wc -w <<<"$$norace") packages, no -race)"; $(TEST_ENV) $(GO) test -count=1 $$norace; fi
 
-e2e: deps bin/etcd bin/kube-apiserver build $(if $(IS_ROOT),bin/miniupnpd cluster-bins bin/helm) ## end-to-end tests in e2e/ (tag e2e), then the real-cluster suite (tag cluster; root only)
+e2e: deps bin/etcd bin/kube-apiserver build $(if $(IS_ROOT),bin/miniupnpd cluster-bins bin/helm bin/kubeadm) ## end-to-end tests in e2e/ (tag e2e), then the real-cluster suites TestCluster and TestKubeadmHA (tag cluster; root only)
 ifeq ($(IS_ROOT),yes)
 	@if [ -n "$(HAVE_E2E)" ]; then set -x; $(TEST_ENV) $(GO) test -tags e2e -p 1 -count=1 -timeout 30m $(E2E_PKGS); \
 	else echo "e2e: no Go files in e2e/ yet, skipped"; fi
 	@$(MAKE) --no-print-directory cluster-test
+	@$(MAKE) --no-print-directory cluster-kubeadm-test
 else
 	@echo "e2e: skipped (needs root for network namespaces)"
 endif
@@ -243,7 +247,7 @@ else
 	@echo "cluster-test: skipped (needs root)"
 endif
 
-cluster-kubeadm-test: deps cluster-bins bin/kubeadm ## the control plane the kube-vip way: vip-agent's static Pod, kubeadm init + 2 control-plane joins behind the VIP, first node killed (root)
+cluster-kubeadm-test: deps cluster-bins bin/kubeadm ## the control plane the kube-vip way: vip-agent's static Pod, kubeadm init + 2 control-plane joins behind the VIP, first node killed (root; run by make e2e after cluster-test)
 ifeq ($(IS_ROOT),yes)
 	$(TEST_ENV) $(GO) test -tags cluster -count=1 -timeout 30m -v -run '^TestKubeadmHA$$' ./e2e/cluster/
 else
