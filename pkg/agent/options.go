@@ -18,6 +18,10 @@ import (
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
+// DefaultWorkers is the number of parallel reconcilers when Options give
+// none; vip-agent's --workers defaults to it too (pkg/agentconfig).
+const DefaultWorkers = 8
+
 // Mode is how the agent advertises Service addresses.
 type Mode string
 
@@ -98,7 +102,8 @@ type Options struct {
 	// ServicesNamespace, when set, limits the Services served to that
 	// namespace (kube-vip's svc_namespace); "" = every namespace.
 	ServicesNamespace string
-	// Workers is the number of parallel reconcilers.
+	// Workers is the number of parallel reconcilers (default
+	// DefaultWorkers).
 	Workers int
 	// ResyncPeriod re-checks every Service periodically (0 = never).
 	ResyncPeriod time.Duration
@@ -137,7 +142,7 @@ func (o *Options) Validate() error {
 		o.Clock = clock.RealClock{}
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = DefaultWorkers
 	}
 	if o.Namespace == "" {
 		o.Namespace = "kube-system"

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/announce/probe"
 	"github.com/vip-lb/vip/pkg/compat"
 	"github.com/vip-lb/vip/pkg/controlplane"
@@ -71,9 +72,6 @@ type Config struct {
 	Credentials CredentialSource
 }
 
-// DefaultWorkers is the number of parallel Service reconcilers.
-const DefaultWorkers = 8
-
 // Default is the configuration with nothing set.
 func Default() Config {
 	return Config{
@@ -82,7 +80,7 @@ func Default() Config {
 		ProbeTimeout: probe.DefaultTimeout,
 		Rebalance:    true, Settle: 10 * time.Second,
 		MetricsAddress: ":2112", ConfigMapName: "kubevip", ConfigMapNamespace: "kube-system",
-		GARPCount: 3, GARPInterval: 150 * time.Millisecond, Workers: DefaultWorkers, QPS: 100, Burst: 200,
+		GARPCount: 3, GARPInterval: 150 * time.Millisecond, Workers: agent.DefaultWorkers, QPS: 100, Burst: 200,
 		ClassName:      "kube-vip.io/kube-vip-class",
 		LeaderElection: true, ServiceElection: true, LeaseDuration: controlplane.DefaultLeaseDuration,
 		RenewDeadline: controlplane.DefaultRenewDeadline, RetryPeriod: controlplane.DefaultRetryPeriod,
@@ -318,7 +316,7 @@ func (c *Config) Validate() error {
 	if c.HeartbeatPeriod <= 0 || c.HeartbeatTimeout < 2*c.HeartbeatPeriod {
 		return fmt.Errorf("%w: --heartbeat-timeout (%v) must be at least twice --heartbeat-period (%v)", ErrConfig, c.HeartbeatTimeout, c.HeartbeatPeriod)
 	}
-	if err := CheckLeaseTimings(c.LeaseDuration, c.RenewDeadline, c.RetryPeriod); err != nil {
+	if err := controlplane.CheckLeaseTimings(c.LeaseDuration, c.RenewDeadline, c.RetryPeriod); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if c.GARPCount < 1 || c.GARPInterval < 0 || c.Workers < 1 {

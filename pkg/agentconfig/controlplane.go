@@ -60,11 +60,11 @@ func (p *ControlPlaneConfig) validate(c *Config) error {
 	if p.Address == "" {
 		return bad("--controlplane (cp_enable) needs --address (address or vip_address): the control-plane VIP, an IP address or a DNS name")
 	}
-	if err := CheckVIPAddress(p.Address); err != nil {
+	if err := controlplane.CheckAddress(p.Address); err != nil {
 		return bad("--address %q %v", p.Address, err)
 	}
 	if p.DDNS {
-		if err := CheckDDNS(p.Address, c.Interface, c.BGP, c.LeaderElection); err != nil {
+		if err := controlplane.CheckDDNS(p.Address, c.Interface, c.BGP && !c.LeaderElection); err != nil {
 			return bad("--ddns (vip_ddns, dynamic DNS) %v", err)
 		}
 	}

@@ -4,8 +4,8 @@
 // defaults, the validation, and the choice of API credentials. vip-agent
 // runs with it (internal/agentapp), and `vip-agent manifest`
 // (pkg/manifest) checks every manifest it writes with it, so each rule
-// lives here once; the rules the generator states in its own flag names
-// (CheckVIPAddress, CheckDDNS, CheckLeaseTimings) are exported for it.
+// lives here once. The control-plane VIP's own rules (its address, dynamic
+// DNS, the Lease timing order) are pkg/controlplane's, shared by all three.
 //
 // It reads flags and environment values only: it starts nothing and, but
 // for --bgpRouterInterface and --bgp-password-file, reads nothing from the

@@ -172,7 +172,9 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("Event %q", ev)
 	}
 	nextConfig(t, applied) // the passwords are part of the configuration
-	edit(t, ctx, client, node, func(n *v1.Node) { n.Annotations[prefix+"/"+bgpconfig.KeyPassword] = base64.StdEncoding.EncodeToString([]byte("other")) })
+	edit(t, ctx, client, node, func(n *v1.Node) {
+		n.Annotations[prefix+"/"+bgpconfig.KeyPassword] = base64.StdEncoding.EncodeToString([]byte("other"))
+	})
 	nextConfig(t, applied)
 	// The next Event is the one for the next problem, not a second
 	// password warning.

@@ -134,22 +134,17 @@ func (o Options) withDefaults() (Options, error) {
 		return bad("no address")
 	case o.LeaseDuration < 0 || o.RenewDeadline < 0 || o.RetryPeriod < 0 || o.ProbePeriod < 0 || o.ProbeTimeout < 0 || o.ResolvePeriod < 0 || o.ProbeFailures < 0:
 		return bad("negative timing")
-	case o.RenewDeadline >= o.LeaseDuration:
-		return bad("renew deadline %v must be shorter than the lease duration %v", o.RenewDeadline, o.LeaseDuration)
-	case o.RetryPeriod >= o.RenewDeadline:
-		return bad("retry period %v must be shorter than the renew deadline %v", o.RetryPeriod, o.RenewDeadline)
-	case o.DDNS != nil && o.EveryReadyNode:
-		return bad("dynamic DNS needs one elected holder of the address, not every ready node")
-	case o.DDNS != nil && o.DDNSInterface == "":
-		return bad("dynamic DNS needs the interface to take the DHCP lease on")
 	}
-	if _, err := netip.ParseAddr(o.Address); err == nil && o.DDNS != nil {
-		return bad("dynamic DNS needs a DNS name as the address, not %s", o.Address)
+	if err := CheckLeaseTimings(o.LeaseDuration, o.RenewDeadline, o.RetryPeriod); err != nil {
+		return bad("%v", err)
 	}
-	if a, err := netip.ParseAddr(o.Address); err == nil {
-		if err := checkVIP(a.Unmap()); err != nil {
-			return bad("address %s: %v", o.Address, err)
+	if o.DDNS != nil {
+		if err := CheckDDNS(o.Address, o.DDNSInterface, o.EveryReadyNode); err != nil {
+			return bad("dynamic DNS %v", err)
 		}
+	}
+	if err := CheckAddress(o.Address); err != nil {
+		return bad("address %q %v", o.Address, err)
 	}
 	if o.Probe == nil {
 		o.Probe = readyzProbe(o.Client, o.ProbeTimeout)
@@ -177,14 +172,6 @@ func (o Options) ddnsKey() string { return "control-plane/" + strings.TrimSuffix
 
 // ddnsHostname is the host name sent in option 12: the name's first label.
 func (o Options) ddnsHostname() string { return strings.SplitN(o.Address, ".", 2)[0] }
-
-// checkVIP refuses addresses that cannot be a virtual IP.
-func checkVIP(a netip.Addr) error {
-	if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() {
-		return errors.New("not usable as a virtual IP")
-	}
-	return nil
-}
 
 // readyzProbe asks the API server's /readyz.
 func readyzProbe(client kubernetes.Interface, timeout time.Duration) ProbeFunc {

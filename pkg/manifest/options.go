@@ -12,6 +12,7 @@ import (
 
 	"github.com/vip-lb/vip/pkg/agentconfig"
 	"github.com/vip-lb/vip/pkg/bgpconfig"
+	"github.com/vip-lb/vip/pkg/controlplane"
 )
 
 // Form is the kind of manifest to build.
@@ -212,7 +213,7 @@ func (o Options) checkCredentials(form Form) error {
 // checkControlPlane checks the control-plane settings by the agent's rules.
 func (o Options) checkControlPlane(Form) error {
 	if o.Address != "" {
-		if err := agentconfig.CheckVIPAddress(o.Address); err != nil {
+		if err := controlplane.CheckAddress(o.Address); err != nil {
 			return fmt.Errorf("--address %q %w", o.Address, err)
 		}
 	}
@@ -220,7 +221,7 @@ func (o Options) checkControlPlane(Form) error {
 		return errors.New("--ddns obtains the control-plane address: it needs --controlplane")
 	}
 	if o.DDNS {
-		if err := agentconfig.CheckDDNS(o.Address, o.Interface, o.BGP, o.LeaderElection); err != nil {
+		if err := controlplane.CheckDDNS(o.Address, o.Interface, o.BGP && !o.LeaderElection); err != nil {
 			return fmt.Errorf("--ddns %w", err)
 		}
 	}
@@ -235,7 +236,7 @@ func (o Options) checkControlPlane(Form) error {
 	d := cmp.Or(o.LeaseDuration, agent.LeaseDuration)
 	renew := cmp.Or(o.RenewDeadline, agent.RenewDeadline)
 	retry := cmp.Or(o.RetryPeriod, agent.RetryPeriod)
-	if err := agentconfig.CheckLeaseTimings(d, renew, retry); err != nil {
+	if err := controlplane.CheckLeaseTimings(d, renew, retry); err != nil {
 		return fmt.Errorf("--leaseDuration, --leaseRenewDuration, --leaseRetry: %w", err)
 	}
 	return nil
