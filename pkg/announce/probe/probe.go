@@ -21,17 +21,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultTimeout is how long a probe listens for an answer: what it adds,
-// at most, to the first announcement of an address.
+// DefaultTimeout is a probe's whole budget: what it adds, at most, to the
+// first announcement of an address.
 const DefaultTimeout = 300 * time.Millisecond
+
+// margin is the part of the budget left unused at its end, for the timer
+// that ends the listening and the return to the caller to fire and run
+// late (a loaded node schedules a few milliseconds late).
+func margin(budget time.Duration) time.Duration { return min(budget/30, 10*time.Millisecond) }
 
 // ErrNoInterface means the interface to probe on could not be found.
 var ErrNoInterface = errors.New("no interface to probe on")
 
 // Options configure a Prober.
 type Options struct {
-	// Timeout is how long to wait for an answer (default 300ms). Two probes
-	// are sent, at the start and half-way.
+	// Timeout is the probe's whole budget (default 300ms): finding the
+	// interface, opening the socket, sending and listening all end within
+	// it, so it bounds what the probe adds to a first announcement. Two
+	// probes are sent, at the start and half-way through the listening,
+	// which stops a small margin (1/30, at most 10ms) before the budget is
+	// spent; the socket is closed in the background.
 	Timeout time.Duration
 	// InterfaceFor names the interface that covers an address, used when
 	// Probe is given no interface (the announcer's own lookup).
@@ -58,9 +67,17 @@ func New(o Options) *Prober {
 
 // Probe asks the link on iface ("" = the interface covering vip) whether a
 // host other than this one answers for vip. It returns that host's MAC, or
-// nil when nobody answered within the timeout.
+// nil when nobody answered. It returns within the Timeout budget (or ctx's
+// deadline, if earlier) of being called.
 func (p *Prober) Probe(ctx context.Context, vip netip.Addr, iface string) (net.HardwareAddr, error) {
-	start := time.Now() // the timeout bounds the whole call, socket setup included
+	start := time.Now() // the budget bounds the whole call, socket setup included
+	deadline := start.Add(p.o.Timeout - margin(p.o.Timeout))
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	vip = vip.Unmap().WithZone("")
 	if iface == "" && p.o.InterfaceFor != nil {
 		var err error
@@ -84,14 +101,12 @@ func (p *Prober) Probe(ctx context.Context, vip netip.Addr, iface string) (net.H
 	if err != nil {
 		return nil, fmt.Errorf("probing %s on %s: %w", vip, iface, err)
 	}
-	defer pc.Close()
+	// Closing an AF_PACKET socket waits for an RCU grace period (4-17 ms
+	// measured): not on the caller's time.
+	defer func() { go pc.Close() }()
 	own := localMACs()
 	dst := &packet.Addr{HardwareAddr: net.HardwareAddr(out[0:6])}
-	deadline := start.Add(p.o.Timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	second := start.Add(p.o.Timeout / 2)
+	second := time.Now().Add(time.Until(deadline) / 2)
 	if _, err := pc.WriteTo(out, dst); err != nil {
 		return nil, fmt.Errorf("sending the probe for %s on %s: %w", vip, iface, err)
 	}
@@ -116,7 +131,8 @@ func (p *Prober) Probe(ctx context.Context, vip netip.Addr, iface string) (net.H
 				_, _ = pc.WriteTo(out, dst)
 				continue
 			}
-			return nil, nil
+			// Cut short by ctx: not a full probe, so no verdict.
+			return nil, ctx.Err()
 		}
 		if mac := match(buf[:n], vip); mac != nil && !own[mac.String()] {
 			return mac, nil
