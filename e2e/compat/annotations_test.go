@@ -6,6 +6,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,4 +187,65 @@ func TestSvcNamespaceAndHealthPort(t *testing.T) {
 		t.Fatalf("default/other (%s) is bound on %v; svc_namespace=team-a", other[0], on)
 	}
 	t.Logf("team-a/web %s answers from %s; default/other %s bound nowhere; /healthz on 8081 answers on every node", addrs[0], node, other[0])
+}
+
+// TestOnPremDHCPService: the on-prem docs' DHCP Service (kubectl expose
+// --load-balancer-ip=0.0.0.0, i.e. spec.loadBalancerIP 0.0.0.0) under the
+// blog's ARP DaemonSet (with vip_interface=eth0) and kube-vip's own RBAC, dnsmasq on the lab
+// segment, and a pools ConfigMap kept as kube-vip-cloud-provider had it (no
+// allow-static-outside-pools key: 0.0.0.0 allowed in every namespace). The
+// Service gets a leased address in status and answers from the client.
+func TestOnPremDHCPService(t *testing.T) {
+	ctx, l := newLab(t)
+	srv, err := l.StartDHCP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dnsmasq log:\n%s", srv.Proc.Tail(40))
+		}
+	})
+	// kube-vip's generator with --interface eth0: a DHCP address needs the
+	// interface its macvlan is made on (without one the agent refuses with
+	// a DHCPNoInterface Warning naming vip_interface).
+	env := append(append([]string{}, blogARPEnv...), "vip_interface=eth0")
+	logs := startKubeVipAgents(t, ctx, l, kubeVipRBAC, env)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for node, log := range logs {
+				b, _ := os.ReadFile(log)
+				if len(b) > 4000 {
+					b = b[len(b)-4000:]
+				}
+				t.Logf("---- %s\n%s", node, b)
+			}
+		}
+	})
+	if _, err := l.CreateService(ctx, "default", "nginx-dhcp", func(s *v1.Service) { s.Spec.LoadBalancerIP = "0.0.0.0" }); err != nil {
+		t.Fatal(err)
+	}
+	var got netip.Addr
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := lab.Poll(pctx, 50*time.Millisecond, func() (bool, error) {
+		svc, err := l.Admin.CoreV1().Services("default").Get(ctx, "nginx-dhcp", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, a := range lab.Ingress(svc) {
+			if a.Compare(srv.First) >= 0 && a.Compare(srv.Last) <= 0 {
+				got = a
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("no leased address (%s-%s) in status: %v", srv.First, srv.Last, err)
+	}
+	node, err := l.WaitServedBy(ctx, got, lab.ServicePort, func(s string) bool { return s != "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("nginx-dhcp leased %s, answered by %s under kube-vip's RBAC", got, node)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -128,6 +129,10 @@ func (a *Agent) recordDHCP(ctx context.Context, key, ns, leaseName string, l dhc
 		return err
 	}
 	_, err = a.o.Client.CoordinationV1().Leases(ns).Patch(ctx, leaseName, types.MergePatchType, patch, metav1.PatchOptions{})
+	if apierrors.IsForbidden(err) {
+		// kube-vip's RBAC grants update on Leases but not patch.
+		err = a.updateDHCPRecord(ctx, ns, leaseName, ann)
+	}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("recording the DHCP lease of %s: Lease %s/%s not created yet: %w", key, ns, leaseName, err)
@@ -138,6 +143,26 @@ func (a *Agent) recordDHCP(ctx context.Context, key, ns, leaseName string, l dhc
 	a.dhcpRecorded[key] = sig
 	a.mu.Unlock()
 	return nil
+}
+
+// updateDHCPRecord writes the record with read-modify-write, for a
+// ServiceAccount that may update Leases but not patch them.
+func (a *Agent) updateDHCPRecord(ctx context.Context, ns, leaseName string, ann map[string]string) error {
+	leases := a.o.Client.CoordinationV1().Leases(ns)
+	l, err := leases.Get(ctx, leaseName, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if l.Labels == nil {
+		l.Labels = map[string]string{}
+	}
+	l.Labels[lbsvc.LabelDHCP] = "true"
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	maps.Copy(l.Annotations, ann)
+	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	return err
 }
 
 // OnDHCPEvent turns a lease event into an Event on the Service and a
