@@ -31,6 +31,8 @@ type app struct {
 	rec    record.EventRecorder
 	// listen is the metrics and health server's address ("" = off).
 	listen string
+	// local is the client of this node's own API server (localClient).
+	local kubernetes.Interface
 }
 
 // services is the Service controller of one mode, built before the HTTP
@@ -154,8 +156,12 @@ func (a *app) startEvents() (stop func(), err error) {
 	return bcast.Shutdown, nil
 }
 
-// localClient talks to this node's own API server (control-plane VIP).
+// localClient talks to this node's own API server (control-plane VIP);
+// one client, built on first use.
 func (a *app) localClient() (kubernetes.Interface, error) {
+	if a.local != nil {
+		return a.local, nil
+	}
 	lc, err := a.cfg.LocalRestConfig()
 	if err != nil {
 		return nil, err
@@ -164,6 +170,7 @@ func (a *app) localClient() (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the local API server client: %w", err)
 	}
+	a.local = cs
 	return cs, nil
 }
 
