@@ -1,0 +1,537 @@
+package liveness
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultInterval   = 50 * time.Millisecond
+	DefaultTimeout    = 300 * time.Millisecond
+	DefaultNeighbours = 2
+	DefaultMaxSkew    = time.Minute
+	DefaultPort       = 7947
+)
+
+// ErrInvalidOptions marks Options that New refuses.
+var ErrInvalidOptions = errors.New("invalid liveness options")
+
+// Conn is the UDP socket on the link (*net.UDPConn); a fake in tests.
+type Conn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	Close() error
+}
+
+// Options configure a Monitor.
+type Options struct {
+	// Self is this node's name; Key the shared HMAC key (16 bytes at least).
+	Self string
+	Key  []byte
+	// Conn is bound to this node's address on the announcing interface.
+	Conn Conn
+	// Interval between heartbeats (default 50ms); Timeout of silence after
+	// which a neighbour is dead (default 300ms, at least 3 intervals).
+	Interval, Timeout time.Duration
+	// Neighbours on each side of the ring (default 2).
+	Neighbours int
+	// MaxSkew bounds the difference between a sender's wall clock and ours
+	// (default 1m): an older packet is a replay.
+	MaxSkew time.Duration
+	// MemberFresh reports whether the API still says node exists and is
+	// running (its membership was renewed lately). A node that hears none
+	// of its neighbours while one of them is fresh is cut off the link.
+	// Default: always fresh.
+	MemberFresh func(node string) bool
+	// OnChange is called, without blocking, after any change of Alive or
+	// Connected.
+	OnChange func()
+	Clock    clock.WithTicker
+	Logger   logr.Logger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Self == "" || len(o.Self) > maxName {
+		return o, fmt.Errorf("%w: node name %q", ErrInvalidOptions, o.Self)
+	}
+	if len(o.Key) < minKeySize {
+		return o, fmt.Errorf("%w: %w", ErrInvalidOptions, ErrShortKey)
+	}
+	if o.Conn == nil {
+		return o, fmt.Errorf("%w: no socket", ErrInvalidOptions)
+	}
+	if o.Interval == 0 {
+		o.Interval = DefaultInterval
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Neighbours == 0 {
+		o.Neighbours = DefaultNeighbours
+	}
+	if o.MaxSkew == 0 {
+		o.MaxSkew = DefaultMaxSkew
+	}
+	if o.Interval < 0 || o.Neighbours < 0 || o.MaxSkew < 0 || o.Timeout < 3*o.Interval {
+		return o, fmt.Errorf("%w: timeout %v must be at least 3 intervals (%v), all positive", ErrInvalidOptions, o.Timeout, o.Interval)
+	}
+	if o.MemberFresh == nil {
+		o.MemberFresh = func(string) bool { return true }
+	}
+	if o.OnChange == nil {
+		o.OnChange = func() {}
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	return o, nil
+}
+
+// belief is what this node believes about a peer, as of the peer's packet
+// at (dead beats alive at the same stamp).
+type belief struct {
+	alive bool
+	at    stamp
+}
+
+// newer reports whether b should replace o.
+func (b belief) newer(o belief) bool {
+	return b.at.after(o.at) || (b.at == o.at && o.alive && !b.alive)
+}
+
+// peer is one member as this node sees it. Times are on our clock.
+type peer struct {
+	addr      netip.AddrPort
+	ring      uint64    // position on the ring
+	last      stamp     // newest packet accepted from it (replay guard)
+	heard     time.Time // when we last accepted a packet from it
+	watching  bool      // it is our ring neighbour
+	watchFrom time.Time // when it became our neighbour
+	belief    belief    // alive unless told or seen otherwise
+}
+
+// Stats counts packets, for metrics and benchmarks.
+type Stats struct {
+	Sent, Received, Rejected, Notices uint64
+}
+
+// Monitor runs this node's heartbeats and judges its peers'.
+type Monitor struct {
+	o    Options
+	log  logr.Logger
+	self stamp // our incarnation; seq grows per packet
+	ring uint64
+
+	mu        sync.Mutex
+	peers     map[string]*peer
+	heardAny  time.Time // last packet accepted from anyone (or start)
+	connected bool
+	refuted   time.Time
+	stats     Stats
+}
+
+// New validates o and builds a Monitor; Run starts it.
+func New(o Options) (*Monitor, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	now := o.Clock.Now()
+	return &Monitor{
+		o: o, log: o.Logger.WithName("liveness"),
+		self:     stamp{inc: uint64(now.UnixNano())},
+		ring:     ringPos(o.Self),
+		peers:    map[string]*peer{},
+		heardAny: now, connected: true,
+	}, nil
+}
+
+// ringPos places a node on the ring.
+func ringPos(node string) uint64 {
+	h := sha256.Sum256([]byte(node))
+	return binary.BigEndian.Uint64(h[:8])
+}
+
+// SetMembers replaces the membership: every node that exists, with its
+// address on the link. This node may be among them (ignored).
+func (m *Monitor) SetMembers(members map[string]netip.AddrPort) {
+	m.mu.Lock()
+	for node := range m.peers {
+		if _, ok := members[node]; !ok {
+			delete(m.peers, node)
+		}
+	}
+	for node, addr := range members {
+		if node == m.o.Self {
+			continue
+		}
+		if p := m.peers[node]; p != nil {
+			p.addr = addr
+			continue
+		}
+		m.peers[node] = &peer{addr: addr, ring: ringPos(node), belief: belief{alive: true}}
+	}
+	m.rewatchLocked(m.o.Clock.Now())
+	m.mu.Unlock()
+	m.o.OnChange()
+}
+
+// rewatchLocked recomputes our ring neighbours among the peers believed
+// alive: Neighbours on each side.
+func (m *Monitor) rewatchLocked(now time.Time) {
+	type pos struct {
+		node string
+		at   uint64
+	}
+	var alive []pos
+	for node, p := range m.peers {
+		if p.belief.alive {
+			alive = append(alive, pos{node, p.ring - m.ring}) // distance clockwise from us
+		}
+	}
+	slices.SortFunc(alive, func(a, b pos) int {
+		if a.at != b.at {
+			if a.at < b.at {
+				return -1
+			}
+			return 1
+		}
+		if a.node < b.node {
+			return -1
+		}
+		return 1
+	})
+	want := map[string]bool{}
+	k := m.o.Neighbours
+	for i := 0; i < len(alive) && i < k; i++ {
+		want[alive[i].node] = true
+		want[alive[len(alive)-1-i].node] = true
+	}
+	for node, p := range m.peers {
+		w := want[node]
+		if w && !p.watching {
+			p.watchFrom = now
+		}
+		p.watching = w
+	}
+}
+
+// Run sends heartbeats and judges peers until ctx is done; it closes Conn.
+func (m *Monitor) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { m.readLoop() })
+	t := m.o.Clock.NewTicker(m.o.Interval)
+	defer func() {
+		t.Stop()
+		_ = m.o.Conn.Close()
+		wg.Wait()
+	}()
+	for {
+		m.tick()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// tick sends this interval's heartbeats and judges the neighbours.
+func (m *Monitor) tick() {
+	now := m.o.Clock.Now()
+	m.mu.Lock()
+	var to []netip.AddrPort
+	for _, p := range m.peers {
+		// Neighbours, and whoever sends to us (it counts on our answer).
+		if p.watching || (!p.heard.IsZero() && now.Sub(p.heard) < 2*m.o.Timeout) {
+			to = append(to, p.addr)
+		}
+	}
+	m.mu.Unlock()
+	m.send(Packet{Kind: KindBeat}, to)
+	m.judge(now)
+}
+
+// judge declares silent neighbours dead, or this node cut off.
+// MemberFresh is asked without our lock held (it takes the caller's).
+func (m *Monitor) judge(now time.Time) {
+	m.mu.Lock()
+	var silent []string
+	for node, p := range m.peers {
+		if p.watching && p.belief.alive && now.Sub(later(p.heard, p.watchFrom)) >= m.o.Timeout {
+			silent = append(silent, node)
+		}
+	}
+	heardNone := now.Sub(m.heardAny) >= m.o.Timeout
+	m.mu.Unlock()
+	fresh := false
+	if heardNone {
+		// Nobody heard: we are cut off, unless the API says the silent
+		// ones are gone anyway.
+		for _, node := range silent {
+			if m.o.MemberFresh(node) {
+				fresh = true
+				break
+			}
+		}
+	}
+	m.mu.Lock()
+	wasConnected := m.connected
+	var dead []string
+	switch {
+	case len(silent) == 0:
+		m.connected = true
+	case !heardNone || !fresh:
+		m.connected, dead = true, silent
+	default:
+		m.connected = false
+	}
+	var notices []Packet
+	for _, node := range dead {
+		p := m.peers[node]
+		if p == nil || !p.belief.alive {
+			continue
+		}
+		p.belief = belief{alive: false, at: p.last}
+		notices = append(notices, Packet{Kind: KindNotice, Subject: node, Alive: false, SubjectInc: p.last.inc, SubjectSeq: p.last.seq})
+		m.log.Info("peer silent on the link: dead", "node", node, "timeout", m.o.Timeout)
+	}
+	if len(notices) > 0 {
+		m.rewatchLocked(now)
+	}
+	changed := wasConnected != m.connected || len(notices) > 0
+	if wasConnected != m.connected {
+		m.log.Info("link connectivity changed", "connected", m.connected, "silentNeighbours", silent)
+	}
+	m.mu.Unlock()
+	for _, n := range notices {
+		m.broadcast(n)
+	}
+	if changed {
+		m.o.OnChange()
+	}
+}
+
+// broadcast sends a notice to every member, its subject included (told it
+// is dead while alive, it refutes).
+func (m *Monitor) broadcast(n Packet) {
+	m.mu.Lock()
+	var to []netip.AddrPort
+	for _, p := range m.peers {
+		to = append(to, p.addr)
+	}
+	m.stats.Notices++
+	m.mu.Unlock()
+	m.send(n, to)
+}
+
+// send stamps, signs and sends p to each address.
+func (m *Monitor) send(p Packet, to []netip.AddrPort) {
+	if len(to) == 0 {
+		return
+	}
+	m.mu.Lock()
+	m.self.seq++
+	p.From, p.Incarnation, p.Seq = m.o.Self, m.self.inc, m.self.seq
+	m.mu.Unlock()
+	p.SentUnixMilli = m.o.Clock.Now().UnixMilli()
+	b, err := p.Marshal(m.o.Key)
+	if err != nil {
+		m.log.Error(err, "encoding a liveness packet")
+		return
+	}
+	sent := 0
+	for _, a := range to {
+		if _, err := m.o.Conn.WriteToUDPAddrPort(b, a); err != nil {
+			m.log.V(2).Info("sending a liveness packet failed", "to", a, "err", err)
+			continue
+		}
+		sent++
+	}
+	m.mu.Lock()
+	m.stats.Sent += uint64(sent)
+	m.mu.Unlock()
+}
+
+// readLoop receives packets until the socket is closed.
+func (m *Monitor) readLoop() {
+	buf := make([]byte, MaxPacket+1)
+	for {
+		n, from, err := m.o.Conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			m.log.V(1).Info("reading the liveness socket", "err", err)
+			continue
+		}
+		m.Receive(buf[:n], from)
+	}
+}
+
+// Receive handles one datagram from src (exported for tests and fuzzing).
+// It reports why a packet was ignored (nil when accepted).
+func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
+	p, err := Parse(b, m.o.Key)
+	now := m.o.Clock.Now()
+	m.mu.Lock()
+	if err != nil {
+		m.stats.Rejected++
+		m.mu.Unlock()
+		return err
+	}
+	var out []Packet
+	changed := false
+	err = func() error {
+		peer := m.peers[p.From]
+		switch {
+		case peer == nil:
+			return fmt.Errorf("%w: %q is no member", ErrRejected, p.From)
+		case peer.addr.Addr().Unmap() != src.Addr().Unmap():
+			return fmt.Errorf("%w: %q sent from %v, its address is %v", ErrRejected, p.From, src.Addr(), peer.addr.Addr())
+		case absDuration(now.Sub(time.UnixMilli(p.SentUnixMilli))) > m.o.MaxSkew:
+			return fmt.Errorf("%w: %q's clock is %v off ours (a replay?)", ErrRejected, p.From, now.Sub(time.UnixMilli(p.SentUnixMilli)))
+		case !(stamp{p.Incarnation, p.Seq}).after(peer.last):
+			return fmt.Errorf("%w: replayed or reordered packet from %q", ErrRejected, p.From)
+		}
+		st := stamp{p.Incarnation, p.Seq}
+		peer.last, peer.heard, m.heardAny = st, now, now
+		if b := (belief{alive: true, at: st}); b.newer(peer.belief) {
+			if !peer.belief.alive {
+				m.log.Info("peer heard on the link again", "node", p.From)
+				out = append(out, Packet{Kind: KindNotice, Subject: p.From, Alive: true, SubjectInc: st.inc, SubjectSeq: st.seq})
+				changed = true
+			}
+			peer.belief = b
+		}
+		if p.Kind != KindNotice {
+			return nil
+		}
+		if p.Subject == m.o.Self {
+			if !p.Alive && p.SubjectInc == m.self.inc && p.SubjectSeq > m.self.seq {
+				m.self.seq = p.SubjectSeq // our refutation must be newer still
+			}
+			if !p.Alive && now.Sub(m.refuted) >= m.o.Interval {
+				m.refuted = now
+				m.log.Info("told this node is dead on the link: refuting", "by", p.From)
+				out = append(out, Packet{Kind: KindNotice, Subject: m.o.Self, Alive: true})
+			}
+			return nil
+		}
+		subj := m.peers[p.Subject]
+		if subj == nil {
+			return nil
+		}
+		b := belief{alive: p.Alive, at: stamp{p.SubjectInc, p.SubjectSeq}}
+		if b.newer(subj.belief) {
+			changed = changed || b.alive != subj.belief.alive
+			subj.belief = b
+		}
+		return nil
+	}()
+	if err != nil {
+		m.stats.Rejected++
+	} else {
+		m.stats.Received++
+	}
+	if changed {
+		m.rewatchLocked(now)
+	}
+	m.mu.Unlock()
+	for _, n := range out {
+		if n.Subject == m.o.Self {
+			// Refutation: our own current stamp, newer than any seen.
+			m.mu.Lock()
+			n.SubjectInc, n.SubjectSeq = m.self.inc, m.self.seq+1
+			m.mu.Unlock()
+		}
+		m.broadcast(n)
+	}
+	if changed {
+		m.o.OnChange()
+	}
+	return err
+}
+
+// ErrRejected marks authenticated packets ignored for their content.
+var ErrRejected = errors.New("liveness packet ignored")
+
+// Alive reports whether node is a member this node believes alive on the
+// link (a member nobody reported is alive). This node is alive while
+// Connected.
+func (m *Monitor) Alive(node string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if node == m.o.Self {
+		return m.connected
+	}
+	p := m.peers[node]
+	return p != nil && p.belief.alive
+}
+
+// Connected reports whether this node is on the link: it hears one of its
+// neighbours, or none of the silent ones still exists for the API.
+func (m *Monitor) Connected() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.connected
+}
+
+// Age is how long ago node was last heard on the link, when this node
+// watches it (its neighbour) or heard it lately; ok is false otherwise.
+func (m *Monitor) Age(node string) (time.Duration, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.peers[node]
+	if p == nil || p.heard.IsZero() {
+		return 0, false
+	}
+	return m.o.Clock.Since(p.heard), true
+}
+
+// Stats returns the packet counters.
+func (m *Monitor) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stats
+}
+
+// Neighbours lists the nodes this node watches, sorted.
+func (m *Monitor) Neighbours() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for node, p := range m.peers {
+		if p.watching {
+			out = append(out, node)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
