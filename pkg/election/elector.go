@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,8 +58,12 @@ type Elector struct {
 	// published are annotations put on the heartbeat (Publish).
 	published map[string]string
 	stopping  bool
-	hbStop    context.CancelFunc
-	hbDone    chan struct{}
+	// kick asks for an evaluation (link mode); linkMembers is the
+	// membership last given to the link.
+	kick        chan struct{}
+	linkMembers map[string]netip.AddrPort
+	hbStop      context.CancelFunc
+	hbDone      chan struct{}
 }
 
 // want is what the last Ensure of a Lease said about its Service.
@@ -90,6 +95,7 @@ func New(o Options) (*Elector, error) {
 		nodes:   map[string]*nodeState{},
 		wants:   map[string]want{},
 		reasons: map[string]string{},
+		kick:    make(chan struct{}, 1),
 	}
 	// Every vip Lease lives in the agent's namespace: the agent needs no
 	// read access elsewhere, and tenants cannot plant Leases it trusts.
@@ -132,10 +138,18 @@ func (e *Elector) Run(ctx context.Context) error {
 	wg.Go(func() { e.informer.Run(ctx.Done()) })
 	go func() {
 		defer close(done)
+		if e.linkMode() {
+			e.linkHeartbeatLoop(hbCtx)
+			return
+		}
 		e.heartbeatLoop(hbCtx)
 	}()
 	wg.Go(func() { e.every(ctx, checkInterval, e.evaluate) })
-	wg.Go(func() { e.every(ctx, checkInterval, func() { e.checkFence(ctx) }) })
+	if e.linkMode() {
+		wg.Go(func() { e.kickLoop(ctx) })
+	} else {
+		wg.Go(func() { e.every(ctx, checkInterval, func() { e.checkFence(ctx) }) })
+	}
 	<-ctx.Done()
 	hbCancel()
 	<-done
@@ -202,6 +216,7 @@ func (e *Elector) onUpsert(oldObj, obj any) {
 	switch {
 	case e.isHeartbeat(l):
 		e.observeHeartbeat(l)
+		e.syncLinkMembers()
 		e.evaluate()
 	case isOwnership(l):
 		if old, ok := oldObj.(*coordv1.Lease); ok && old.ResourceVersion == l.ResourceVersion {
@@ -231,6 +246,7 @@ func (e *Elector) onDelete(obj any) {
 			st.gone = true
 		}
 		e.mu.Unlock()
+		e.syncLinkMembers()
 		e.evaluate()
 	case isOwnership(l):
 		e.countHeld()

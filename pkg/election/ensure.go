@@ -199,6 +199,9 @@ func (e *Elector) decideOwn(l *coordv1.Lease, v view, serviceKey string, candida
 		why := "this node is not ready to announce"
 		if v.fenced {
 			why = "this node is fenced: it cannot renew its heartbeat"
+			if e.linkMode() {
+				why = "this node is fenced: it hears none of its peers on the link"
+			}
 		}
 		return plan{res: Result{Holder: e.self, Reason: why}}
 	}

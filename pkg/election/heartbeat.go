@@ -73,7 +73,7 @@ func (e *Elector) renew(ctx context.Context) {
 		e.hb.lease, e.hb.everOK, e.hb.lastOK, e.hb.lastAttemptOK = l, true, start, true
 		e.hb.failingSince, e.hb.silentRounds, e.hb.lastErr = time.Time{}, 0, nil
 		e.hb.oks++
-		if e.hb.fenced {
+		if e.hb.fenced && (!e.linkMode() || e.o.Link.Connected()) {
 			e.hb.recoverRV = l.ResourceVersion
 		}
 	} else {
@@ -134,6 +134,7 @@ func (e *Elector) writeHeartbeat(ctx context.Context, cur *coordv1.Lease, now ti
 func (e *Elector) fillHeartbeat(l *coordv1.Lease, now time.Time) {
 	markManaged(l, RoleHeartbeat)
 	annotate(l, AnnotationHealth, e.o.HealthAddress)
+	annotate(l, AnnotationLink, e.o.LinkAddress)
 	annotate(l, lbsvc.AnnotationNodeReady, strconv.FormatBool(e.o.Ready()))
 	e.mu.Lock()
 	for k, v := range e.published {

@@ -1,6 +1,7 @@
 package election
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -13,16 +14,17 @@ import (
 // nodeState is what this observer knows about one node's heartbeat. All
 // times are on the observer's clock.
 type nodeState struct {
-	rv, renew  string    // last seen resourceVersion and renewTime
-	health     string    // the node's health URL
-	seen       time.Time // when the heartbeat was first seen or last seen changing
-	alive      bool      // as last evaluated (and told to OnNodeChange)
-	aliveSince time.Time // when it last became alive
-	changes    uint64    // heartbeat changes seen
-	staleAfter uint64    // changes when it last went stale: it revives on the next
-	stale      bool      // it has gone stale at least once
-	gone       bool      // its heartbeat Lease was deleted
-	ready      bool      // its heartbeat says the agent has synced (vip.io/ready)
+	rv, renew  string         // last seen resourceVersion and renewTime
+	health     string         // the node's health URL
+	seen       time.Time      // when the heartbeat was first seen or last seen changing
+	alive      bool           // as last evaluated (and told to OnNodeChange)
+	aliveSince time.Time      // when it last became alive
+	changes    uint64         // heartbeat changes seen
+	staleAfter uint64         // changes when it last went stale: it revives on the next
+	stale      bool           // it has gone stale at least once
+	gone       bool           // its heartbeat Lease was deleted
+	ready      bool           // its heartbeat says the agent has synced (vip.io/ready)
+	link       netip.AddrPort // its link address (link mode)
 }
 
 // observeHeartbeat records a heartbeat from the informer. A heartbeat seen
@@ -45,6 +47,7 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 	}
 	st.rv, st.renew, st.health = l.ResourceVersion, renew, l.Annotations[AnnotationHealth]
 	st.ready = l.Annotations[lbsvc.AnnotationNodeReady] == "true"
+	st.link = e.parseLink(l)
 	if !changed {
 		return
 	}
@@ -60,7 +63,8 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 		e.epoch = now
 	}
 	e.selfSeen = now
-	if e.hb.fenced && e.hb.recoverRV != "" && rvAtLeast(l.ResourceVersion, e.hb.recoverRV) {
+	if e.hb.fenced && e.hb.recoverRV != "" && rvAtLeast(l.ResourceVersion, e.hb.recoverRV) &&
+		(!e.linkMode() || e.o.Link.Connected()) {
 		// Renewals work again and the cache has caught up with them, so
 		// Leases taken over while we were cut off are visible: unfence.
 		e.hb.fenced, e.hb.recoverRV = false, ""
@@ -89,10 +93,13 @@ func (e *Elector) evaluate() {
 	var changes []transition
 	var stale []string
 	e.mu.Lock()
+	if e.linkMode() {
+		e.linkFenceLocked() // reported below as this node's liveness
+	}
 	for node, st := range e.nodes {
 		// A peer whose agent has not synced is no candidate: it would win
 		// addresses and announce nothing.
-		if alive := e.judge(st, now) && st.ready; node != e.self && alive != st.alive {
+		if alive := e.judgeNode(node, st, now) && st.ready; node != e.self && alive != st.alive {
 			st.alive = alive
 			if alive {
 				st.aliveSince = now
@@ -106,7 +113,7 @@ func (e *Elector) evaluate() {
 			delete(e.nodes, node)
 			e.metrics.heartbeatAge.DeleteLabelValues(node)
 		} else {
-			e.metrics.heartbeatAge.WithLabelValues(node).Set(now.Sub(st.seen).Seconds())
+			e.metrics.heartbeatAge.WithLabelValues(node).Set(e.ageLocked(node, st, now).Seconds())
 		}
 	}
 	if self := e.selfAliveLocked(); self != e.reported {
@@ -132,6 +139,38 @@ func (e *Elector) evaluate() {
 	}
 }
 
+// judgeNode returns a peer's liveness at now: on the link in link mode,
+// else by heartbeat freshness. e.mu must be held.
+func (e *Elector) judgeNode(node string, st *nodeState, now time.Time) bool {
+	if e.linkMode() {
+		return e.linkJudge(node, st, now)
+	}
+	return e.judge(st, now)
+}
+
+// ageLocked is the vip_heartbeat_age_seconds of a node: how long its
+// heartbeat has been unchanged or, in link mode, since it was last heard on
+// the link (0 for this node while connected, and for a peer alive on the
+// link that this node does not watch). e.mu must be held.
+func (e *Elector) ageLocked(node string, st *nodeState, now time.Time) time.Duration {
+	if !e.linkMode() {
+		return now.Sub(st.seen)
+	}
+	if node == e.self {
+		if e.o.Link.Connected() {
+			return 0
+		}
+		return now.Sub(st.seen)
+	}
+	if age, ok := e.o.Link.Age(node); ok {
+		return age
+	}
+	if e.o.Link.Alive(node) {
+		return 0
+	}
+	return now.Sub(st.seen)
+}
+
 // judge returns a peer's liveness at now. e.mu must be held.
 func (e *Elector) judge(st *nodeState, now time.Time) bool {
 	switch {
@@ -148,7 +187,8 @@ func (e *Elector) judge(st *nodeState, now time.Time) bool {
 // its heartbeat, seen it through the informer (so the cache is current), is
 // not fenced and not shutting down. e.mu must be held.
 func (e *Elector) selfAliveLocked() bool {
-	return e.hb.everOK && !e.selfSeen.IsZero() && !e.hb.fenced && !e.stopping
+	return e.hb.everOK && !e.selfSeen.IsZero() && !e.hb.fenced && !e.stopping &&
+		(!e.linkMode() || e.o.Link.Connected())
 }
 
 // Alive reports whether node's heartbeat is fresh in this observer's view.

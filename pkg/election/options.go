@@ -123,6 +123,13 @@ type Options struct {
 	// peer answers the fencing probes (default: GET /livez/ping through
 	// Client); for tests.
 	PingAPI func(context.Context) error
+	// Link, when set, judges liveness on the link instead of by heartbeat
+	// freshness (see Link); HeartbeatPeriod and HeartbeatTimeout then time
+	// the membership renewal (defaults 10s and 30s).
+	Link Link
+	// LinkAddress is this node's link address (ip:port), published on its
+	// heartbeat for the peers' link monitors.
+	LinkAddress string
 }
 
 // withDefaults returns a validated copy of o with defaults filled in.
@@ -138,9 +145,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HeartbeatPeriod == 0 {
 		o.HeartbeatPeriod = DefaultHeartbeatPeriod
+		if o.Link != nil {
+			o.HeartbeatPeriod = DefaultMemberPeriod
+		}
 	}
 	if o.HeartbeatTimeout == 0 {
 		o.HeartbeatTimeout = DefaultHeartbeatTimeout
+		if o.Link != nil {
+			o.HeartbeatTimeout = DefaultMemberTimeout
+		}
 	}
 	if o.SettleTime == 0 {
 		o.SettleTime = DefaultSettleTime

@@ -47,6 +47,9 @@ type Options struct {
 	Interval, Timeout time.Duration
 	// Neighbours on each side of the ring (default 2).
 	Neighbours int
+	// JoinGrace is how long a new member may stay silent before it is
+	// judged (default 2s): it learns the membership from its own watch.
+	JoinGrace time.Duration
 	// MaxSkew bounds the difference between a sender's wall clock and ours
 	// (default 1m): an older packet is a replay.
 	MaxSkew time.Duration
@@ -80,6 +83,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Neighbours == 0 {
 		o.Neighbours = DefaultNeighbours
+	}
+	if o.JoinGrace == 0 {
+		o.JoinGrace = 2 * time.Second
 	}
 	if o.MaxSkew == 0 {
 		o.MaxSkew = DefaultMaxSkew
@@ -120,6 +126,7 @@ type peer struct {
 	watching  bool      // it is our ring neighbour
 	watchFrom time.Time // when it became our neighbour
 	belief    belief    // alive unless told or seen otherwise
+	fresh     bool      // just added: not watched yet
 }
 
 // Stats counts packets, for metrics and benchmarks.
@@ -181,7 +188,8 @@ func (m *Monitor) SetMembers(members map[string]netip.AddrPort) {
 			p.addr = addr
 			continue
 		}
-		m.peers[node] = &peer{addr: addr, ring: ringPos(node), belief: belief{alive: true}}
+		// A new member may not know us yet: give it time to start sending.
+		m.peers[node] = &peer{addr: addr, ring: ringPos(node), belief: belief{alive: true}, fresh: true}
 	}
 	m.rewatchLocked(m.o.Clock.Now())
 	m.mu.Unlock()
@@ -222,9 +230,14 @@ func (m *Monitor) rewatchLocked(now time.Time) {
 	for node, p := range m.peers {
 		w := want[node]
 		if w && !p.watching {
-			p.watchFrom = now
+			// It may learn only now that it is our neighbour (the same
+			// death notice): judge it after a grace.
+			p.watchFrom = now.Add(m.o.Timeout)
+			if p.fresh {
+				p.watchFrom = now.Add(m.o.JoinGrace)
+			}
 		}
-		p.watching = w
+		p.watching, p.fresh = w, false
 	}
 }
 
@@ -274,7 +287,12 @@ func (m *Monitor) judge(now time.Time) {
 			silent = append(silent, node)
 		}
 	}
-	heardNone := now.Sub(m.heardAny) >= m.o.Timeout
+	// Live neighbours are heard every interval: a silent one is dead only
+	// while others were heard well after it fell silent. When everybody
+	// fell silent at once, this node is the one cut off (or all died).
+	heardFor := now.Sub(m.heardAny)
+	heardNone := heardFor >= m.o.Timeout
+	undecided := !heardNone && heardFor >= m.o.Timeout/2
 	m.mu.Unlock()
 	fresh := false
 	if heardNone {
@@ -293,6 +311,7 @@ func (m *Monitor) judge(now time.Time) {
 	switch {
 	case len(silent) == 0:
 		m.connected = true
+	case undecided:
 	case !heardNone || !fresh:
 		m.connected, dead = true, silent
 	default:

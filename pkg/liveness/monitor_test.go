@@ -72,6 +72,7 @@ func newCluster(t *testing.T, n int) *cluster {
 	for name := range c.addrs {
 		c.start(name)
 	}
+	c.run(3 * time.Second) // past the join grace
 	return c
 }
 

@@ -1,0 +1,199 @@
+package election
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	coordv1 "k8s.io/api/coordination/v1"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// Link judges liveness on the link the addresses live on (pkg/liveness).
+// With Options.Link set the Elector runs in link mode: the heartbeat Lease
+// is only the node's membership and facts (renewed every HeartbeatPeriod,
+// 10s by default, and when its content changes), a peer is alive while the
+// link says so, and this node may announce while it is connected to the
+// link; failing renewals fence nothing (a node cut only from the API keeps
+// serving). The address Leases stay the only arbiter of ownership.
+type Link interface {
+	// Alive reports whether a member is alive on the link.
+	Alive(node string) bool
+	// Connected reports whether this node hears the link.
+	Connected() bool
+	// SetMembers gives the members and their link addresses.
+	SetMembers(map[string]netip.AddrPort)
+	// Age is how long ago node was last heard, when known.
+	Age(node string) (time.Duration, bool)
+}
+
+// AnnotationLink carries a node's link address (ip:port) on its heartbeat.
+const AnnotationLink = "vip.io/link"
+
+// Link-mode defaults: the membership renewal and how long a member whose
+// renewals stopped still counts as existing.
+const (
+	DefaultMemberPeriod  = 10 * time.Second
+	DefaultMemberTimeout = 30 * time.Second
+	// linkRenewCheck is how often a link-mode heartbeat checks whether its
+	// content changed (readiness, facts) and needs a write before its period.
+	linkRenewCheck = 250 * time.Millisecond
+)
+
+// linkMode reports whether liveness comes from the link.
+func (e *Elector) linkMode() bool { return e.o.Link != nil }
+
+// Kick asks for a liveness evaluation soon (the link's OnChange); it never
+// blocks.
+func (e *Elector) Kick() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// kickLoop evaluates liveness on each Kick until ctx is done.
+func (e *Elector) kickLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.kick:
+			e.evaluate()
+		}
+	}
+}
+
+// MemberFresh reports whether the API still says node exists: its
+// heartbeat Lease is present and changed within HeartbeatTimeout (on our
+// clock, from when our own watch last resumed). When our own watch is not
+// delivering (the API server is down or cut off), nobody can be judged
+// gone: every present member counts as fresh.
+func (e *Elector) MemberFresh(node string) bool {
+	now := e.o.Clock.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.nodes[node]
+	if st == nil || st.gone {
+		return false
+	}
+	if e.selfSeen.IsZero() || now.Sub(e.selfSeen) >= 2*e.o.HeartbeatPeriod {
+		return true
+	}
+	return now.Sub(later(st.seen, e.epoch)) < e.o.HeartbeatTimeout
+}
+
+// linkMembersLocked is the membership to give the link: every present
+// heartbeat with a usable link address. e.mu must be held.
+func (e *Elector) linkMembersLocked() map[string]netip.AddrPort {
+	out := map[string]netip.AddrPort{}
+	for node, st := range e.nodes {
+		if !st.gone && st.link.IsValid() {
+			out[node] = st.link
+		}
+	}
+	return out
+}
+
+// syncLinkMembers hands the membership to the link when it changed.
+func (e *Elector) syncLinkMembers() {
+	if !e.linkMode() {
+		return
+	}
+	e.mu.Lock()
+	m := e.linkMembersLocked()
+	same := len(m) == len(e.linkMembers)
+	for k, v := range m {
+		if same && e.linkMembers[k] != v {
+			same = false
+		}
+	}
+	if !same {
+		e.linkMembers = m
+	}
+	e.mu.Unlock()
+	if !same {
+		e.o.Link.SetMembers(m)
+	}
+}
+
+// parseLink reads a heartbeat's link address; one naming an address that
+// is no node's is ignored (a forged heartbeat cannot steer packets).
+func (e *Elector) parseLink(l *coordv1.Lease) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(l.Annotations[AnnotationLink])
+	if err != nil || (e.o.PeerAddressAllowed != nil && !e.o.PeerAddressAllowed(ap.Addr())) {
+		return netip.AddrPort{}
+	}
+	return ap
+}
+
+// linkJudge is a peer's liveness in link mode: present and alive on the
+// link. A peer that publishes no link address (an agent still judging
+// liveness by heartbeat Leases, during a rollout) is judged by its
+// heartbeat's freshness as before.
+func (e *Elector) linkJudge(node string, st *nodeState, now time.Time) bool {
+	if !st.link.IsValid() {
+		return e.judge(st, now)
+	}
+	return !st.gone && e.o.Link.Alive(node)
+}
+
+// linkFenceLocked fences this node while it is cut off the link; it
+// unfences once connected again and its own renewal after that has come
+// back through the watch (observeHeartbeat), so its cache shows any
+// takeover made meanwhile. e.mu must be held. It reports a new fence.
+func (e *Elector) linkFenceLocked() bool {
+	if e.hb.fenced || !e.hb.everOK || e.stopping || e.o.Link.Connected() {
+		return false
+	}
+	e.hb.fenced, e.hb.recoverRV = true, ""
+	e.metrics.fenced.Set(1)
+	e.metrics.fences.Inc()
+	e.log.Info("fencing: this node hears none of its peers on the link and stops announcing")
+	return true
+}
+
+// heartbeatDue reports whether a link-mode heartbeat must be written now:
+// never written, its period is over, a renewal failed, the node is fenced
+// and connected again, or its content changed. e.mu must not be held.
+func (e *Elector) heartbeatDue(now time.Time) bool {
+	connected := e.o.Link.Connected()
+	ready := e.o.Ready()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	h := e.hb
+	switch {
+	case h.lease == nil || !h.everOK || !h.lastAttemptOK || now.Sub(h.lastOK) >= e.o.HeartbeatPeriod:
+		return true
+	case h.fenced && connected && h.recoverRV == "":
+		return true
+	}
+	a := h.lease.Annotations
+	if a[AnnotationHealth] != e.o.HealthAddress || a[AnnotationLink] != e.o.LinkAddress ||
+		(a[lbsvc.AnnotationNodeReady] == "true") != ready {
+		return true
+	}
+	for k, v := range e.published {
+		if a[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// linkHeartbeatLoop writes the heartbeat when heartbeatDue says so.
+func (e *Elector) linkHeartbeatLoop(ctx context.Context) {
+	t := e.o.Clock.NewTicker(linkRenewCheck)
+	defer t.Stop()
+	for {
+		if e.heartbeatDue(e.o.Clock.Now()) {
+			e.renew(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
+}
