@@ -53,6 +53,9 @@ type Options struct {
 	AgentArgs []string
 	// CCMArgs are appended to vip-ccm's command line.
 	CCMArgs []string
+	// Liveness is the agents' --liveness ("" = their default); "link"
+	// also gives them a heartbeat key file.
+	Liveness string
 	// Pools are extra entries of the pools ConfigMap (values may use the
 	// placeholder X for the lab's second octet, e.g. "10.X.8.0/24").
 	Pools map[string]string
@@ -286,13 +289,14 @@ func (l *Lab) buildNetwork() error {
 	}
 	for i := 1; i <= l.Opts.Nodes; i++ {
 		name := fmt.Sprintf("node%d", i)
-		mac, err := leg(name, 10+i)
+		host := nodeHost(i)
+		mac, err := leg(name, host)
 		if err != nil {
 			return err
 		}
 		l.Nodes = append(l.Nodes, &Node{
 			Name: name, NS: l.ID + "-" + name, Port: "p-" + name,
-			IP4: l.IP4(10 + i), IP6: l.IP6(10 + i), MAC: mac,
+			IP4: l.IP4(host), IP6: l.IP6(host), MAC: mac,
 			State: filepath.Join(l.Dir, name+".json"),
 		})
 	}
@@ -303,6 +307,15 @@ func (l *Lab) buildNetwork() error {
 	l.ClientMAC, l.ClientIP4, l.ClientIP6 = mac, l.IP4(100), l.IP6(100)
 	// The client learns addresses from gratuitous ARP (LAB.md 2.1).
 	return sysctls(l.Client, "net.ipv4.conf.eth0.arp_accept", "1")
+}
+
+// nodeHost is node i's host number: 10.X.0.1N up to node89, then
+// 10.X.2.N (clear of the client at .100, the pools at .200 and 10.X.4/22).
+func nodeHost(i int) int {
+	if i < 90 {
+		return 10 + i
+	}
+	return 512 + i
 }
 
 // addNS creates a namespace with loopback up and no IPv6 DAD (so link-local
@@ -386,6 +399,10 @@ func (l *Lab) startPrograms(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	key := filepath.Join(l.Dir, "link.key")
+	if err := os.WriteFile(key, []byte(l.ID+"-heartbeat-key-0123456789"), 0o600); err != nil {
+		return err
+	}
 	for _, n := range l.Nodes {
 		n.Server = l.track(newProc("responder "+n.Name, n.NS, filepath.Join(l.Dir, n.Name+"-responder.log"),
 			self, nil, []string{responder.EnvName + "=" + n.Name}))
@@ -397,6 +414,12 @@ func (l *Lab) startPrograms(ctx context.Context) error {
 			"--arp", "--node-name", n.Name, "--interface", "eth0",
 			"--state-file", n.State,
 			"--metrics-address", fmt.Sprintf("%s:%d", n.IP4, MetricsPort),
+		}
+		if l.Opts.Liveness != "" {
+			args = append(args, "--liveness="+l.Opts.Liveness)
+		}
+		if l.Opts.Liveness == "link" {
+			args = append(args, "--link-key-file="+key)
 		}
 		n.Agent = l.track(newProc("vip-agent "+n.Name, n.NS, filepath.Join(l.Dir, n.Name+"-agent.log"),
 			filepath.Join(l.Opts.BinDir, "vip-agent"), append(args, l.Opts.AgentArgs...), nil))

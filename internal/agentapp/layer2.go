@@ -78,7 +78,12 @@ func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, err
 	// informer syncs before the election runs (start).
 	nodes := newNodeAddresses(a.client)
 	health := healthURL(c, a.listen, a.rc.Host)
-	el, err := election.New(election.Options{
+	link, err := startLink(c, log.WithName("liveness"))
+	if err != nil {
+		stopUPnP()
+		return nil, err
+	}
+	eo := election.Options{
 		PeerAddressAllowed: nodes.Allowed,
 		Client:             a.client, Namespace: c.Namespace, NodeName: c.NodeName,
 		HeartbeatPeriod: c.HeartbeatPeriod, HeartbeatTimeout: c.HeartbeatTimeout,
@@ -97,7 +102,9 @@ func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, err
 		// Candidates are only nodes whose agent has synced: one that cannot
 		// (missing RBAC) must not win addresses it would never announce.
 		Ready: func() bool { return ag != nil && ag.Synced() },
-	})
+	}
+	link.options(&eo)
+	el, err := election.New(eo)
 	if err != nil {
 		stopUPnP()
 		return nil, configErr(fmt.Errorf("election: %w", err))
@@ -126,11 +133,12 @@ func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, err
 				return err
 			}
 			go func() { elDone <- el.Run(elCtx) }()
+			link.run(elCtx, el) // stops after the hand-off, with the Elector
 			if !el.WaitForSync(ctx) {
 				elCancel()
 				return fmt.Errorf("election informers did not sync: %w", ctx.Err())
 			}
-			log.Info("election running", "heartbeatPeriod", c.HeartbeatPeriod, "heartbeatTimeout", c.HeartbeatTimeout, "health", health)
+			log.Info("election running", "liveness", c.Liveness.Mode, "heartbeatPeriod", c.HeartbeatPeriod, "heartbeatTimeout", c.HeartbeatTimeout, "health", health)
 			// The node's addresses and gateways go on the heartbeat for
 			// vip-ccm, which never hands them out; the addresses vip binds
 			// are not among them.

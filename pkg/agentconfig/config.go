@@ -60,6 +60,8 @@ type Config struct {
 	Peering BGPConfig
 	// UPnP is the UPnP part (upnp.go).
 	UPnP UPnPConfig
+	// Liveness is how ARP mode finds dead nodes (liveness.go).
+	Liveness LivenessConfig
 	// servicesSet records that --services (svc_enable) was given: without
 	// it, --controlplane (cp_enable) alone means Services off, as kube-vip.
 	servicesSet bool
@@ -87,6 +89,8 @@ func Default() Config {
 		CP:      defaultCPConfig(),
 		Peering: defaultBGPConfig(),
 		UPnP:    defaultUPnPConfig(),
+
+		Liveness: defaultLivenessConfig(),
 	}
 }
 
@@ -156,6 +160,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.CP.addFlags(fs)
 	c.Peering.addFlags(fs)
 	c.UPnP.addFlags(fs)
+	c.Liveness.addFlags(fs)
 }
 
 // envFlags maps kube-vip's environment variables onto flags. A flag given on
@@ -284,6 +289,9 @@ func (c *Config) Validate() error {
 		if err := c.CP.validate(c); err != nil {
 			return err
 		}
+	}
+	if err := c.Liveness.validate(); err != nil {
+		return err
 	}
 	if err := c.UPnP.validate(c); err != nil {
 		return err

@@ -181,6 +181,9 @@ func (e *Elector) decide(l *coordv1.Lease, namespace, leaseName, serviceKey stri
 	case holder == "":
 	case slices.Contains(candidates, holder) || !e.Alive(holder):
 		change, why = TookOver, fmt.Sprintf("holder %s stopped renewing its heartbeat", holder)
+		if e.linkMode() {
+			why = fmt.Sprintf("holder %s went silent on the link", holder)
+		}
 	default:
 		why = fmt.Sprintf("holder %s is no longer a candidate", holder)
 	}
