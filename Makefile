@@ -97,7 +97,7 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 # The release, from git tags (v1.2.3), else v0.0.0-<commit>: `make chart`.
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
 
-.PHONY: help build test unit lint e2e fuzz-short fuzz bench resilience demo deps clean distclean chart \
+.PHONY: help build test unit lint e2e fuzz-short fuzz bench bench-liveness resilience demo deps clean distclean chart \
 	cluster-bins cluster cluster-down cluster-test cluster-kubeadm-test
 
 help: ## list targets
@@ -210,6 +210,17 @@ bench: bin/etcd bin/kube-apiserver build ## unit + e2e benchmarks: figures -> _o
 	  else echo "# e2e benchmarks skipped (need root and e2e/*.go)"; fi; } 2>&1 | tee _out/bench.log
 	@grep '^Benchmark' _out/bench.log >> _out/bench.txt || true
 	@echo "figures: _out/bench.txt (go test output: _out/bench.log)"
+
+bench-liveness: bin/etcd bin/kube-apiserver build ## layer 2 liveness, lease vs link: 3/20/50/100 agents at rest + failover, 10 min under a CPU hog -> _out/bench.txt
+	@mkdir -p _out
+	@# One process per lab: a second lab in the same test process loses its client probes.
+	for n in $${VIP_BENCH_LIVENESS_NODES:-3 20 50 100}; do for m in lease link; do \
+	  VIP_BENCH_LIVENESS_NODES=$$n VIP_BENCH_LIVENESS_MODES=$$m VIP_BENCH_LIVENESS_RUNS=$${VIP_BENCH_LIVENESS_RUNS:-20} \
+	  $(TEST_ENV) $(GO) test -tags e2e -p 1 -count=1 -run '^$$' -bench 'BenchmarkL2Liveness$$' -timeout 2h ./e2e/ 2>&1 | tee -a _out/bench-liveness.log; \
+	done; done
+	for m in link lease; do VIP_BENCH_HOG=$${VIP_BENCH_HOG:-10m} VIP_BENCH_LIVENESS_MODES=$$m \
+	  $(TEST_ENV) $(GO) test -tags e2e -p 1 -count=1 -run '^$$' -bench 'BenchmarkL2LivenessHog$$' -timeout 1h ./e2e/ 2>&1 | tee -a _out/bench-liveness.log; \
+	done
 
 resilience: bin/etcd bin/kube-apiserver build ## fault scenarios with bursts of 1000 Services: table -> _out/resilience.md (root)
 ifeq ($(IS_ROOT),yes)

@@ -63,8 +63,8 @@ func (s *l2Suite) apiCut(t *testing.T) {
 	node, held := l2Pick(before)
 	probe := l2Find(s.svcs, held[0])
 	p := l.StartProbe(probe.VIP, lab.ServicePort, 50*time.Millisecond, 200*time.Millisecond)
-	errs0 := linkMetric(t, l, node, "vip_election_errors_total", `op="heartbeat"`)
-	fences0 := linkMetric(t, l, node, "vip_fences_total", "")
+	errs0 := linkMetric(t, l, node, "vip_agent_election_errors_total", `op="heartbeat"`)
+	fences0 := linkMetric(t, l, node, "vip_agent_fences_total", "")
 	if err := l.CutAPI(node); err != nil {
 		p.Stop()
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func (s *l2Suite) apiCut(t *testing.T) {
 	}()
 	// The membership renewal comes every 10s and times out after 20s.
 	deadline := time.Now().Add(60 * time.Second)
-	for linkMetric(t, l, node, "vip_election_errors_total", `op="heartbeat"`) <= errs0 {
+	for linkMetric(t, l, node, "vip_agent_election_errors_total", `op="heartbeat"`) <= errs0 {
 		if time.Now().After(deadline) {
 			p.Stop()
 			t.Fatalf("%s's membership renewal never failed after the API cut", node)
@@ -86,7 +86,7 @@ func (s *l2Suite) apiCut(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("%s cut from the API: its renewal failed %v later", node, time.Since(cut).Round(time.Millisecond))
-	if f := linkMetric(t, l, node, "vip_fences_total", ""); f != fences0 {
+	if f := linkMetric(t, l, node, "vip_agent_fences_total", ""); f != fences0 {
 		t.Errorf("%s fenced itself (%v fences) although it is on the link", node, f-fences0)
 	}
 	var heldSvcs []l2Service
@@ -108,8 +108,8 @@ func (s *l2Suite) apiCut(t *testing.T) {
 		t.Errorf("Lease holders changed during an API cut of %s:\n was %v\n now %v", node, before, after)
 	}
 	for _, n := range l.Nodes {
-		if v := linkMetric(t, l, n.Name, "vip_takeovers_total", ""); v != 0 {
-			t.Logf("%s: vip_takeovers_total %v (earlier subtests)", n.Name, v)
+		if v := linkMetric(t, l, n.Name, "vip_agent_lease_takeovers_total", ""); v != 0 {
+			t.Logf("%s: vip_agent_lease_takeovers_total %v (earlier subtests)", n.Name, v)
 		}
 	}
 	l2WaitHome(t, l, s.svcs, s.home)

@@ -427,7 +427,7 @@ func (l *Lab) startPrograms(ctx context.Context) error {
 			return err
 		}
 	}
-	return l.WaitSettled(ctx, 60*time.Second)
+	return l.WaitSettled(ctx, max(60*time.Second, time.Duration(len(l.Nodes))*2*time.Second))
 }
 
 func (l *Lab) track(p *Proc) *Proc {
