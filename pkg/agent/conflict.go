@@ -152,24 +152,23 @@ func (a *Agent) otherHolder(ctx context.Context, addr netip.Addr) string {
 // process does not announce yet, must be probed first ("" = it need not:
 // a vip node announced it after the last conflict record).
 func (a *Agent) probeReason(ctx context.Context, addr netip.Addr) (string, error) {
-	leases := a.o.Client.CoordinationV1().Leases(a.o.Namespace)
-	l, err := leases.Get(ctx, lbsvc.AddressLeaseName(addr), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return "the address has no Lease", nil
-	}
+	l, err := a.agentLease(ctx, lbsvc.AddressLeaseName(addr))
 	if err != nil {
 		return "", fmt.Errorf("reading the Lease of %s: %w", addr, err)
+	}
+	if l == nil {
+		return "the address has no Lease", nil
 	}
 	at, perr := time.Parse(time.RFC3339Nano, l.Annotations[AnnotationAnnouncedAt])
 	if perr != nil {
 		return "no vip node announced the address yet", nil
 	}
-	c, err := leases.Get(ctx, lbsvc.ConflictLeaseName(addr), metav1.GetOptions{})
+	c, err := a.agentLease(ctx, lbsvc.ConflictLeaseName(addr))
 	switch {
-	case apierrors.IsNotFound(err):
-		return "", nil
 	case err != nil:
 		return "", fmt.Errorf("reading the conflict record of %s: %w", addr, err)
+	case c == nil:
+		return "", nil
 	}
 	seen := c.CreationTimestamp.Time
 	if c.Spec.RenewTime != nil {
@@ -180,6 +179,29 @@ func (a *Agent) probeReason(ctx context.Context, addr netip.Addr) (string, error
 			seen.UTC().Format(time.RFC3339)), nil
 	}
 	return "", nil
+}
+
+// leaseCache is what the elector offers besides Elector: its informer's
+// view of the agent namespace's vip Leases (*election.Elector has it).
+type leaseCache interface {
+	Lease(namespace, leaseName string) (*coordv1.Lease, bool)
+}
+
+var _ leaseCache = electorAdapter{}
+
+// agentLease reads a vip Lease of the agent namespace (nil: none): from the
+// elector's cache when it has one, so a takeover or hand-off does not wait
+// for the API server, else from the API server.
+func (a *Agent) agentLease(ctx context.Context, name string) (*coordv1.Lease, error) {
+	if c, ok := a.o.Elector.(leaseCache); ok {
+		l, _ := c.Lease(a.o.Namespace, name)
+		return l, nil
+	}
+	l, err := a.o.Client.CoordinationV1().Leases(a.o.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return l, err
 }
 
 // markAnnounced records on the address's Lease that this node announced

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,6 +161,30 @@ func putConflict(t *testing.T, client *fake.Clientset, vip netip.Addr, at time.T
 // record both force a probe; a clean probe marks the Lease, so the next
 // restart does not probe.
 func TestProbeAfterRestart(t *testing.T) {
+	for _, cached := range []bool{false, true} {
+		name := "API"
+		if cached {
+			name = "elector cache"
+		}
+		t.Run(name, func(t *testing.T) { testProbeAfterRestart(t, cached) })
+	}
+}
+
+// cachingElector offers the elector's Lease cache (read here from the
+// fake API server) and counts the reads.
+type cachingElector struct {
+	*askingElector
+	client *fake.Clientset
+	reads  atomic.Int32
+}
+
+func (e *cachingElector) Lease(ns, name string) (*coordv1.Lease, bool) {
+	e.reads.Add(1)
+	l, err := e.client.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
+	return l, err == nil
+}
+
+func testProbeAfterRestart(t *testing.T, cached bool) {
 	now := time.Now()
 	for _, tc := range []struct {
 		name      string
@@ -180,8 +205,14 @@ func TestProbeAfterRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			vip := netip.MustParseAddr("10.7.0.30")
 			// Holding the Lease already (not fresh), as after a restart.
-			el := &askingElector{d: Decision{Announce: true, Holder: "n1"}, alive: []string{"n1"}}
+			asking := &askingElector{d: Decision{Announce: true, Holder: "n1"}, alive: []string{"n1"}}
+			var el Elector = asking
+			ce := &cachingElector{askingElector: asking}
+			if cached {
+				el = ce
+			}
 			a, client, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
+			ce.client = client
 			pr := &fakeProber{}
 			if tc.answer {
 				pr.mac = net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 9}
@@ -199,6 +230,9 @@ func TestProbeAfterRestart(t *testing.T) {
 			}
 			if got := pr.calls == 1; got != tc.wantProbe {
 				t.Fatalf("probed %d times, want probe %v", pr.calls, tc.wantProbe)
+			}
+			if cached && ce.reads.Load() == 0 {
+				t.Fatal("the elector's Lease cache was not used")
 			}
 			announced := slices.Contains(ann.Held(), vip)
 			if announced == tc.answer {

@@ -188,6 +188,15 @@ func (e *Elector) Holder(namespace, leaseName string) (string, bool) {
 	return holderOf(l), true
 }
 
+// Lease returns a vip Lease of the agent namespace as this node's cache
+// sees it (the election's informer holds every Lease the agents manage:
+// heartbeats, address Leases, conflict records) and whether it exists. The
+// caller must not modify it.
+func (e *Elector) Lease(namespace, leaseName string) (*coordv1.Lease, bool) {
+	l := e.cached(namespace + "/" + leaseName)
+	return l, l != nil
+}
+
 // HeldLeases lists the Service Leases this node holds, sorted. On shutdown
 // the caller withdraws their addresses before calling Shutdown.
 func (e *Elector) HeldLeases() []LeaseRef {
