@@ -164,7 +164,7 @@ func TestHostileTenant(t *testing.T) {
 			lab.Annotate("vip.io/sharing-key", "k"), lab.Annotate("vip.io/sharing-cross-namespace", victimNS), lab.Port(8080)}},
 		{name: "management interface", opts: []lab.ServiceOption{lab.Annotate(lbsvc.AnnotationServiceInterface, "mgmt0")},
 			reason: agent.ReasonInterfaceNotAllowed, served: true},
-		{name: "UPnP without opt-in", opts: []lab.ServiceOption{lab.Annotate(agent.AnnotationForwardUPNP, "true")},
+		{name: "UPnP without opt-in", opts: []lab.ServiceOption{lab.Annotate(lbsvc.AnnotationForwardUPNP, "true")},
 			reason: agent.ReasonUPnPNotAllowed, served: true},
 	}
 

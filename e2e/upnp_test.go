@@ -19,6 +19,7 @@ import (
 
 	"github.com/vip-lb/vip/e2e/lab"
 	"github.com/vip-lb/vip/pkg/agent"
+	"github.com/vip-lb/vip/pkg/lbsvc"
 	"github.com/vip-lb/vip/pkg/testbed"
 )
 
@@ -70,7 +71,7 @@ func TestUPnP(t *testing.T) {
 	ctx := l2Ctx(t, 5*time.Minute)
 	plain := l2Create(t, l, "default", []string{"plain"}, upnpPorts(nil, 9090))[0]
 	web := l2Create(t, l, "default", []string{"web"}, upnpPorts(map[string]string{
-		agent.AnnotationForwardUPNP: "true", agent.AnnotationUPNPLeaseDuration: "6s"}, 80, 8080))[0]
+		lbsvc.AnnotationForwardUPNP: "true", lbsvc.AnnotationUPNPLeaseDuration: "6s"}, 80, 8080))[0]
 	owner := l2Holders(t, l, []l2Service{web})["web"]
 	t.Logf("web %s owned by %s, plain %s; gateway %s (external %s)", web.VIP, owner, plain.VIP, r.LAN, r.WAN)
 
@@ -89,7 +90,7 @@ func TestUPnP(t *testing.T) {
 	})
 
 	t.Run("Refused", func(t *testing.T) {
-		low := l2Create(t, l, "default", []string{"low"}, upnpPorts(map[string]string{agent.AnnotationForwardUPNP: "true"}, 79))[0]
+		low := l2Create(t, l, "default", []string{"low"}, upnpPorts(map[string]string{lbsvc.AnnotationForwardUPNP: "true"}, 79))[0]
 		defer func() { _ = l.DeleteService(ctx, "default", "low") }()
 		waitEvent(t, l, low, "UPnPFailed", "606")
 		if rs := gw.rules(t); hasRule(rs, "tcp", 79, "") || !hasRule(rs, "tcp", 80, web.VIP.String()) {
@@ -199,7 +200,7 @@ func TestUPnP(t *testing.T) {
 	})
 
 	t.Run("AgentsStopped", func(t *testing.T) {
-		s := l2Create(t, l, "default", []string{"web2"}, upnpPorts(map[string]string{agent.AnnotationForwardUPNP: "true"}, 80))[0]
+		s := l2Create(t, l, "default", []string{"web2"}, upnpPorts(map[string]string{lbsvc.AnnotationForwardUPNP: "true"}, 80))[0]
 		holder := l2Holders(t, l, []l2Service{s})["web2"]
 		gw.waitRules(t, "web2 mapped", func(rs []lab.DNAT) bool { return hasRule(rs, "tcp", 80, s.VIP.String()) })
 		for _, n := range l.Nodes {

@@ -354,19 +354,15 @@ func (a *Agent) enqueueAddrs(addrs ...[]netip.Addr) {
 	}
 }
 
-// AnnotationAllowWithoutEndpoints set to "true" keeps a Service announced
-// while it has no ready endpoint (kube-vip's opt-out).
-const AnnotationAllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
-
 // noEndpointsWhy explains a withdrawal for want of endpoints.
 const noEndpointsWhy = "no ready endpoint (EndpointSlices); announced again when one is ready, or set " +
-	AnnotationAllowWithoutEndpoints + `: "true"`
+	lbsvc.AnnotationAllowWithoutEndpoints + `: "true"`
 
 // splitByEndpoints separates the Services that have a ready endpoint (or
 // opted out of the rule) from those that have none.
 func (a *Agent) splitByEndpoints(svcs []*v1.Service) (served, idle []*v1.Service) {
 	for _, svc := range svcs {
-		if strings.EqualFold(strings.TrimSpace(svc.Annotations[AnnotationAllowWithoutEndpoints]), "true") || len(a.readyEndpoints(svc)) > 0 {
+		if strings.EqualFold(strings.TrimSpace(svc.Annotations[lbsvc.AnnotationAllowWithoutEndpoints]), "true") || len(a.readyEndpoints(svc)) > 0 {
 			served = append(served, svc)
 		} else {
 			idle = append(idle, svc)

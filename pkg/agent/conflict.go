@@ -26,10 +26,10 @@ const conflictRetry = 30 * time.Second
 
 // Labels of conflict records (the same keys as the election's Leases).
 const (
-	labelManagedBy = "app.kubernetes.io/managed-by"
-	managedByValue = "vip-agent"
-	labelRole      = "vip.io/role"
-	roleConflict   = "conflict"
+	labelManagedBy = lbsvc.LabelLeaseManagedBy
+	managedByValue = lbsvc.LeaseManagedByAgent
+	labelRole      = lbsvc.LabelLeaseRole
+	roleConflict   = lbsvc.LeaseRoleConflict
 )
 
 // errInUse stops an announcement: another host answered the probe.

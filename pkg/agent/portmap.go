@@ -12,17 +12,13 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vip-lb/vip/pkg/lbsvc"
 	"github.com/vip-lb/vip/pkg/upnp"
 )
 
-// kube-vip's UPnP Service annotations.
+// UPnP Events (the annotations, lbsvc.AnnotationForwardUPNP and
+// lbsvc.AnnotationUPNPLeaseDuration, are kube-vip's).
 const (
-	// AnnotationForwardUPNP set to "true" asks for gateway port mappings
-	// (with enableUPNP on the agent).
-	AnnotationForwardUPNP = "kube-vip.io/forwardUPNP"
-	// AnnotationUPNPLeaseDuration overrides the mapping lease (a Go
-	// duration such as "30m"; "0s" asks for permanent mappings).
-	AnnotationUPNPLeaseDuration = "kube-vip.io/upnp-lease-duration"
 	// ReasonUPnPSettings is the Warning reason for settings vip cannot
 	// honour (bad lease annotation, SCTP ports, IPv6 addresses).
 	ReasonUPnPSettings = "UPnPSettings"
@@ -66,7 +62,7 @@ func (a *Agent) mapPorts(key string, svc *v1.Service) {
 	if pm.Mapper == nil || a.o.Mode != ModeARP {
 		return
 	}
-	asks := pm.AllServices || strings.EqualFold(strings.TrimSpace(svc.Annotations[AnnotationForwardUPNP]), "true")
+	asks := pm.AllServices || strings.EqualFold(strings.TrimSpace(svc.Annotations[lbsvc.AnnotationForwardUPNP]), "true")
 	if a.upnpRefused(key, svc, asks) {
 		pm.Mapper.Set(key, upnp.Want{})
 		return
@@ -109,18 +105,18 @@ func (a *Agent) unmapPorts(ctx context.Context, key string) {
 // wantPorts is what svc forwards when this node holds vips, and what of its
 // settings cannot be honoured.
 func wantPorts(svc *v1.Service, vips []netip.Addr, o PortMapOptions) (upnp.Want, []string) {
-	if !o.AllServices && !strings.EqualFold(strings.TrimSpace(svc.Annotations[AnnotationForwardUPNP]), "true") {
+	if !o.AllServices && !strings.EqualFold(strings.TrimSpace(svc.Annotations[lbsvc.AnnotationForwardUPNP]), "true") {
 		return upnp.Want{}, nil
 	}
 	var problems []string
 	w := upnp.Want{Lease: max(o.Lease, 0)}
-	if raw, ok := svc.Annotations[AnnotationUPNPLeaseDuration]; ok {
+	if raw, ok := svc.Annotations[lbsvc.AnnotationUPNPLeaseDuration]; ok {
 		d, err := time.ParseDuration(strings.TrimSpace(raw))
 		switch {
 		case err != nil:
-			problems = append(problems, fmt.Sprintf("annotation %s=%q is not a duration (e.g. 30m); using %v", AnnotationUPNPLeaseDuration, raw, w.Lease))
+			problems = append(problems, fmt.Sprintf("annotation %s=%q is not a duration (e.g. 30m); using %v", lbsvc.AnnotationUPNPLeaseDuration, raw, w.Lease))
 		case d < 0:
-			problems = append(problems, fmt.Sprintf("annotation %s=%q is negative; using %v", AnnotationUPNPLeaseDuration, raw, w.Lease))
+			problems = append(problems, fmt.Sprintf("annotation %s=%q is negative; using %v", lbsvc.AnnotationUPNPLeaseDuration, raw, w.Lease))
 		default:
 			w.Lease = d
 		}

@@ -10,6 +10,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vip-lb/vip/pkg/lbsvc"
 	"github.com/vip-lb/vip/pkg/upnp"
 )
 
@@ -22,8 +23,10 @@ func TestWantPorts(t *testing.T) {
 	}
 	tcp := func(p int32) v1.ServicePort { return v1.ServicePort{Port: p, Protocol: v1.ProtocolTCP} }
 	udp := func(p int32) v1.ServicePort { return v1.ServicePort{Port: p, Protocol: v1.ProtocolUDP} }
-	on := map[string]string{AnnotationForwardUPNP: "true"}
-	with := func(k, v string) map[string]string { return map[string]string{AnnotationForwardUPNP: "true", k: v} }
+	on := map[string]string{lbsvc.AnnotationForwardUPNP: "true"}
+	with := func(k, v string) map[string]string {
+		return map[string]string{lbsvc.AnnotationForwardUPNP: "true", k: v}
+	}
 	tests := []struct {
 		name     string
 		svc      *v1.Service
@@ -34,20 +37,20 @@ func TestWantPorts(t *testing.T) {
 		problems []string
 	}{
 		{name: "no annotation: nothing", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}},
-		{name: "annotation false: nothing", svc: svc(map[string]string{AnnotationForwardUPNP: "false"}, tcp(80)), vips: []netip.Addr{v4}},
+		{name: "annotation false: nothing", svc: svc(map[string]string{lbsvc.AnnotationForwardUPNP: "false"}, tcp(80)), vips: []netip.Addr{v4}},
 		{name: "no annotation, all Services", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{AllServices: true, Lease: time.Hour},
 			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour},
 		{name: "TCP and UDP ports, default lease", svc: svc(on, tcp(80), udp(53), v1.ServicePort{Port: 8080}), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200", "UDP/53→10.77.0.200", "TCP/8080→10.77.0.200"}, lease: time.Hour},
 		{name: "agent default lease", svc: svc(on, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{Lease: 5 * time.Minute},
 			want: []string{"TCP/80→10.77.0.200"}, lease: 5 * time.Minute},
-		{name: "lease annotation", svc: svc(with(AnnotationUPNPLeaseDuration, "30s"), tcp(80)), vips: []netip.Addr{v4},
+		{name: "lease annotation", svc: svc(with(lbsvc.AnnotationUPNPLeaseDuration, "30s"), tcp(80)), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200"}, lease: 30 * time.Second},
-		{name: "lease annotation 0: permanent", svc: svc(with(AnnotationUPNPLeaseDuration, "0s"), tcp(80)), vips: []netip.Addr{v4},
+		{name: "lease annotation 0: permanent", svc: svc(with(lbsvc.AnnotationUPNPLeaseDuration, "0s"), tcp(80)), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200"}, lease: 0},
-		{name: "bad lease annotation: default and a problem", svc: svc(with(AnnotationUPNPLeaseDuration, "soon"), tcp(80)), vips: []netip.Addr{v4},
+		{name: "bad lease annotation: default and a problem", svc: svc(with(lbsvc.AnnotationUPNPLeaseDuration, "soon"), tcp(80)), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour, problems: []string{"is not a duration"}},
-		{name: "negative lease annotation", svc: svc(with(AnnotationUPNPLeaseDuration, "-5m"), tcp(80)), vips: []netip.Addr{v4},
+		{name: "negative lease annotation", svc: svc(with(lbsvc.AnnotationUPNPLeaseDuration, "-5m"), tcp(80)), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour, problems: []string{"is negative"}},
 		{name: "SCTP skipped with a problem", svc: svc(on, v1.ServicePort{Port: 9, Protocol: v1.ProtocolSCTP}, tcp(80)), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour, problems: []string{"9/SCTP not forwarded"}},
@@ -95,7 +98,7 @@ func FuzzWantPorts(f *testing.F) {
 	f.Fuzz(func(t *testing.T, forward, lease, proto string, port int32) {
 		svc := &v1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "n", Annotations: map[string]string{
-				AnnotationForwardUPNP: forward, AnnotationUPNPLeaseDuration: lease}},
+				lbsvc.AnnotationForwardUPNP: forward, lbsvc.AnnotationUPNPLeaseDuration: lease}},
 			Spec: v1.ServiceSpec{Ports: []v1.ServicePort{{Port: port, Protocol: v1.Protocol(proto)}}},
 		}
 		vips := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fd00::3")}

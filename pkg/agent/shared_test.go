@@ -253,11 +253,13 @@ func TestNoReadyEndpointWithdraws(t *testing.T) {
 
 	// Opt-out: announced without a ready endpoint.
 	svc := sharedSvcKey(a, "web").DeepCopy()
-	svc.Annotations = map[string]string{AnnotationAllowWithoutEndpoints: "true"}
+	svc.Annotations = map[string]string{lbsvc.AnnotationAllowWithoutEndpoints: "true"}
 	if _, err := client.CoreV1().Services("team").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return sharedSvcKey(a, "web").Annotations[AnnotationAllowWithoutEndpoints] == "true" })
+	waitFor(t, func() bool {
+		return sharedSvcKey(a, "web").Annotations[lbsvc.AnnotationAllowWithoutEndpoints] == "true"
+	})
 	setReady(false)
 	if !slices.Equal(ann.Held(), []netip.Addr{vip}) {
 		t.Fatalf("opted out, no ready endpoint: announced %v, want %s", ann.Held(), vip)

@@ -356,7 +356,7 @@ func TestSyncScenarios(t *testing.T) {
 		},
 		{
 			name: "no ready endpoint but opted out: announced", mode: ModeARP, decide: announceHere,
-			objs: []runtime.Object{svcWith("web", vipA, annotated(AnnotationAllowWithoutEndpoints, "true")),
+			objs: []runtime.Object{svcWith("web", vipA, annotated(lbsvc.AnnotationAllowWithoutEndpoints, "true")),
 				notReadySlice("web", "n2")},
 			wantBound: map[string]string{vipA: "eth0"}, wantCands: []string{"n1", "n2"},
 			wantEvents: []string{"Normal Announcing"},

@@ -21,7 +21,6 @@ import (
 	"k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
 
-	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/ipam"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -69,7 +68,7 @@ func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan
 			return // renewed often, carries nothing vip-ccm uses
 		}
 		if strings.HasPrefix(l.Name, lbsvc.DHCPLeasePrefix) {
-			if k := l.Annotations[election.AnnotationService]; k != "" {
+			if k := l.Annotations[lbsvc.AnnotationLeaseService]; k != "" {
 				lb.dhcpQueue.Add(k)
 			}
 			return
@@ -242,9 +241,9 @@ func (lb *LoadBalancer) dhcpRecord(svc *v1.Service) (lbsvc.DHCPRecord, bool, err
 	if err != nil {
 		return lbsvc.DHCPRecord{}, false, nil
 	}
-	if l.Annotations[election.AnnotationService] != lbsvc.Key(svc) {
+	if l.Annotations[lbsvc.AnnotationLeaseService] != lbsvc.Key(svc) {
 		return lbsvc.DHCPRecord{}, false, fmt.Errorf("the Lease %s/%s belongs to Service %q, not %q", l.Namespace, l.Name,
-			l.Annotations[election.AnnotationService], lbsvc.Key(svc))
+			l.Annotations[lbsvc.AnnotationLeaseService], lbsvc.Key(svc))
 	}
 	return lbsvc.ParseDHCPRecord(l.Annotations)
 }

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cloud-provider/api"
 
-	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -24,20 +23,20 @@ func dhcpSvc(ns, name string, mut ...func(*v1.Service)) *v1.Service {
 }
 
 func dhcpLease(ns, svc string, ann map[string]string) *coordv1.Lease {
-	a := map[string]string{election.AnnotationService: ns + "/" + svc}
+	a := map[string]string{lbsvc.AnnotationLeaseService: ns + "/" + svc}
 	for k, v := range ann {
 		a[k] = v
 	}
 	return &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{
-		Name: lbsvc.DHCPLeaseName(ns, svc), Namespace: election.DefaultNamespace, Annotations: a,
-		Labels: map[string]string{lbsvc.LabelDHCP: "true", election.LabelService: svc, election.LabelRole: election.RoleService},
+		Name: lbsvc.DHCPLeaseName(ns, svc), Namespace: "kube-system", Annotations: a,
+		Labels: map[string]string{lbsvc.LabelDHCP: "true", lbsvc.LabelLeaseService: svc, lbsvc.LabelLeaseRole: lbsvc.LeaseRoleService},
 	}}
 }
 
 // forgedDHCPLease is a Lease named for svc but recording another Service.
 func forgedDHCPLease(ns, svc, other string, ann map[string]string) *coordv1.Lease {
 	l := dhcpLease(ns, svc, ann)
-	l.Annotations[election.AnnotationService] = ns + "/" + other
+	l.Annotations[lbsvc.AnnotationLeaseService] = ns + "/" + other
 	return l
 }
 

@@ -27,25 +27,9 @@ func contextFor(stop <-chan struct{}) context.Context {
 	return ctx
 }
 
-func ipamPorts(svc *v1.Service) []ipam.Port {
-	ps := lbsvc.Ports(svc)
-	out := make([]ipam.Port, len(ps))
-	for i, p := range ps {
-		out[i] = ipam.Port{Proto: p.Proto, Port: p.Port}
-	}
-	return out
-}
-
-func ipamRequest(svc *v1.Service, fams []lbsvc.Family, static []netip.Addr) ipam.Request {
-	r := ipam.Request{Key: lbsvc.Key(svc), Namespace: svc.Namespace, Ports: ipamPorts(svc), Requested: static}
+func ipamRequest(svc *v1.Service, fams []ipam.Family, static []netip.Addr) ipam.Request {
+	r := ipam.Request{Key: lbsvc.Key(svc), Namespace: svc.Namespace, Ports: lbsvc.Ports(svc), Requested: static, Families: fams}
 	r.SharingKey, r.ShareWith = lbsvc.SharingConsent(svc)
-	for _, f := range fams {
-		if f == lbsvc.IPv6 {
-			r.Families = append(r.Families, ipam.IPv6)
-		} else {
-			r.Families = append(r.Families, ipam.IPv4)
-		}
-	}
 	return r
 }
 

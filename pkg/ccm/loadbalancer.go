@@ -348,9 +348,12 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, _ string, svc *v
 	return status, err
 }
 
-func (lb *LoadBalancer) ensure(_ context.Context, svc *v1.Service) (*v1.LoadBalancerStatus, error) {
+func (lb *LoadBalancer) ensure(ctx context.Context, svc *v1.Service) (*v1.LoadBalancerStatus, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ensuring %s: %w", lbsvc.Key(svc), err)
+	}
 	key := lbsvc.Key(svc)
-	logger := klog.LoggerWithValues(klog.Background(), "service", key)
+	logger := klog.LoggerWithValues(klog.FromContext(ctx), "service", key)
 	lb.unsupported.check(lb.recorder, svc)
 	req, err := lbsvc.Requested(svc)
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 
 	"go4.org/netipx"
 
-	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/ipam"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -196,7 +195,7 @@ func (n *neverSet) setService(key string, svc *v1.Service) bool {
 // deleted): a heartbeat's addresses and gateways, or the control-plane VIP.
 func (n *neverSet) setLease(name string, l *coordv1.Lease) bool {
 	removed := false
-	if strings.HasPrefix(name, election.HeartbeatPrefix) {
+	if strings.HasPrefix(name, lbsvc.HeartbeatLeasePrefix) {
 		var cur []netip.Addr
 		if l != nil {
 			cur = append(parseAddrList(l.Annotations[lbsvc.AnnotationNodeAddresses]),

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/compat"
 	"github.com/vip-lb/vip/pkg/ipam"
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -50,7 +49,7 @@ func TestMigrationTable(t *testing.T) {
 func TestHonouredAnnotationsAreCode(t *testing.T) {
 	code := map[string]bool{
 		lbsvc.AnnotationLoadBalancerIPs: true, lbsvc.AnnotationIgnore: true, lbsvc.AnnotationServiceInterface: true,
-		agent.AnnotationForwardUPNP: true, agent.AnnotationUPNPLeaseDuration: true, agent.AnnotationAllowWithoutEndpoints: true,
+		lbsvc.AnnotationForwardUPNP: true, lbsvc.AnnotationUPNPLeaseDuration: true, lbsvc.AnnotationAllowWithoutEndpoints: true,
 	}
 	for _, in := range compat.Of(compat.Annotation) {
 		if in.Status == compat.Honoured && !code[in.Name] {

@@ -11,36 +11,39 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
-// Labels and annotations written on the Leases this package manages.
+// Labels and annotations written on the Leases this package manages; the
+// values are the contract in package lbsvc, which vip-ccm reads.
 const (
 	// LabelManagedBy marks every Lease written by vip-agent; the informer
 	// selects on it.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelManagedBy = lbsvc.LabelLeaseManagedBy
 	// ManagedByValue is the value of LabelManagedBy.
-	ManagedByValue = "vip-agent"
+	ManagedByValue = lbsvc.LeaseManagedByAgent
 	// LabelRole says whether a Lease is a node heartbeat or a Service Lease.
-	LabelRole = "vip.io/role"
+	LabelRole = lbsvc.LabelLeaseRole
 	// RoleHeartbeat is the LabelRole value of node heartbeat Leases.
-	RoleHeartbeat = "heartbeat"
+	RoleHeartbeat = lbsvc.LeaseRoleHeartbeat
 	// RoleService is the LabelRole value of per-Service Leases (DHCP
 	// Services, whose address is not known before the election).
-	RoleService = "service"
+	RoleService = lbsvc.LeaseRoleService
 	// RoleAddress is the LabelRole value of per-address Leases
 	// (vip-addr-<addr>): the holder announces every Service on the address.
-	RoleAddress = "address"
+	RoleAddress = lbsvc.LeaseRoleAddress
 	// LabelService names the Service a Service Lease belongs to.
-	LabelService = "vip.io/service"
+	LabelService = lbsvc.LabelLeaseService
 	// AnnotationService names the Service (namespace/name) of a
 	// per-Service Lease.
-	AnnotationService = "vip.io/service"
+	AnnotationService = lbsvc.AnnotationLeaseService
 	// AnnotationReason records why a Service Lease last changed hands.
 	AnnotationReason = "vip.io/reason"
 	// AnnotationHealth carries the agent's health URL on its heartbeat Lease.
 	AnnotationHealth = "vip.io/health"
 	// HeartbeatPrefix prefixes heartbeat Lease names: vip-node-<node>.
-	HeartbeatPrefix = "vip-node-"
+	HeartbeatPrefix = lbsvc.HeartbeatLeasePrefix
 )
 
 // Defaults for zero Options fields.

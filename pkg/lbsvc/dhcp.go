@@ -109,7 +109,7 @@ func UsesDHCP(svc *v1.Service, pools *ipam.Config) bool {
 		return false
 	}
 	fams, _ := Families(svc)
-	if !slices.Contains(fams, IPv4) {
+	if !slices.Contains(fams, ipam.IPv4) {
 		return false
 	}
 	for _, a := range IngressIPs(svc) {

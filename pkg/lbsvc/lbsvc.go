@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/vip-lb/vip/pkg/ipam"
 )
 
 // Annotation and label keys, identical to kube-vip's so that existing
@@ -19,6 +21,15 @@ const (
 	AnnotationIgnore = "kube-vip.io/ignore"
 	// AnnotationServiceInterface names the interface the VIP is bound to.
 	AnnotationServiceInterface = "kube-vip.io/serviceInterface"
+	// AnnotationForwardUPNP set to "true" asks for gateway port mappings
+	// (with enableUPNP on the agent).
+	AnnotationForwardUPNP = "kube-vip.io/forwardUPNP"
+	// AnnotationUPNPLeaseDuration overrides the mapping lease (a Go
+	// duration such as "30m"; "0s" asks for permanent mappings).
+	AnnotationUPNPLeaseDuration = "kube-vip.io/upnp-lease-duration"
+	// AnnotationAllowWithoutEndpoints set to "true" keeps a Service
+	// announced while it has no ready endpoint (kube-vip's opt-out).
+	AnnotationAllowWithoutEndpoints = "kube-vip.io/allow-reconcile-without-endpoints"
 	// AnnotationLeaseName overrides the per-Service Lease name.
 	AnnotationLeaseName = "kube-vip.io/leaseName"
 	// DefaultLoadBalancerClass is kube-vip's loadBalancerClass name.
@@ -132,29 +143,20 @@ func LeaseName(svc *v1.Service) string {
 	return LeasePrefix + svc.Name
 }
 
-// Family is an IP family as vip uses it.
-type Family int
-
-// The two families.
-const (
-	IPv4 Family = 4
-	IPv6 Family = 6
-)
-
 // Families returns the families svc wants addresses for, in order, and
 // whether the list is a requirement (RequireDualStack) or a preference.
 // Without spec.ipFamilies (older clients, headless defaults) it is IPv4.
-func Families(svc *v1.Service) (fams []Family, required bool) {
+func Families(svc *v1.Service) (fams []ipam.Family, required bool) {
 	for _, f := range svc.Spec.IPFamilies {
 		switch f {
 		case v1.IPv4Protocol:
-			fams = append(fams, IPv4)
+			fams = append(fams, ipam.IPv4)
 		case v1.IPv6Protocol:
-			fams = append(fams, IPv6)
+			fams = append(fams, ipam.IPv6)
 		}
 	}
 	if len(fams) == 0 {
-		fams = []Family{IPv4}
+		fams = []ipam.Family{ipam.IPv4}
 	}
 	policy := v1.IPFamilyPolicySingleStack
 	if svc.Spec.IPFamilyPolicy != nil {
@@ -170,22 +172,16 @@ func Families(svc *v1.Service) (fams []Family, required bool) {
 	}
 }
 
-// Port is one (protocol, port) pair of a Service, used to decide whether two
-// Services may share an address.
-type Port struct {
-	Proto string
-	Port  uint16
-}
-
-// Ports returns the Service's ports.
-func Ports(svc *v1.Service) []Port {
-	out := make([]Port, 0, len(svc.Spec.Ports))
+// Ports returns the Service's (protocol, port) pairs, which decide whether
+// two Services may share an address.
+func Ports(svc *v1.Service) []ipam.Port {
+	out := make([]ipam.Port, 0, len(svc.Spec.Ports))
 	for _, p := range svc.Spec.Ports {
 		proto := string(p.Protocol)
 		if proto == "" {
 			proto = string(v1.ProtocolTCP)
 		}
-		out = append(out, Port{Proto: proto, Port: uint16(p.Port)})
+		out = append(out, ipam.Port{Proto: proto, Port: uint16(p.Port)})
 	}
 	return out
 }

@@ -22,6 +22,32 @@ const (
 	DHCPLeasePrefix = "vip-dhcp-"
 )
 
+// Labels and annotations of the Leases vip-agent writes in its namespace,
+// read by vip-ccm too (package election writes them).
+const (
+	// LabelLeaseManagedBy marks every Lease written by vip-agent.
+	LabelLeaseManagedBy = "app.kubernetes.io/managed-by"
+	// LeaseManagedByAgent is the value of LabelLeaseManagedBy.
+	LeaseManagedByAgent = "vip-agent"
+	// LabelLeaseRole says what a Lease is: LeaseRole* below.
+	LabelLeaseRole = "vip.io/role"
+	// LeaseRoleHeartbeat: a node heartbeat (vip-node-<node>).
+	LeaseRoleHeartbeat = "heartbeat"
+	// LeaseRoleService: the Lease of a DHCP Service (vip-dhcp-…).
+	LeaseRoleService = "service"
+	// LeaseRoleAddress: a per-address Lease (vip-addr-<addr>).
+	LeaseRoleAddress = "address"
+	// LeaseRoleConflict: an address conflict record (vip-conflict-<addr>).
+	LeaseRoleConflict = "conflict"
+	// LabelLeaseService names the Service of a Service Lease (its name).
+	LabelLeaseService = "vip.io/service"
+	// AnnotationLeaseService names the Service (namespace/name) of a
+	// Service Lease.
+	AnnotationLeaseService = "vip.io/service"
+	// HeartbeatLeasePrefix prefixes heartbeat Lease names: vip-node-<node>.
+	HeartbeatLeasePrefix = "vip-node-"
+)
+
 // Annotations of the agent's heartbeat Lease (vip-node-<node>), of the
 // control-plane lock Lease and of conflict records.
 const (
