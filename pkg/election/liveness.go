@@ -202,7 +202,13 @@ func (e *Elector) Alive(node string) bool {
 // aliveLocked is Alive with e.mu held.
 func (e *Elector) aliveLocked(node string) bool {
 	if node == e.self {
-		return e.selfAliveLocked() && e.o.Ready()
+		// Ready as peers see it: this node's own heartbeat, seen through
+		// the watch, must say ready too. Acting on Ready() alone, before
+		// the heartbeat carrying it reached the others, let a peer that
+		// still read "not ready" take a Lease this node had just acquired,
+		// and both announced the address until the watches caught up.
+		st := e.nodes[node]
+		return e.selfAliveLocked() && e.o.Ready() && st != nil && st.ready
 	}
 	st := e.nodes[node]
 	return st != nil && st.alive && !st.gone

@@ -96,3 +96,32 @@ func TestSelfNotReady(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestSelfReadyOnlyOncePublished: Ready() turning true is not enough for
+// this node to take an address; its own heartbeat seen through the watch
+// must say ready, since until then a peer still reads "not ready" and would
+// take the Lease back, both nodes announcing until the watches catch up.
+func TestSelfReadyOnlyOncePublished(t *testing.T) {
+	client := newFakeClient()
+	u := newUnit(t, client, "a", nil) // Ready() is always true here
+	u.ready()
+	u.beatReady("a", false) // the heartbeat peers see still says not ready
+	u.evaluate()
+	if u.Alive("a") {
+		t.Fatal("a counts itself alive while its published heartbeat says not ready")
+	}
+	addr := mustAddr("10.0.0.7")
+	res, err := u.Ensure(t.Context(), DefaultNamespace, lbsvc.AddressLeaseName(addr), addr.String(), []string{"a"})
+	if err != nil || res.ShouldAnnounce || res.Holder != "" {
+		t.Fatalf("Ensure before the ready heartbeat = %+v, %v; want nothing taken", res, err)
+	}
+	if l := stored(t, client, DefaultNamespace, lbsvc.AddressLeaseName(addr)); l != nil {
+		t.Fatalf("Lease written before the ready heartbeat: %+v", l.Spec)
+	}
+	u.beatReady("a", true)
+	u.evaluate()
+	res, err = u.Ensure(t.Context(), DefaultNamespace, lbsvc.AddressLeaseName(addr), addr.String(), []string{"a"})
+	if err != nil || !res.ShouldAnnounce || res.Holder != "a" {
+		t.Fatalf("Ensure after the ready heartbeat = %+v, %v; want a to announce", res, err)
+	}
+}
