@@ -209,7 +209,7 @@ func (a *Agent) agentLease(ctx context.Context, name string) (*coordv1.Lease, er
 // needs no precondition).
 func (a *Agent) markAnnounced(ctx context.Context, addr netip.Addr) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		AnnotationAnnouncedAt: time.Now().UTC().Format(time.RFC3339Nano),
+		AnnotationAnnouncedAt: a.o.Clock.Now().UTC().Format(time.RFC3339Nano),
 		AnnotationAnnouncedBy: a.o.NodeName,
 	}}})
 	if err != nil {
