@@ -50,10 +50,11 @@
 # wall time of the builds, not their CPU-seconds.
 # Upstream's [Feature:LoadBalancer] run (make cluster-upstream-e2e) stays out
 # of make test: bin/e2e-network.test + bin/agnhost are another 526 CPU-s
-# cold, its 17 tests take ~15 min (one times out after 600 s), and two fail
-# for reasons that are not vip's (the lab's stand-in busybox; ETP Local
-# affinity switching with one announcing node), so CI would be red or carry
-# a skip list; it is run on demand and its table kept in docs/benchmarks.md.
+# cold, its 17 tests take ~15 min plus ~16 min for each of the two
+# DaemonSet rolling-update tests (one times out after 600 s), and one fails
+# for a reason that is not vip's (ETP Local affinity switching with one
+# announcing node), so CI would be red or carry a skip list; it is run on
+# demand and its table kept in docs/benchmarks.md.
 #   testbed start (etcd /health + kube-apiserver /readyz + system namespaces):
 #     3.8-4.6 s (etcd 0.15-0.95 s, kube-apiserver ~3.4 s); 8.5 s at load ~10.
 #     API server restart alone: 2.9 s. `go test ./pkg/testbed`: 9-15 s.
