@@ -20,6 +20,7 @@ import (
 
 	"github.com/vip-lb/vip/e2e/internal/benchout"
 	"github.com/vip-lb/vip/e2e/lab"
+	"github.com/vip-lb/vip/pkg/announce/probe"
 )
 
 // l2BenchSettle is the agents' --settle-time in the benchmark lab: after a
@@ -495,7 +496,12 @@ func (bs *l2Bench) announceLatency(b *testing.B) {
 			b.Fatal("no announcement matched")
 		}
 		p50, p90, p99, worst := l2Pct(lat, 0.5), l2Pct(lat, 0.9), l2Pct(lat, 0.99), slices.Max(lat)
-		ok := p99 <= 100*time.Millisecond && missing == 0
+		// Every address here is new: the owner first asks the link whether
+		// another host answers for it (RFC 5227 probe, bounded by
+		// probe.DefaultTimeout by design), then announces. The target is
+		// 100 ms of vip's own work on top of that budget.
+		target := 100*time.Millisecond + probe.DefaultTimeout
+		ok := p99 <= target && missing == 0
 		// Where the slowest ones spent their time, from the owner's log:
 		// status -> Lease acquired (queue + Lease create) -> announced.
 		slices.SortFunc(samples, func(x, y sample) int { return int(y.duration - x.duration) })
@@ -512,8 +518,8 @@ func (bs *l2Bench) announceLatency(b *testing.B) {
 		if err := benchout.Write(b.Name(),
 			fmt.Sprintf("%d Services created at once (100 -> 1000, burst; vip-ccm assigns, 3 agents announce) in %v", len(svcs), ramp.Round(time.Millisecond)),
 			"latency = status address seen by a watch -> first gratuitous ARP on the client's link (kernel timestamp)",
-			fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s over %d; %d without a matched announcement (target: p99 <= 100ms): %s",
-				l2Secs(p50), l2Secs(p90), l2Secs(p99), l2Secs(worst), len(lat), missing, l2Verdict(ok)),
+			fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s over %d; %d without a matched announcement (target: p99 <= %v = the %v probe budget of a first announcement + 100ms): %s",
+				l2Secs(p50), l2Secs(p90), l2Secs(p99), l2Secs(worst), len(lat), missing, target, probe.DefaultTimeout, l2Verdict(ok)),
 			strings.Join(breakdown, "\n"),
 		); err != nil {
 			b.Error(err)
