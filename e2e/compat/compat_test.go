@@ -223,7 +223,8 @@ func TestKubeVipRBACServes(t *testing.T) {
 
 // TestNotesRBACRefusal: the notes' RBAC has no endpointslices rule: each
 // agent prints the documented refusal (the rule, the file granting it),
-// never becomes ready, and so is never made a candidate.
+// never becomes ready, and so is never made a candidate. It has no events
+// rule either, which the agent names as well.
 func TestNotesRBACRefusal(t *testing.T) {
 	ctx, l := newLab(t)
 	logs := startKubeVipAgents(t, ctx, l, notesRBAC, notesARPEnv)
@@ -240,6 +241,11 @@ func TestNotesRBACRefusal(t *testing.T) {
 		}
 		if n != 1 {
 			t.Errorf("%s: the missing rule is logged %d times; want once:\n%s", node, n, out)
+		}
+		// Their RBAC has no events rule either: the Warning above cannot be
+		// recorded, and the agent names that rule too.
+		if _, err := waitLog(ctx, log, "missing RBAC rule", "resources [events]", "Warnings are dropped"); err != nil {
+			t.Errorf("%s: %v", node, err)
 		}
 	}
 }

@@ -151,7 +151,7 @@ func (a *app) startEvents() (stop func(), err error) {
 		}
 	}
 	bcast := record.NewBroadcaster(record.WithContext(context.Background()))
-	bcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	bcast.StartRecordingToSink(&forbiddenSink{EventSink: &typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")}, log: a.log})
 	a.rec = bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "vip-agent", Host: a.cfg.NodeName})
 	return bcast.Shutdown, nil
 }
