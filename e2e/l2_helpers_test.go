@@ -33,6 +33,10 @@ func l2Lab(t testing.TB, o lab.Options) *lab.Lab {
 	o.KeepDir = os.Getenv("VIP_E2E_KEEP") == "1"
 	// VIP_E2E_AGENT_ARGS adds flags to every agent, e.g. "--v=1" to debug.
 	o.AgentArgs = append(o.AgentArgs, strings.Fields(os.Getenv("VIP_E2E_AGENT_ARGS"))...)
+	// VIP_E2E_LIVENESS=link runs the agents with --liveness=link.
+	if o.Liveness == "" {
+		o.Liveness = os.Getenv("VIP_E2E_LIVENESS")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	l, err := lab.New(ctx, o)

@@ -62,6 +62,7 @@ type Elector struct {
 	// membership last given to the link.
 	kick        chan struct{}
 	linkMembers map[string]netip.AddrPort
+	linkRetryAt time.Time // link mode: no renewal before this after a failure
 	hbStop      context.CancelFunc
 	hbDone      chan struct{}
 }
@@ -147,6 +148,7 @@ func (e *Elector) Run(ctx context.Context) error {
 	wg.Go(func() { e.every(ctx, checkInterval, e.evaluate) })
 	if e.linkMode() {
 		wg.Go(func() { e.kickLoop(ctx) })
+		wg.Go(func() { e.linkFenceLoop(ctx) })
 	} else {
 		wg.Go(func() { e.every(ctx, checkInterval, func() { e.checkFence(ctx) }) })
 	}

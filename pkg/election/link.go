@@ -2,7 +2,9 @@ package election
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"syscall"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -39,6 +41,9 @@ const (
 	// linkRenewCheck is how often a link-mode heartbeat checks whether its
 	// content changed (readiness, facts) and needs a write before its period.
 	linkRenewCheck = 250 * time.Millisecond
+	// linkRetry spaces the renewals of a link-mode heartbeat that fail (the
+	// API server is down or cut off: nothing depends on them meanwhile).
+	linkRetry = 2 * time.Second
 )
 
 // linkMode reports whether liveness comes from the link.
@@ -139,20 +144,61 @@ func (e *Elector) linkJudge(node string, st *nodeState, now time.Time) bool {
 	return !st.gone && e.o.Link.Alive(node)
 }
 
-// linkFenceLocked fences this node while it is cut off the link; it
-// unfences once connected again and its own renewal after that has come
-// back through the watch (observeHeartbeat), so its cache shows any
-// takeover made meanwhile. e.mu must be held. It reports a new fence.
-func (e *Elector) linkFenceLocked() bool {
-	if e.hb.fenced || !e.hb.everOK || e.stopping || e.o.Link.Connected() {
-		return false
+// linkFenceLoop fences this node while it is cut off the link, unless the
+// API server refuses connections (it is down for everyone: nobody can take
+// over, so the addresses stay). It unfences once connected again and its
+// own renewal after that has come back through the watch
+// (observeHeartbeat), so its cache shows any takeover made meanwhile.
+func (e *Elector) linkFenceLoop(ctx context.Context) {
+	t := e.o.Clock.NewTicker(linkFenceCheck)
+	defer t.Stop()
+	refused := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		e.mu.Lock()
+		skip := e.hb.fenced || !e.hb.everOK || e.stopping
+		e.mu.Unlock()
+		if skip || e.o.Link.Connected() {
+			refused = false
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, linkPingTimeout)
+		err := e.o.PingAPI(pctx)
+		cancel()
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			if !refused {
+				e.log.Info("no peer heard on the link, but the API server is down for everyone: nobody can take over, keeping the addresses")
+			}
+			refused = true
+			continue
+		}
+		e.mu.Lock()
+		fence := !e.hb.fenced && !e.o.Link.Connected()
+		if fence {
+			e.hb.fenced, e.hb.recoverRV = true, ""
+		}
+		e.mu.Unlock()
+		if !fence {
+			continue
+		}
+		e.metrics.fenced.Set(1)
+		e.metrics.fences.Inc()
+		e.log.Info("fencing: this node hears none of its peers on the link and stops announcing", "apiPing", err)
+		e.evaluate()
 	}
-	e.hb.fenced, e.hb.recoverRV = true, ""
-	e.metrics.fenced.Set(1)
-	e.metrics.fences.Inc()
-	e.log.Info("fencing: this node hears none of its peers on the link and stops announcing")
-	return true
 }
+
+// linkFenceCheck is how often a link-mode node checks whether it is cut
+// off: the link monitor says so after 2/3 of its timeout, and the fence
+// must follow before the peers' takeovers at the full timeout.
+const linkFenceCheck = 20 * time.Millisecond
+
+// linkPingTimeout bounds the API ping of a node that hears nobody.
+const linkPingTimeout = 500 * time.Millisecond
 
 // heartbeatDue reports whether a link-mode heartbeat must be written now:
 // never written, its period is over, a renewal failed, the node is fenced
@@ -164,6 +210,8 @@ func (e *Elector) heartbeatDue(now time.Time) bool {
 	defer e.mu.Unlock()
 	h := e.hb
 	switch {
+	case now.Before(e.linkRetryAt):
+		return false // the last attempt failed: retry at most every linkRetry
 	case h.lease == nil || !h.everOK || !h.lastAttemptOK || now.Sub(h.lastOK) >= e.o.HeartbeatPeriod:
 		return true
 	case h.fenced && connected && h.recoverRV == "":
@@ -189,6 +237,11 @@ func (e *Elector) linkHeartbeatLoop(ctx context.Context) {
 	for {
 		if e.heartbeatDue(e.o.Clock.Now()) {
 			e.renew(ctx)
+			e.mu.Lock()
+			if !e.hb.lastAttemptOK {
+				e.linkRetryAt = e.o.Clock.Now().Add(linkRetry)
+			}
+			e.mu.Unlock()
 		}
 		select {
 		case <-ctx.Done():

@@ -93,9 +93,6 @@ func (e *Elector) evaluate() {
 	var changes []transition
 	var stale []string
 	e.mu.Lock()
-	if e.linkMode() {
-		e.linkFenceLocked() // reported below as this node's liveness
-	}
 	for node, st := range e.nodes {
 		// A peer whose agent has not synced is no candidate: it would win
 		// addresses and announce nothing.
@@ -187,8 +184,7 @@ func (e *Elector) judge(st *nodeState, now time.Time) bool {
 // its heartbeat, seen it through the informer (so the cache is current), is
 // not fenced and not shutting down. e.mu must be held.
 func (e *Elector) selfAliveLocked() bool {
-	return e.hb.everOK && !e.selfSeen.IsZero() && !e.hb.fenced && !e.stopping &&
-		(!e.linkMode() || e.o.Link.Connected())
+	return e.hb.everOK && !e.selfSeen.IsZero() && !e.hb.fenced && !e.stopping
 }
 
 // Alive reports whether node's heartbeat is fresh in this observer's view.

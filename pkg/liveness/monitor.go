@@ -47,6 +47,9 @@ type Options struct {
 	Interval, Timeout time.Duration
 	// Neighbours on each side of the ring (default 2).
 	Neighbours int
+	// CutAfter is how long this node may hear none of its neighbours
+	// before it counts itself cut off (default 2/3 of Timeout).
+	CutAfter time.Duration
 	// JoinGrace is how long a new member may stay silent before it is
 	// judged (default 2s): it learns the membership from its own watch.
 	JoinGrace time.Duration
@@ -83,6 +86,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Neighbours == 0 {
 		o.Neighbours = DefaultNeighbours
+	}
+	if o.CutAfter == 0 {
+		o.CutAfter = o.Timeout * 2 / 3
 	}
 	if o.JoinGrace == 0 {
 		o.JoinGrace = 2 * time.Second
@@ -279,26 +285,30 @@ func (m *Monitor) tick() {
 
 // judge declares silent neighbours dead, or this node cut off.
 // MemberFresh is asked without our lock held (it takes the caller's).
+// Live neighbours are heard every interval: a silent one is dead only while
+// others were heard well after it fell silent. When everybody fell silent
+// at once for CutAfter (less than Timeout, so a cut-off node stops before
+// its peers take over), this node is the one cut off, unless the API says
+// the silent ones are gone.
 func (m *Monitor) judge(now time.Time) {
 	m.mu.Lock()
-	var silent []string
+	var silent, watched []string
 	for node, p := range m.peers {
-		if p.watching && p.belief.alive && now.Sub(later(p.heard, p.watchFrom)) >= m.o.Timeout {
+		if !p.watching || !p.belief.alive {
+			continue
+		}
+		if now.Sub(later(p.heard, p.watchFrom)) >= 0 {
+			watched = append(watched, node)
+		}
+		if now.Sub(later(p.heard, p.watchFrom)) >= m.o.Timeout {
 			silent = append(silent, node)
 		}
 	}
-	// Live neighbours are heard every interval: a silent one is dead only
-	// while others were heard well after it fell silent. When everybody
-	// fell silent at once, this node is the one cut off (or all died).
 	heardFor := now.Sub(m.heardAny)
-	heardNone := heardFor >= m.o.Timeout
-	undecided := !heardNone && heardFor >= m.o.Timeout/2
 	m.mu.Unlock()
 	fresh := false
-	if heardNone {
-		// Nobody heard: we are cut off, unless the API says the silent
-		// ones are gone anyway.
-		for _, node := range silent {
+	if heardFor >= m.o.CutAfter {
+		for _, node := range watched {
 			if m.o.MemberFresh(node) {
 				fresh = true
 				break
@@ -309,13 +319,10 @@ func (m *Monitor) judge(now time.Time) {
 	wasConnected := m.connected
 	var dead []string
 	switch {
-	case len(silent) == 0:
-		m.connected = true
-	case undecided:
-	case !heardNone || !fresh:
-		m.connected, dead = true, silent
-	default:
+	case heardFor >= m.o.CutAfter && fresh:
 		m.connected = false
+	case heardFor >= m.o.CutAfter, heardFor < m.o.Timeout/2:
+		m.connected, dead = true, silent
 	}
 	var notices []Packet
 	for _, node := range dead {
