@@ -37,6 +37,12 @@ func startUPnP(ctx context.Context, c agentconfig.Config, reg prometheus.Registe
 		_ = m.Run(mctx)
 	}()
 	log.Info("UPnP port mapping on", "iface", iface, "allServices", c.UPnP.AllServices, "lease", c.UPnP.Lease)
+	if !c.UPnP.AllServices {
+		// kube-vip's older docs expose every Service once enableUPNP is
+		// set; vip forwards only what a Service asks for and its namespace
+		// may have, so say how a Service gets forwarded.
+		log.Info(`UPnP forwards only Services annotated kube-vip.io/forwardUPNP: "true" in namespaces with allow-upnp-<namespace> (or allow-upnp-global) in the pools ConfigMap; --upnp-all-services forwards every announced Service`)
+	}
 	stop := func() {
 		cancel()
 		<-done
