@@ -55,9 +55,10 @@ type agent struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	qmu   sync.Mutex
-	dirty map[string]bool
-	kick  chan struct{}
+	qmu     sync.Mutex
+	dirty   map[string]bool
+	flushes []chan struct{} // closed once everything enqueued before them is reconciled
+	kick    chan struct{}
 }
 
 // newCluster prepares namespaces for a scenario; nodes start with start.
@@ -185,6 +186,24 @@ func (a *agent) enqueue(svcs ...string) {
 	}
 }
 
+// flush returns once every Service enqueued before the call has been
+// reconciled (or the agent stopped): a positive barrier for checks that
+// something did not happen.
+func (a *agent) flush() {
+	done := make(chan struct{})
+	a.qmu.Lock()
+	a.flushes = append(a.flushes, done)
+	a.qmu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-done:
+	case <-a.done:
+	}
+}
+
 // work reconciles dirty Services until ctx is done.
 func (a *agent) work(ctx context.Context) {
 	defer close(a.done)
@@ -208,12 +227,17 @@ func (a *agent) work(ctx context.Context) {
 			}
 		})
 		clear(a.dirty)
+		flushes := a.flushes
+		a.flushes = nil
 		a.qmu.Unlock()
 		for _, s := range todo {
 			if ctx.Err() != nil {
 				return
 			}
 			a.reconcile(ctx, s)
+		}
+		for _, f := range flushes {
+			close(f)
 		}
 	}
 }

@@ -109,7 +109,12 @@ func testFailover(t *testing.T, env *testbed.Env) {
 		_, err := leases.Get(t.Context(), leasePrefix+"svc-0", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
-	time.Sleep(500 * time.Millisecond)
+	// Barrier: every running node reconciles the deleted Service once more
+	// and finishes whatever it was doing before; none may re-create it.
+	for _, a := range c.running() {
+		a.enqueue("svc-0")
+		a.flush()
+	}
 	if _, err := leases.Get(t.Context(), leasePrefix+"svc-0", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("lease of a deleted Service: %v", err)
 	}

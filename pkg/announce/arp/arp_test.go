@@ -174,8 +174,9 @@ func TestBurstStopsOnCancelAndClose(t *testing.T) {
 
 func TestBurstReportsLaterFailures(t *testing.T) {
 	pc := testconn.New()
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
 	failed := make(chan error, 4)
-	c, err := NewConn(pc, mac, Options{Failed: func(_ netip.Addr, err error) { failed <- err }})
+	c, err := NewConn(pc, mac, Options{Clock: clk, Failed: func(_ netip.Addr, err error) { failed <- err }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,13 +184,17 @@ func TestBurstReportsLaterFailures(t *testing.T) {
 	if err := c.Burst(context.Background(), vip, 3, 10*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
+	// The first round went out; the second waits for the (fake) clock, so
+	// the failure always hits a later round however slow the machine is.
+	waitUntil(t, "the burst's timer", clk.HasWaiters)
 	pc.FailWith(syscall.ENETDOWN)
+	clk.Step(10 * time.Millisecond)
 	select {
 	case err := <-failed:
 		if !errors.Is(err, syscall.ENETDOWN) {
 			t.Errorf("Failed got %v", err)
 		}
-	case <-time.After(time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("Failed hook not called")
 	}
 }
