@@ -98,7 +98,7 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 # The release, from git tags (v1.2.3), else v0.0.0-<commit>: `make chart`.
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
 
-.PHONY: help build test unit lint e2e fuzz-short fuzz bench bench-liveness resilience demo deps clean distclean chart \
+.PHONY: help build test unit lint e2e fuzz-short fuzz bench bench-liveness resilience demo deps clean distclean chart manifests \
 	cluster-bins cluster cluster-down cluster-test cluster-kubeadm-test
 
 help: ## list targets
@@ -272,6 +272,9 @@ ifeq ($(IS_ROOT),yes)
 else
 	@echo "cluster-upstream-e2e: needs root"; exit 1
 endif
+
+manifests: ## rewrite the files under deploy/ rendered by pkg/manifest (deploy/agent/rbac.yaml) from the Go code
+	$(GO) test -count=1 -timeout 120s -run TestDeployFilesAreRendered ./pkg/manifest -update
 
 chart: ## package deploy/helm/vip as _out/vip-<VERSION>.tgz (version, appVersion and image tags from VERSION)
 	cd hack/render && $(GO) build -o $(BIN)/vip-render .

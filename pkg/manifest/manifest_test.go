@@ -12,10 +12,8 @@ import (
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -177,58 +175,6 @@ func TestK3sIsInClusterOnServers(t *testing.T) {
 		if e.Name == "k8s_config_file" {
 			t.Error("k3s DaemonSet sets k8s_config_file")
 		}
-	}
-}
-
-// TestRBACMatchesDeploy keeps the generated RBAC identical to the one the
-// tests run the agent with (deploy/agent/rbac.yaml).
-func TestRBACMatchesDeploy(t *testing.T) {
-	data, err := os.ReadFile("../../deploy/agent/rbac.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deployed := map[string]runtime.Object{}
-	for _, o := range decodeStrict(t, data) {
-		deployed[kindName(o)] = o
-	}
-	for _, o := range rbac("kube-system", DefaultLeaseName) {
-		want, ok := deployed[kindName(o)]
-		if !ok {
-			t.Errorf("%s is not in deploy/agent/rbac.yaml", kindName(o))
-			continue
-		}
-		delete(deployed, kindName(o))
-		switch g := o.(type) {
-		case *rbacv1.ClusterRole:
-			if !reflect.DeepEqual(g.Rules, want.(*rbacv1.ClusterRole).Rules) {
-				t.Errorf("ClusterRole rules differ:\n got %+v\nwant %+v", g.Rules, want.(*rbacv1.ClusterRole).Rules)
-			}
-		case *rbacv1.Role:
-			if !reflect.DeepEqual(g.Rules, want.(*rbacv1.Role).Rules) {
-				t.Errorf("Role rules differ:\n got %+v\nwant %+v", g.Rules, want.(*rbacv1.Role).Rules)
-			}
-		case *rbacv1.ClusterRoleBinding:
-			w := want.(*rbacv1.ClusterRoleBinding)
-			if !reflect.DeepEqual(g.RoleRef, w.RoleRef) || !reflect.DeepEqual(g.Subjects, w.Subjects) {
-				t.Errorf("ClusterRoleBinding differs")
-			}
-		case *rbacv1.RoleBinding:
-			w := want.(*rbacv1.RoleBinding)
-			if !reflect.DeepEqual(g.RoleRef, w.RoleRef) || !reflect.DeepEqual(g.Subjects, w.Subjects) {
-				t.Errorf("RoleBinding differs")
-			}
-		case *admissionv1.ValidatingAdmissionPolicy:
-			if w := want.(*admissionv1.ValidatingAdmissionPolicy); !reflect.DeepEqual(g.Spec, w.Spec) {
-				t.Errorf("ValidatingAdmissionPolicy differs:\n got %+v\nwant %+v", g.Spec, w.Spec)
-			}
-		case *admissionv1.ValidatingAdmissionPolicyBinding:
-			if w := want.(*admissionv1.ValidatingAdmissionPolicyBinding); !reflect.DeepEqual(g.Spec, w.Spec) {
-				t.Errorf("ValidatingAdmissionPolicyBinding differs:\n got %+v\nwant %+v", g.Spec, w.Spec)
-			}
-		}
-	}
-	for k := range deployed {
-		t.Errorf("deploy/agent/rbac.yaml has %s, the generator does not", k)
 	}
 }
 
