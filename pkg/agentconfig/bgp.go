@@ -214,9 +214,10 @@ func CheckBGPEnv(env Environment) error {
 	return nil
 }
 
-// validate checks the BGP settings at start. With --annotations the node
-// may still supply the AS, router ID and peers, so only the rest is checked.
-func (b *BGPConfig) validate() error {
+// Validate checks the BGP settings at start (and `vip-agent manifest` checks
+// the settings it writes with it). With --annotations the node may still
+// supply the AS, router ID and peers, so only the rest is checked.
+func (b *BGPConfig) Validate() error {
 	base, pw, err := b.Static()
 	if err != nil {
 		return err

@@ -281,7 +281,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: no advertisement mode: set --arp (vip_arp=true) or --bgp (bgp_enable=true)", ErrConfig)
 	}
 	if c.BGP {
-		if err := c.Peering.validate(); err != nil {
+		if err := c.Peering.Validate(); err != nil {
 			return err
 		}
 	}

@@ -130,13 +130,13 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case c.AS == 0:
-		return bad("local AS is not set (bgp_as, --localAS or the node-asn annotation)")
+		return bad("local AS is not set (--localAS / bgp_as, or the node-asn annotation)")
 	case !c.RouterID.IsValid():
-		return bad("router ID is not set (bgp_routerid, bgp_routerinterface or the src-ip annotation)")
+		return bad("router ID is not set (--bgpRouterID / bgp_routerid, --bgpRouterInterface / bgp_routerinterface, or the src-ip annotation)")
 	case !c.RouterID.Is4() || c.RouterID.IsUnspecified():
 		return bad("router ID %s must be a non-zero IPv4 address", c.RouterID)
 	case len(c.Peers) == 0 && len(c.Deselected) == 0:
-		return bad("no peers (bgp_peers, bgp_peeraddress or the peer-ip annotation)")
+		return bad("no peers (--bgppeers / bgp_peers, --peerAddress / bgp_peeraddress, or the peer-ip annotation)")
 	case c.ListenPort < -1 || c.ListenPort == 0 || c.ListenPort > 65535:
 		return bad("listen port %d must be -1 (do not listen) or 1-65535", c.ListenPort)
 	case c.SourceIP.IsValid() && (c.SourceIP.IsUnspecified() || c.SourceIP.IsMulticast()):

@@ -68,7 +68,7 @@ func TestSeedGeneratorCommands(t *testing.T) {
 				"lb_class_only": "true", "lb_class_name": "example.com/lb", "prometheus_server": ":2113", "health_check_port": "8081", "bgp_peers": "10.0.0.1:65001::true"}},
 		{doc: "interface auto", args: "manifest daemonset --inCluster --services --arp --interface auto", want: map[string]string{"svc_enable": "true"}},
 		{doc: "agent's own rule: hold time shorter than keepalive", args: "manifest daemonset --inCluster --services --bgp --bgpRouterID 10.0.0.2 --peerAddress 10.0.0.1 --bgpHoldTimer 3 --bgpKeepAliveInterval 5",
-			err: "the agent would refuse this manifest"},
+			err: "--bgp: invalid BGP configuration: keepalive interval 5s must be at least 1s and below the hold time 3s"},
 		{doc: "kube-vip flag vip lacks", args: "manifest daemonset --inCluster --services --arp --wireguard", err: "--wireguard=true is not supported: WireGuard"},
 		{doc: "harmless kube-vip default", args: "manifest daemonset --inCluster --services --arp --vipSubnet 32 --dnsMode first --leaderElectionType kubernetes",
 			want: map[string]string{"svc_enable": "true"}},

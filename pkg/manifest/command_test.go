@@ -51,7 +51,7 @@ func TestManifestErrors(t *testing.T) {
 	cases := []struct{ args, want string }{
 		{"pod --arp --bgp --services", "--arp and --bgp"},
 		{"pod --controlplane --arp", "--controlplane needs --address"},
-		{"pod --bgp --services --bgpRouterID 10.0.0.1", "--bgp needs peers"},
+		{"pod --bgp --services --bgpRouterID 10.0.0.1", "--bgp: invalid BGP configuration: no peers (--bgppeers"},
 		{"pod --services", "no advertisement mode"},
 		{"pod --arp", "nothing to do"},
 		{"", "which manifest?"},

@@ -200,7 +200,7 @@ func TestInvalid(t *testing.T) {
 		{"no mode", FormPod, with(func(o *Options) { o.ARP = false }), "no advertisement mode"},
 		{"nothing to do", FormPod, with(func(o *Options) { o.ControlPlane = false }), "nothing to do"},
 		{"controlplane without address", FormPod, with(func(o *Options) { o.Address = "" }), "--controlplane needs --address"},
-		{"bgp without peers", FormPod, with(func(o *Options) { o.ARP, o.BGP, o.RouterID, o.LocalAS = false, true, "10.0.0.1", 65000 }), "--bgp needs peers"},
+		{"bgp without peers", FormPod, with(func(o *Options) { o.ARP, o.BGP, o.RouterID, o.LocalAS = false, true, "10.0.0.1", 65000 }), "no peers (--bgppeers"},
 		{"bgp without router id", FormPod, with(func(o *Options) { o.ARP, o.BGP, o.Peers, o.LocalAS = false, true, "10.0.0.2:65001", 65000 }), "router ID"},
 		{"bgp bad peers", FormPod, with(func(o *Options) { o.ARP, o.BGP, o.Peers = false, true, "fd00::1:65000" }), "--bgppeers"},
 		{"bgp flags without bgp", FormPod, with(func(o *Options) { o.Peers = "10.0.0.2:65001" }), "need --bgp"},

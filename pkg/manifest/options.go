@@ -4,14 +4,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/vip-lb/vip/pkg/agentconfig"
-	"github.com/vip-lb/vip/pkg/bgpconfig"
 	"github.com/vip-lb/vip/pkg/controlplane"
 )
 
@@ -255,46 +253,27 @@ func (o Options) checkBGPFlags(Form) error {
 	return nil
 }
 
-// checkBGP checks what a manifest fixes for every node: the peers, the AS
-// and the router ID, unless Node annotations supply them.
+// checkBGP checks the BGP settings a manifest gives every node by the
+// agent's own rule (agentconfig.BGPConfig.Validate), so the rule lives once;
+// the generator's BGP flags carry the agent's names. Unset values are the
+// agent's defaults, as in the rendered container. A router interface only
+// exists on the node: a documentation address (192.0.2.1, only parsed)
+// stands in for its address, as in checkWithAgent.
 func (o Options) checkBGP() error {
-	peers, err := bgpconfig.ParsePeers(o.Peers)
-	if err != nil {
-		return fmt.Errorf("--bgppeers: %w", err)
+	b := agentconfig.Default().Peering
+	b.RouterID, b.RouterInterface = o.RouterID, o.RouterInterface
+	if o.RouterID == "" && o.RouterInterface != "" {
+		b.RouterID, b.RouterInterface = "192.0.2.1", ""
 	}
-	if o.PeerAddress != "" {
-		a, err := netip.ParseAddr(o.PeerAddress)
-		if err != nil {
-			return fmt.Errorf("--peerAddress %q is not an IP address", o.PeerAddress)
-		}
-		peers = append(peers, bgpconfig.Peer{Address: a.Unmap(), AS: o.PeerAS})
-	}
-	if o.RouterID != "" && o.RouterInterface != "" {
-		return errors.New("--bgpRouterID and --bgpRouterInterface are both set: choose one")
-	}
-	if o.Annotations != "" {
-		return nil // the nodes may supply AS, router ID and peers
-	}
-	if len(peers) == 0 {
-		return errors.New("--bgp needs peers: --bgppeers, --peerAddress, or --annotations for per-node peers")
-	}
-	if o.LocalAS == 0 {
-		return errors.New("--bgp needs --localAS")
-	}
-	if o.RouterInterface != "" {
-		return nil
-	}
-	if o.RouterID == "" {
-		return errors.New("--bgp needs a router ID: --bgpRouterID, --bgpRouterInterface, or --annotations for per-node IDs")
-	}
-	id, err := netip.ParseAddr(o.RouterID)
-	if err != nil || !id.Is4() || id.IsUnspecified() {
-		return fmt.Errorf("--bgpRouterID %q must be a non-zero IPv4 address", o.RouterID)
-	}
-	for _, p := range peers {
-		if p.AS == 0 {
-			return fmt.Errorf("BGP peer %s has no AS (set it in --bgppeers or --peerAS)", p.Address)
-		}
+	b.LocalAS = cmp.Or(o.LocalAS, b.LocalAS)
+	b.PeerAS = cmp.Or(o.PeerAS, b.PeerAS)
+	b.PeerAddress, b.Peers, b.Annotations = o.PeerAddress, o.Peers, o.Annotations
+	b.SourceIP, b.SourceIF = o.SourceIP, o.SourceIF
+	b.HoldTime = cmp.Or(o.HoldTime, b.HoldTime)
+	b.Keepalive = cmp.Or(o.Keepalive, b.Keepalive)
+	if err := b.Validate(); err != nil {
+		// withDefaults and Command add the sentinels; keep the agent's words.
+		return errors.New("--bgp: " + strings.TrimPrefix(err.Error(), agentconfig.ErrConfig.Error()+": "))
 	}
 	return nil
 }
