@@ -39,7 +39,7 @@ func newTestLB(t *testing.T, opts Options, pools map[string]string, objs ...runt
 	f := informers.NewSharedInformerFactory(client, 0)
 	lb.setInformers(f)
 	f.Start(stop)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !lb.hasSynced() {
 		if time.Now().After(deadline) {
 			t.Fatal("informers did not sync")
@@ -154,7 +154,7 @@ func TestEnsureFailuresAreRetriedWithEvents(t *testing.T) {
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.0"}}}}
 	lb, rec := newTestLB(t, opts, map[string]string{"range-global": "10.0.0.0-10.0.0.3", "skip-dot0-dot255": "false", "cidr-bad": "nope"}, node)
 	// The ConfigMap handler may run just after the informers report synced.
-	if evs := waitEvents(rec, 1, 5*time.Second); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonPoolConfigInvalid) || !strings.Contains(evs[0], "nope") {
+	if evs := waitEvents(rec, 1, time.Minute); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonPoolConfigInvalid) || !strings.Contains(evs[0], "nope") {
 		t.Errorf("bad pool entry: events %q", evs)
 	}
 
@@ -400,7 +400,7 @@ func TestClassController(t *testing.T) {
 	}
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(time.Minute)
 		for !cond() {
 			if time.Now().After(deadline) {
 				t.Fatalf("timed out: %s", what)

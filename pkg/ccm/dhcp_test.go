@@ -152,7 +152,7 @@ func TestDHCPLeaseChangeReachesStatus(t *testing.T) {
 	if _, err := lb.client.CoordinationV1().Leases(lease.Namespace).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		got, err := lb.client.CoreV1().Services("default").Get(ctx, "a", metav1.GetOptions{})
 		if err != nil {

@@ -97,7 +97,7 @@ func TestConflictRecordQuarantines(t *testing.T) {
 		got, err := lb.client.CoreV1().Services("team").Get(context.Background(), "web", metav1.GetOptions{})
 		return err == nil && len(got.Status.LoadBalancer.Ingress) == 1 && got.Status.LoadBalancer.Ingress[0].IP == "10.0.0.8"
 	})
-	evs := waitEvents(rec, 1, 5*time.Second)
+	evs := waitEvents(rec, 1, time.Minute)
 	if len(evs) == 0 || !strings.HasPrefix(evs[0], "Warning "+ReasonAddressInUse) || !strings.Contains(evs[0], "02:aa:bb:cc:dd:ee") {
 		t.Errorf("events %q", evs)
 	}
@@ -129,7 +129,7 @@ func TestConflictRecordQuarantines(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

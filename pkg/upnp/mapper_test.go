@@ -369,7 +369,7 @@ func TestMapperRunRemovesAllOnStop(t *testing.T) {
 	go func() { done <- h.m.Run(ctx) }()
 	h.m.Set("ns/a", Want{Lease: time.Hour, Mappings: []Mapping{mp(TCP, 80, vipA), mp(UDP, 53, vipA)}})
 	h.m.Set("ns/b", Want{Lease: time.Hour, Mappings: []Mapping{mp(TCP, 443, vipB)}})
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for len(h.gw.entries()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
