@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -141,7 +140,7 @@ func (c *ClassController) sync(ctx context.Context, key string) error {
 		if err := c.lb.EnsureLoadBalancerDeleted(ctx, "", svc); err != nil {
 			return err
 		}
-		if err := c.patchStatus(ctx, svc, &v1.LoadBalancerStatus{}); err != nil {
+		if err := c.lb.writeStatus(ctx, svc, &v1.LoadBalancerStatus{}); err != nil {
 			return err
 		}
 		return c.setFinalizer(ctx, svc, false)
@@ -153,7 +152,7 @@ func (c *ClassController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return c.patchStatus(ctx, svc, st)
+	return c.lb.writeStatus(ctx, svc, st)
 }
 
 func (c *ClassController) setFinalizer(ctx context.Context, svc *v1.Service, want bool) error {
@@ -180,26 +179,6 @@ func (c *ClassController) setFinalizer(ctx context.Context, svc *v1.Service, wan
 	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("updating finalizer of %s/%s: %w", svc.Namespace, svc.Name, err)
-	}
-	return nil
-}
-
-func (c *ClassController) patchStatus(ctx context.Context, svc *v1.Service, st *v1.LoadBalancerStatus) error {
-	if reflect.DeepEqual(svc.Status.LoadBalancer, *st) || (len(svc.Status.LoadBalancer.Ingress) == 0 && len(st.Ingress) == 0) {
-		return nil
-	}
-	var lbStatus any = st
-	if len(st.Ingress) == 0 {
-		// A merge patch with an empty object changes nothing: clear the list.
-		lbStatus = map[string]any{"ingress": nil}
-	}
-	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": lbStatus}})
-	if err != nil {
-		return err
-	}
-	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("writing status of %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	return nil
 }

@@ -4,17 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -124,24 +120,11 @@ func (lb *LoadBalancer) expireConflict(ctx context.Context, addr string) error {
 		if err != nil || st == nil || len(st.Ingress) == 0 {
 			continue // still refused for another reason: its Events say why
 		}
-		if err := lb.patchIngress(ctx, svc, st); err != nil && firstErr == nil {
+		if err := lb.writeStatus(ctx, svc, st); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	return firstErr
-}
-
-// patchIngress writes st into svc's status (a merge patch of the ingress).
-func (lb *LoadBalancer) patchIngress(ctx context.Context, svc *v1.Service, st *v1.LoadBalancerStatus) error {
-	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{"ingress": st.Ingress}}})
-	if err != nil {
-		return err
-	}
-	_, err = lb.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("writing the status of %s: %w", lbsvc.Key(svc), err)
-	}
-	return nil
 }
 
 // evictConflict takes a quarantined address out of the status of every
@@ -182,10 +165,7 @@ func (lb *LoadBalancer) evictConflict(ctx context.Context, a netip.Addr) error {
 				st = got
 			}
 		}
-		if reflect.DeepEqual(svc.Status.LoadBalancer, *st) {
-			continue
-		}
-		if err := lb.patchIngress(ctx, svc, st); err != nil && firstErr == nil {
+		if err := lb.writeStatus(ctx, svc, st); err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("removing %s: %w", a, err)
 		}
 	}

@@ -5,15 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"reflect"
 	"strings"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
@@ -153,18 +149,7 @@ func (lb *LoadBalancer) dhcpSync(ctx context.Context, key string) error {
 	if err != nil {
 		return nil // still pending or refused; Events say why
 	}
-	if reflect.DeepEqual(svc.Status.LoadBalancer, *st) {
-		return nil
-	}
-	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": st}})
-	if err != nil {
-		return err
-	}
-	_, err = lb.client.CoreV1().Services(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("writing status of %s: %w", key, err)
-	}
-	return nil
+	return lb.writeStatus(ctx, svc, st)
 }
 
 // dhcpStatus handles a 0.0.0.0 request: it returns the address the owning

@@ -1,0 +1,45 @@
+package ccm
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
+)
+
+// writeStatus is vip's one writer of Service status: the class controller,
+// the removal of a quarantined address, the return of an address whose
+// quarantine is over and the DHCP lease record all write through it, with
+// vip-ccm's own client. (Unclassed Services also get their status from the
+// stock service controller through EnsureLoadBalancer's result; vip writes
+// theirs only when an address leaves or comes back outside that
+// controller's passes.)
+//
+// It writes nothing when svc already carries st, and a merge patch of the
+// ingress list otherwise; an empty st clears the list. A Service gone
+// meanwhile is not an error.
+func (lb *LoadBalancer) writeStatus(ctx context.Context, svc *v1.Service, st *v1.LoadBalancerStatus) error {
+	if reflect.DeepEqual(svc.Status.LoadBalancer, *st) || (len(svc.Status.LoadBalancer.Ingress) == 0 && len(st.Ingress) == 0) {
+		return nil
+	}
+	var ingress any = st.Ingress
+	if len(st.Ingress) == 0 {
+		// A merge patch with an empty object changes nothing: clear the list.
+		ingress = nil
+	}
+	patch, err := mergePatch(map[string]any{"status": map[string]any{"loadBalancer": map[string]any{"ingress": ingress}}})
+	if err != nil {
+		return err
+	}
+	_, err = lb.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("writing the status of %s: %w", lbsvc.Key(svc), err)
+	}
+	return nil
+}
