@@ -27,9 +27,13 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 // switchProbe is a ProbeFunc whose answer the test sets.
-type switchProbe struct{ down atomic.Bool }
+type switchProbe struct {
+	down  atomic.Bool
+	calls atomic.Int64
+}
 
 func (p *switchProbe) probe(context.Context) error {
+	p.calls.Add(1)
 	if p.down.Load() {
 		return errors.New("connection refused")
 	}
@@ -51,6 +55,30 @@ func (d *dns) set(err error, addrs ...string) {
 	for _, a := range addrs {
 		d.addrs = append(d.addrs, netip.MustParseAddr(a))
 	}
+}
+
+// resolved returns the number of lookups so far.
+func (d *dns) resolved() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.calls
+}
+
+// settled waits until the controller has looked the name up twice more:
+// the answer set before the call has then been acted on (a positive
+// barrier for checks that something did not happen).
+func (d *dns) settled(t *testing.T) {
+	t.Helper()
+	n := d.resolved()
+	eventually(t, time.Minute, "two more lookups", func() bool { return d.resolved() >= n+2 })
+}
+
+// probed waits until calls has grown by n: the controller has made n more
+// probes, and acted on all but maybe the last.
+func probed(t *testing.T, calls *atomic.Int64, n int64) {
+	t.Helper()
+	from := calls.Load()
+	eventually(t, time.Minute, "more probes", func() bool { return calls.Load() >= from+n })
 }
 
 func (d *dns) resolve(_ context.Context, host string) ([]netip.Addr, error) {
@@ -100,16 +128,16 @@ func TestEveryReadyNodeFollowsReadiness(t *testing.T) {
 		Identity: "node1", Address: "10.9.0.10", Interface: "eth0", Announcer: ann, EveryReadyNode: true,
 		Probe: p.probe, ProbePeriod: 5 * time.Millisecond, Registerer: reg,
 	})
-	time.Sleep(50 * time.Millisecond)
+	probed(t, &p.calls, 3)
 	if len(held(ann)) != 0 {
 		t.Fatal("announced while the API server is not ready")
 	}
 	p.down.Store(false)
-	eventually(t, time.Second, "announcement", func() bool { return c.Announced() == netip.MustParseAddr("10.9.0.10") })
+	eventually(t, time.Minute, "announcement", func() bool { return c.Announced() == netip.MustParseAddr("10.9.0.10") })
 	p.down.Store(true)
-	eventually(t, time.Second, "withdrawal", func() bool { return !c.Announced().IsValid() && len(held(ann)) == 0 })
+	eventually(t, time.Minute, "withdrawal", func() bool { return !c.Announced().IsValid() && len(held(ann)) == 0 })
 	p.down.Store(false)
-	eventually(t, time.Second, "announcement again", func() bool { return len(held(ann)) == 1 })
+	eventually(t, time.Minute, "announcement again", func() bool { return len(held(ann)) == 1 })
 	stop()
 	if len(held(ann)) != 0 {
 		t.Fatalf("still announced after Run returned: %v", ann.Held())
@@ -124,7 +152,9 @@ func TestEveryReadyNodeFollowsReadiness(t *testing.T) {
 func TestOneProbeFailureIsTolerated(t *testing.T) {
 	ann := fake.New()
 	var fails atomic.Int32
+	var calls atomic.Int64
 	probe := func(context.Context) error {
+		calls.Add(1)
 		if fails.Load() > 0 {
 			fails.Add(-1)
 			return errors.New("timeout")
@@ -136,9 +166,11 @@ func TestOneProbeFailureIsTolerated(t *testing.T) {
 		Probe: probe, ProbePeriod: 5 * time.Millisecond, ProbeFailures: 2,
 	})
 	defer stop()
-	eventually(t, time.Second, "announcement", func() bool { return c.Announced().IsValid() })
+	eventually(t, time.Minute, "announcement", func() bool { return c.Announced().IsValid() })
 	fails.Store(1)
-	time.Sleep(50 * time.Millisecond)
+	// The failed probe and two good ones after it were acted on.
+	eventually(t, time.Minute, "the failed probe", func() bool { return fails.Load() == 0 })
+	probed(t, &calls, 3)
 	for _, call := range ann.Calls() {
 		if call.Op == fake.OpWithdraw {
 			t.Fatal("withdrew after a single failed probe")
@@ -157,34 +189,34 @@ func TestDNSAddressFollowsTheRecord(t *testing.T) {
 	})
 	defer stop()
 	// Not resolvable yet: retried every second until it works.
-	time.Sleep(50 * time.Millisecond)
+	d.settled(t)
 	if c.Announced().IsValid() {
 		t.Fatal("announced before the name resolved")
 	}
 	d.set(nil, "fd00:9::10", "10.9.0.10", "10.9.0.11")
-	eventually(t, 3*time.Second, "first IPv4 address", func() bool { return c.Announced() == netip.MustParseAddr("10.9.0.10") })
+	eventually(t, time.Minute, "first IPv4 address", func() bool { return c.Announced() == netip.MustParseAddr("10.9.0.10") })
 
 	// Round-robin order changes do not move the VIP.
 	d.set(nil, "10.9.0.11", "10.9.0.10")
-	time.Sleep(100 * time.Millisecond)
+	d.settled(t)
 	if got := c.Announced(); got != netip.MustParseAddr("10.9.0.10") {
 		t.Fatalf("VIP moved to %v on a reordered answer", got)
 	}
 	// A failed lookup keeps the address.
 	d.set(errors.New("SERVFAIL"))
-	time.Sleep(100 * time.Millisecond)
+	d.settled(t)
 	if got := c.Announced(); got != netip.MustParseAddr("10.9.0.10") {
 		t.Fatalf("VIP %v after a failed lookup", got)
 	}
 	// The record changes: the VIP follows, old one withdrawn first.
 	d.set(nil, "10.9.0.12")
-	eventually(t, time.Second, "new address", func() bool { return c.Announced() == netip.MustParseAddr("10.9.0.12") })
+	eventually(t, time.Minute, "new address", func() bool { return c.Announced() == netip.MustParseAddr("10.9.0.12") })
 	if h := held(ann); len(h) != 1 || h[0] != netip.MustParseAddr("10.9.0.12") {
 		t.Fatalf("held %v, want only the new address", h)
 	}
 	// Unusable answers are ignored.
 	d.set(nil, "127.0.0.1", "0.0.0.0")
-	time.Sleep(100 * time.Millisecond)
+	d.settled(t)
 	if got := c.Announced(); got != netip.MustParseAddr("10.9.0.12") {
 		t.Fatalf("VIP %v after an unusable answer", got)
 	}
@@ -193,9 +225,11 @@ func TestDNSAddressFollowsTheRecord(t *testing.T) {
 func TestFailedAnnouncementIsRetried(t *testing.T) {
 	ann := fake.New()
 	var fail atomic.Bool
+	var failed atomic.Int64
 	fail.Store(true)
 	ann.Fail = func(op, _ string, _ netip.Addr) error {
 		if op == fake.OpAnnounce && fail.Load() {
+			failed.Add(1)
 			return errors.New("no interface")
 		}
 		return nil
@@ -205,9 +239,9 @@ func TestFailedAnnouncementIsRetried(t *testing.T) {
 		Probe: func(context.Context) error { return nil }, ProbePeriod: 5 * time.Millisecond,
 	})
 	defer stop()
-	time.Sleep(50 * time.Millisecond)
+	eventually(t, time.Minute, "a failed announcement", func() bool { return failed.Load() > 0 })
 	fail.Store(false)
-	eventually(t, 3*time.Second, "announcement after retry", func() bool { return c.Announced().IsValid() })
+	eventually(t, time.Minute, "announcement after retry", func() bool { return c.Announced().IsValid() })
 }
 
 func TestOptions(t *testing.T) {

@@ -133,7 +133,7 @@ func TestDeniedCredentialsAreExplained(t *testing.T) {
 	if got := l.Annotations[lbsvc.AnnotationControlPlaneAddress]; got != vip.String() {
 		t.Errorf("Lease annotation %s = %q, want %s", lbsvc.AnnotationControlPlaneAddress, got, vip)
 	}
-	eventually(t, 5*time.Second, "the gauge cleared", func() bool { return testutil.ToFloat64(c.metrics.denied) == 0 })
+	eventually(t, time.Minute, "the gauge cleared", func() bool { return testutil.ToFloat64(c.metrics.denied) == 0 })
 	if logs.count("accepts this node's credentials for the control-plane Lease again") != 1 {
 		t.Error("no log line saying the credentials work again")
 	}
