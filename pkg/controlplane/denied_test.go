@@ -2,10 +2,12 @@ package controlplane
 
 import (
 	"context"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,8 +68,21 @@ func TestDeniedCredentialsAreExplained(t *testing.T) {
 	logs := &lines{}
 	ann := fake.New()
 	vip := netip.MustParseAddr("10.9.0.10")
+	// refused counts the API server's refusals of Lease requests: the
+	// barrier for "the hint is not repeated on every retry".
+	var refused atomic.Int64
+	cfg := env.TokenConfig(tok)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if err == nil && resp.StatusCode == http.StatusForbidden && strings.Contains(r.URL.Path, "/leases") {
+				refused.Add(1)
+			}
+			return resp, err
+		})
+	}
 	c, err := New(Options{
-		Client: kubernetes.NewForConfigOrDie(env.TokenConfig(tok)), Identity: "cp1",
+		Client: kubernetes.NewForConfigOrDie(cfg), Identity: "cp1",
 		Address: vip.String(), Interface: "eth0", Announcer: ann,
 		Probe:      func(context.Context) error { return nil },
 		Logger:     funcr.New(logs.add, funcr.Options{}),
@@ -90,9 +105,12 @@ func TestDeniedCredentialsAreExplained(t *testing.T) {
 	if got := testutil.ToFloat64(c.metrics.denied); got != 1 {
 		t.Errorf("vip_agent_controlplane_credentials_denied = %v while refused, want 1", got)
 	}
-	time.Sleep(3 * time.Second) // the reflector retries meanwhile
+	// Three more refused Lease requests (at least two of them handled):
+	// the hint is not repeated on every retry.
+	from := refused.Load()
+	eventually(t, time.Minute, "three more refused Lease requests", func() bool { return refused.Load() >= from+3 })
 	if n := logs.count(DeniedHint); n != 1 {
-		t.Errorf("the hint was logged %d times within 3 s, want once (at most every %v)", n, deniedLogEvery)
+		t.Errorf("the hint was logged %d times over %d refused requests, want once (at most every %v)", n, refused.Load(), deniedLogEvery)
 	}
 	if held := ann.Held(); len(held) != 0 {
 		t.Fatalf("announced %v without the Lease", held)
@@ -138,3 +156,7 @@ func TestDeniedCredentialsAreExplained(t *testing.T) {
 		t.Error("no log line saying the credentials work again")
 	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
