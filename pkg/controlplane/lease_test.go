@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,8 +94,9 @@ var _ announce.Announcer = trackedAnnouncer{}
 // node is one agent's control-plane part against the shared API server.
 type node struct {
 	name    string
-	cut     atomic.Bool // every request fails (a network partition)
-	unready atomic.Bool // /readyz fails but the API works
+	cut     atomic.Bool  // every request fails (a network partition)
+	unready atomic.Bool  // /readyz fails but the API works
+	leases  atomic.Int64 // Lease requests that reached the API server
 	c       *Controller
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -134,6 +136,9 @@ func (cl *cluster) start(t *testing.T, name string) *node {
 			if n.cut.Load() {
 				return nil, errors.New("dial tcp: connect: no route to host")
 			}
+			if strings.Contains(r.URL.Path, "/leases") {
+				n.leases.Add(1)
+			}
 			return rt.RoundTrip(r)
 		})
 	})
@@ -167,6 +172,20 @@ type rtFunc func(*http.Request) (*http.Response, error)
 
 func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
+// settle waits until each of nodes made three more Lease requests, so each
+// has seen (or renewed) the Lease at least twice since the call: the
+// barrier for checks that the holder did not move.
+func settle(t *testing.T, nodes ...*node) {
+	t.Helper()
+	from := make([]int64, len(nodes))
+	for i, n := range nodes {
+		from[i] = n.leases.Load()
+	}
+	for i, n := range nodes {
+		eventually(t, time.Minute, n.name+"'s Lease requests", func() bool { return n.leases.Load() >= from[i]+3 })
+	}
+}
+
 func (cl *cluster) node(name string) *node {
 	for _, n := range cl.nodes {
 		if n.name == name {
@@ -199,7 +218,7 @@ func TestElection(t *testing.T) {
 	t.Logf("first holder %s", leader.name)
 
 	t.Run("steady", func(t *testing.T) {
-		time.Sleep(3 * time.Second)
+		settle(t, cl.nodes...)
 		if h, _ := cl.tr.holder(); h != leader.name {
 			t.Fatalf("holder moved from %s to %q without a failure", leader.name, h)
 		}
@@ -241,7 +260,7 @@ func TestElection(t *testing.T) {
 		old := leader
 		leader = next
 		old.cut.Store(false)
-		time.Sleep(2 * time.Second)
+		settle(t, old, leader)
 		if h, _ := cl.tr.holder(); h != leader.name {
 			t.Errorf("holder moved to %q when %s came back", h, old.name)
 		}
