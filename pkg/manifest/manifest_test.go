@@ -178,11 +178,6 @@ func TestK3sIsInClusterOnServers(t *testing.T) {
 	}
 }
 
-func kindName(o runtime.Object) string {
-	m := o.(interface{ GetName() string })
-	return o.GetObjectKind().GroupVersionKind().Kind + "/" + m.GetName()
-}
-
 func TestInvalid(t *testing.T) {
 	ok := Options{Image: testImage, ARP: true, ControlPlane: true, Address: "10.1.0.5"}
 	with := func(f func(*Options)) Options {
