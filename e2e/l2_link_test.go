@@ -3,12 +3,12 @@
 package e2e
 
 import (
-	"os"
 	"context"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
