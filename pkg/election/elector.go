@@ -54,6 +54,9 @@ type Elector struct {
 	reported bool                  // this node's liveness as last told to OnNodeChange
 	wants    map[string]want       // by lease key: the last Ensure's arguments, for Shutdown
 	reasons  map[string]string     // by lease key: why a pending hand-off was decided
+	// outgoing: by lease key, the alive holder that is no longer a
+	// candidate and since when this node has waited for it to hand off.
+	outgoing map[string]outgoing
 	hb       heartbeat
 	// published are annotations put on the heartbeat (Publish).
 	published map[string]string
@@ -65,6 +68,12 @@ type Elector struct {
 	linkRetryAt time.Time // link mode: no renewal before this after a failure
 	hbStop      context.CancelFunc
 	hbDone      chan struct{}
+}
+
+// outgoing is an alive holder this node waits for to hand a Lease off.
+type outgoing struct {
+	holder string
+	since  time.Time
 }
 
 // want is what the last Ensure of a Lease said about its Service.
@@ -89,14 +98,15 @@ func New(o Options) (*Elector, error) {
 		return nil, err
 	}
 	e := &Elector{
-		o:       o,
-		log:     o.Logger.WithName("election"),
-		self:    o.NodeName,
-		metrics: m,
-		nodes:   map[string]*nodeState{},
-		wants:   map[string]want{},
-		reasons: map[string]string{},
-		kick:    make(chan struct{}, 1),
+		o:        o,
+		log:      o.Logger.WithName("election"),
+		self:     o.NodeName,
+		metrics:  m,
+		nodes:    map[string]*nodeState{},
+		wants:    map[string]want{},
+		reasons:  map[string]string{},
+		outgoing: map[string]outgoing{},
+		kick:     make(chan struct{}, 1),
 	}
 	// Every vip Lease lives in the agent's namespace: the agent needs no
 	// read access elsewhere, and tenants cannot plant Leases it trusts.

@@ -174,18 +174,31 @@ func (e *Elector) decide(l *coordv1.Lease, namespace, leaseName, serviceKey stri
 		return e.decideOwn(l, v, serviceKey, candidates, now)
 	}
 	if holder != "" && v.isAlive(holder) {
+		e.dropHandOff(namespace + "/" + leaseName)
 		return plan{res: Result{Holder: holder, Reason: "held by " + holder}}
 	}
 	change, why := Acquired, "the Lease had no holder"
 	switch {
 	case holder == "":
+		e.dropHandOff(namespace + "/" + leaseName)
 	case slices.Contains(candidates, holder) || !e.Alive(holder):
 		change, why = TookOver, fmt.Sprintf("holder %s stopped renewing its heartbeat", holder)
 		if e.linkMode() {
 			why = fmt.Sprintf("holder %s went silent on the link", holder)
 		}
+		e.dropHandOff(namespace + "/" + leaseName)
 	default:
+		// The holder is alive but no candidate: it may still announce, and
+		// it hands the Lease off itself as soon as it sees that (the same
+		// EndpointSlice, Node label or readiness change). Taking it now
+		// would put the address on two nodes until its watch caught up;
+		// only a holder that has not handed off within HeartbeatTimeout
+		// (a stuck agent) loses the Lease without its consent.
 		why = fmt.Sprintf("holder %s is no longer a candidate", holder)
+		if wait := e.awaitHandOff(namespace+"/"+leaseName, holder, now); wait > 0 {
+			return plan{res: Result{Holder: holder, Reason: why + "; waiting for it to hand off", RequeueAfter: wait}}
+		}
+		why += fmt.Sprintf(" and did not hand it off within %v", e.o.HeartbeatTimeout)
 	}
 	if pref != e.self {
 		return plan{res: Result{Holder: holder, Reason: why + "; " + waiting(pref)}}
@@ -198,7 +211,11 @@ func (e *Elector) decide(l *coordv1.Lease, namespace, leaseName, serviceKey stri
 
 // decideOwn applies the rules for a Lease this node holds.
 func (e *Elector) decideOwn(l *coordv1.Lease, v view, serviceKey string, candidates []string, now time.Time) plan {
-	if !v.selfAlive {
+	if !v.selfAlive || !v.selfReady {
+		// Not a candidate because it cannot announce (fenced, or a
+		// restarted agent whose ready heartbeat peers have not seen yet):
+		// keep the Lease without announcing; the peers take it over if
+		// this lasts (they judge this node by its heartbeat).
 		why := "this node is not ready to announce"
 		if v.fenced {
 			why = "this node is fenced: it cannot renew its heartbeat"
@@ -228,6 +245,31 @@ func (e *Elector) decideOwn(l *coordv1.Lease, v view, serviceKey string, candida
 		return plan{res: res, obj: obj}
 	}
 	return plan{res: res}
+}
+
+// awaitHandOff returns how much longer this node waits for the alive
+// holder of the Lease key to hand it off, counted from the first time it
+// saw holder as no candidate; 0 once HeartbeatTimeout has passed.
+func (e *Elector) awaitHandOff(key, holder string, now time.Time) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	o, ok := e.outgoing[key]
+	if !ok || o.holder != holder {
+		o = outgoing{holder: holder, since: now}
+		e.outgoing[key] = o
+	}
+	if left := e.o.HeartbeatTimeout - now.Sub(o.since); left > 0 {
+		return left
+	}
+	delete(e.outgoing, key)
+	return 0
+}
+
+// dropHandOff forgets a wait for the hand-off of the Lease key.
+func (e *Elector) dropHandOff(key string) {
+	e.mu.Lock()
+	delete(e.outgoing, key)
+	e.mu.Unlock()
 }
 
 // handOff is the answer for a Lease this node must give to successor.

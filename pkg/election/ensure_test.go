@@ -100,10 +100,10 @@ func TestEnsureDecisions(t *testing.T) {
 		want:       Result{Holder: "c"},
 		wantHolder: str("c"),
 	}, {
-		name:       "alive holder no longer a candidate: acquire",
+		name:       "alive holder no longer a candidate: wait for its hand-off",
 		setup:      setup{key: keyPreferring(t, "a", "a", "b"), holder: str("c"), candidates: []string{"a", "b"}},
-		want:       Result{ShouldAnnounce: true, Holder: "a", Change: Acquired},
-		wantHolder: str("a"), wantWrite: true,
+		want:       Result{Holder: "c", RequeueAfter: DefaultHeartbeatTimeout},
+		wantHolder: str("c"),
 	}, {
 		name:       "unset holder: acquire",
 		setup:      setup{key: keyPreferring(t, "a", all...), holder: str("")},

@@ -113,7 +113,11 @@ func (e *Elector) evaluate() {
 			e.metrics.heartbeatAge.WithLabelValues(node).Set(e.ageLocked(node, st, now).Seconds())
 		}
 	}
-	if self := e.selfAliveLocked(); self != e.reported {
+	// This node's liveness as a candidate: renewing, synced and seen ready
+	// through the watch (aliveLocked). Reporting the last step too matters:
+	// a restarted agent holding Leases is no candidate until its ready
+	// heartbeat comes back, and must re-reconcile then.
+	if self := e.aliveLocked(e.self); self != e.reported {
 		e.reported = self
 		changes = append(changes, transition{e.self, self})
 	}
@@ -229,7 +233,8 @@ func (e *Elector) AliveNodes() []string {
 
 // view is a consistent snapshot of liveness for one decision.
 type view struct {
-	selfAlive bool
+	selfAlive bool // renewing its heartbeat (selfAliveLocked)
+	selfReady bool // and a candidate as peers see it (aliveLocked)
 	fenced    bool
 	alive     []string             // alive candidates, deduplicated, sorted
 	since     map[string]time.Time // alive candidate -> alive since
@@ -239,7 +244,7 @@ type view struct {
 func (e *Elector) snapshot(candidates []string) view {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	v := view{selfAlive: e.selfAliveLocked(), fenced: e.hb.fenced, since: map[string]time.Time{}}
+	v := view{selfAlive: e.selfAliveLocked(), selfReady: e.aliveLocked(e.self), fenced: e.hb.fenced, since: map[string]time.Time{}}
 	for _, c := range candidates {
 		if _, dup := v.since[c]; dup || !e.aliveLocked(c) {
 			continue

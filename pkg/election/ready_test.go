@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,5 +124,78 @@ func TestSelfReadyOnlyOncePublished(t *testing.T) {
 	res, err = u.Ensure(t.Context(), DefaultNamespace, lbsvc.AddressLeaseName(addr), addr.String(), []string{"a"})
 	if err != nil || !res.ShouldAnnounce || res.Holder != "a" {
 		t.Fatalf("Ensure after the ready heartbeat = %+v, %v; want a to announce", res, err)
+	}
+}
+
+// TestRestartedHolderKeepsItsLease: an agent restarted on the node holding
+// a Lease is no candidate until its ready heartbeat comes back; meanwhile
+// it keeps the Lease without announcing (no release to nobody), is told
+// when it becomes a candidate, and then announces again.
+func TestRestartedHolderKeepsItsLease(t *testing.T) {
+	client := newFakeClient()
+	u := newUnit(t, client, "a", nil)
+	addr := mustAddr("10.0.0.9")
+	name := lbsvc.AddressLeaseName(addr)
+	seed(t, client, svcLease(DefaultNamespace, name, "a", ""), u)
+	u.ready()
+	u.beatReady("a", false) // the new process's first heartbeat: not ready yet
+	u.evaluate()
+	u.rec.reset()
+	// The agent's candidates come from AliveNodes, which lacks a for now.
+	res, err := u.Ensure(t.Context(), DefaultNamespace, name, addr.String(), u.AliveNodes())
+	if err != nil || res.ShouldAnnounce || res.Release || res.Holder != "a" {
+		t.Fatalf("Ensure before the ready heartbeat = %+v, %v; want the Lease kept, not announced", res, err)
+	}
+	if h := holderOf(stored(t, client, DefaultNamespace, name)); h != "a" {
+		t.Fatalf("holder = %q, want a", h)
+	}
+	u.beatReady("a", true)
+	u.evaluate()
+	if !slices.Equal(u.rec.nodeEvents(), []transition{{"a", true}}) {
+		t.Fatalf("events after the ready heartbeat = %v, want a alive", u.rec.nodeEvents())
+	}
+	res, err = u.Ensure(t.Context(), DefaultNamespace, name, addr.String(), u.AliveNodes())
+	if err != nil || !res.ShouldAnnounce || res.Holder != "a" {
+		t.Fatalf("Ensure after the ready heartbeat = %+v, %v; want a to announce", res, err)
+	}
+}
+
+// TestAliveHolderHandsOffItself: a node preferred for a Lease whose alive
+// holder is no longer a candidate waits for the holder to hand it off, and
+// takes it only when the holder has not done so within HeartbeatTimeout.
+func TestAliveHolderHandsOffItself(t *testing.T) {
+	client := newFakeClient()
+	u := newUnit(t, client, "a", nil)
+	u.ready()
+	u.beat("b")
+	u.evaluate()
+	key := keyPreferring(t, "a", "a")
+	seed(t, client, svcLease(DefaultNamespace, "kubevip-x", "b", ""), u)
+	res, err := u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", key, []string{"a"})
+	if err != nil || res.ShouldAnnounce || res.Holder != "b" || res.RequeueAfter != u.o.HeartbeatTimeout {
+		t.Fatalf("first look = %+v, %v; want to wait HeartbeatTimeout for b", res, err)
+	}
+	u.tick(u.o.HeartbeatTimeout/2, true, "b")
+	res, err = u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", key, []string{"a"})
+	if err != nil || res.ShouldAnnounce || res.RequeueAfter <= 0 || res.RequeueAfter >= u.o.HeartbeatTimeout {
+		t.Fatalf("half-way = %+v, %v; want to keep waiting", res, err)
+	}
+	u.tick(u.o.HeartbeatTimeout/2, true, "b")
+	res, err = u.Ensure(t.Context(), DefaultNamespace, "kubevip-x", key, []string{"a"})
+	if err != nil || !res.ShouldAnnounce || res.Holder != "a" || res.Change != Acquired ||
+		!strings.Contains(res.Reason, "did not hand it off") {
+		t.Fatalf("after HeartbeatTimeout = %+v, %v; want a to take the Lease", res, err)
+	}
+	// A holder that becomes a candidate again restarts the wait.
+	seed(t, client, svcLease(DefaultNamespace, "kubevip-y", "b", ""), u)
+	if res, _ = u.Ensure(t.Context(), DefaultNamespace, "kubevip-y", key, []string{"a"}); res.RequeueAfter == 0 {
+		t.Fatalf("y first look = %+v", res)
+	}
+	u.tick(u.o.HeartbeatTimeout, true, "b")
+	if res, _ = u.Ensure(t.Context(), DefaultNamespace, "kubevip-y", key, []string{"a", "b"}); res.Holder != "b" || res.ShouldAnnounce {
+		t.Fatalf("y with b a candidate = %+v", res)
+	}
+	if res, _ = u.Ensure(t.Context(), DefaultNamespace, "kubevip-y", key, []string{"a"}); res.RequeueAfter != u.o.HeartbeatTimeout {
+		t.Fatalf("y after b left the candidates again = %+v; want a fresh wait", res)
 	}
 }
