@@ -21,6 +21,7 @@ import (
 
 	"github.com/vip-lb/vip/pkg/bgpconfig"
 	"github.com/vip-lb/vip/pkg/ipam"
+	"github.com/vip-lb/vip/pkg/manifest"
 )
 
 // repoRoot is the repository, one level up from this package.
@@ -441,6 +442,9 @@ func TestVersionOneSource(t *testing.T) {
 	}
 	if "v"+chart.Version != chart.AppVersion {
 		t.Errorf("Chart.yaml version %s and appVersion %s are not one release", chart.Version, chart.AppVersion)
+	}
+	if manifest.Release != chart.AppVersion {
+		t.Errorf("pkg/manifest Release %s (the tag of the rendered deploy/ files) is not Chart.yaml appVersion %s", manifest.Release, chart.AppVersion)
 	}
 	base := objects(t, render(t, "kustomize", "deploy/base"))
 	for k, prog := range map[string]string{"Deployment kube-system/vip-ccm": "vip-ccm", "DaemonSet kube-system/vip-agent": "vip-agent"} {

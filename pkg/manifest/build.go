@@ -127,9 +127,8 @@ func controlPlaneAffinity() *corev1.Affinity {
 // kube-vip's environment, the state folder and (without in-cluster
 // credentials) the kubeconfig.
 func podSpec(o Options) corev1.PodSpec {
-	f := false
-	t := true
 	hostPathType := func(t corev1.HostPathType) *corev1.HostPathType { return &t }
+	state, stateMount := stateVolume()
 	c := corev1.Container{
 		Name:            Name,
 		Image:           o.Image,
@@ -142,29 +141,11 @@ func podSpec(o Options) corev1.PodSpec {
 			}},
 			PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 2,
 		},
-		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{
-				corev1.ResourceCPU:    resource.MustParse("20m"),
-				corev1.ResourceMemory: resource.MustParse("32Mi"),
-			},
-			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
-		},
-		SecurityContext: &corev1.SecurityContext{
-			AllowPrivilegeEscalation: &f,
-			ReadOnlyRootFilesystem:   &t,
-			Capabilities: &corev1.Capabilities{
-				Drop: []corev1.Capability{"ALL"},
-				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
-			},
-		},
-		VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: stateDir}},
+		Resources:       agentResources(),
+		SecurityContext: agentSecurity(),
+		VolumeMounts:    []corev1.VolumeMount{stateMount},
 	}
-	volumes := []corev1.Volume{{
-		Name: "state",
-		VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
-			Path: stateDir, Type: hostPathType(corev1.HostPathDirectoryOrCreate),
-		}},
-	}}
+	volumes := []corev1.Volume{state}
 	if !o.InCluster {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "kubeconfig", MountPath: kubeconfigMount, ReadOnly: true})
 		volumes = append(volumes, corev1.Volume{
@@ -174,18 +155,58 @@ func podSpec(o Options) corev1.PodSpec {
 			}},
 		})
 	}
-	grace := int64(10)
-	spec := corev1.PodSpec{
-		SecurityContext: &corev1.PodSecurityContext{
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+	grace := int64(agentGraceSeconds)
+	return corev1.PodSpec{
+		SecurityContext:               runtimeDefaultSeccomp(),
 		HostNetwork:                   true,
 		PriorityClassName:             "system-node-critical",
 		TerminationGracePeriodSeconds: &grace,
 		Containers:                    []corev1.Container{c},
 		Volumes:                       volumes,
 	}
-	return spec
+}
+
+// agentGraceSeconds is the agent Pod's termination grace period: time to
+// withdraw its announcements and hand its Leases off.
+const agentGraceSeconds = 10
+
+// agentResources are the agent container's requests and limits.
+func agentResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("20m"),
+			corev1.ResourceMemory: resource.MustParse("32Mi"),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}
+}
+
+// agentSecurity lets the agent's container do only what announcing needs:
+// NET_ADMIN (bind addresses, routes) and NET_RAW (ARP/NDP), nothing else,
+// on a read-only root.
+func agentSecurity() *corev1.SecurityContext {
+	f, t := false, true
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: &f,
+		ReadOnlyRootFilesystem:   &t,
+		Capabilities: &corev1.Capabilities{
+			Drop: []corev1.Capability{"ALL"},
+			Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+		},
+	}
+}
+
+// stateVolume is the agent's state folder on the host, and its mount.
+func stateVolume() (corev1.Volume, corev1.VolumeMount) {
+	t := corev1.HostPathDirectoryOrCreate
+	return corev1.Volume{
+		Name:         "state",
+		VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: stateDir, Type: &t}},
+	}, corev1.VolumeMount{Name: "state", MountPath: stateDir}
+}
+
+func runtimeDefaultSeccomp() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
 }
 
 // env writes the agent's settings with kube-vip's variable names.

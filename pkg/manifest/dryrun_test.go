@@ -17,9 +17,10 @@ import (
 	"github.com/vip-lb/vip/pkg/testbed"
 )
 
-// TestServerDryRun sends every generated manifest to a real API server with
-// a server-side dry run: admission, defaulting and validation must accept
-// each object as printed (nothing is stored).
+// TestServerDryRun sends every generated manifest, and every file under
+// deploy/ rendered by DeployFiles, to a real API server with a server-side
+// dry run: admission, defaulting and strict validation must accept each
+// object as printed, without warnings (nothing is stored).
 func TestServerDryRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and kube-apiserver")
@@ -43,6 +44,31 @@ func TestServerDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dryRun := func(t *testing.T, data []byte) {
+		t.Helper()
+		for _, obj := range decodeStrict(t, data) {
+			m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := &unstructured.Unstructured{Object: m}
+			gvk := u.GroupVersionKind()
+			mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				t.Fatalf("%s: %v", gvk, err)
+			}
+			var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+			if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+				ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
+			}
+			if _, err := ri.Create(ctx, u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"}); err != nil {
+				t.Errorf("dry-run create %s %s/%s: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
+			}
+			if w := warnings.take(); len(w) > 0 {
+				t.Errorf("dry-run create %s %s/%s: API server warnings: %q", gvk.Kind, u.GetNamespace(), u.GetName(), w)
+			}
+		}
+	}
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o
@@ -51,29 +77,17 @@ func TestServerDryRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, obj := range decodeStrict(t, data) {
-				m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-				if err != nil {
-					t.Fatal(err)
-				}
-				u := &unstructured.Unstructured{Object: m}
-				gvk := u.GroupVersionKind()
-				mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-				if err != nil {
-					t.Fatalf("%s: %v", gvk, err)
-				}
-				var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-				if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-					ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
-				}
-				if _, err := ri.Create(ctx, u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"}); err != nil {
-					t.Errorf("dry-run create %s %s/%s: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
-				}
-				if w := warnings.take(); len(w) > 0 {
-					t.Errorf("dry-run create %s %s/%s: API server warnings: %q", gvk.Kind, u.GetNamespace(), u.GetName(), w)
-				}
-			}
+			dryRun(t, data)
 		})
+	}
+	// The files under deploy/ this package renders (the shipped workloads
+	// and RBAC of both programs).
+	files, err := DeployFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		t.Run(name, func(t *testing.T) { dryRun(t, data) })
 	}
 }
 

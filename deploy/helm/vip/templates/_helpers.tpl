@@ -20,3 +20,9 @@
 {{- fail "ccm.loadBalancerClassOnly needs ccm.loadBalancerClass" }}
 {{- end }}
 {{- end }}
+
+{{/* setOrUnset (list MAP KEY VALUE): MAP.KEY = VALUE, or no KEY when VALUE is empty. */}}
+{{- define "vip.setOrUnset" -}}
+{{- $m := index . 0 }}{{ $k := index . 1 }}{{ $v := index . 2 }}
+{{- if $v }}{{ $_ := set $m $k $v }}{{ else }}{{ $_ := unset $m $k }}{{ end }}
+{{- end }}

@@ -1,0 +1,80 @@
+package manifest
+
+import (
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// The shipped install (deploy/, the Helm chart): release and images.
+const (
+	// Release is the image tag the files under deploy/ name; the Helm
+	// chart's appVersion equals it (tested in deploy/).
+	Release = "v0.1.0"
+	// AgentImage and CCMImage are the programs' image repositories.
+	AgentImage = "ghcr.io/vip-lb/vip-agent"
+	CCMImage   = "ghcr.io/vip-lb/vip-ccm"
+	// shippedNamespace holds every shipped object, as kube-vip's.
+	shippedNamespace = DefaultNamespace
+)
+
+// shippedAgent is deploy/agent/daemonset.yaml: vip-agent on every node,
+// announcing Service addresses by ARP/NDP, configured by flags, with
+// /readyz as readiness probe. It differs from the `manifest daemonset`
+// form, which writes kube-vip's environment variables for drop-in use.
+// The overlays and the Helm chart patch this object; they never repeat it.
+func shippedAgent() *appsv1.DaemonSet {
+	state, stateMount := stateVolume()
+	grace := int64(agentGraceSeconds)
+	one := intstr.FromInt32(1)
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromInt32(DefaultMetricsPort)}}}
+	}
+	c := corev1.Container{
+		Name:  Name,
+		Image: AgentImage + ":" + Release,
+		Args:  []string{"--arp"},
+		Env: []corev1.EnvVar{
+			fieldEnv("NODE_NAME", "spec.nodeName"),
+			// Metrics and health listen on the node's address only.
+			fieldEnv("NODE_IP", "status.hostIP"),
+			{Name: "vip_arp", Value: "true"},
+		},
+		Ports:           []corev1.ContainerPort{{Name: "metrics", ContainerPort: DefaultMetricsPort}},
+		LivenessProbe:   probe("/healthz"),
+		ReadinessProbe:  probe("/readyz"),
+		Resources:       agentResources(),
+		SecurityContext: agentSecurity(),
+		VolumeMounts:    []corev1.VolumeMount{stateMount},
+	}
+	return &appsv1.DaemonSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: shippedNamespace, Labels: selector()},
+		Spec: appsv1.DaemonSetSpec{
+			Selector:       &metav1.LabelSelector{MatchLabels: selector()},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: &one}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: selector()},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            Name,
+					HostNetwork:                   true,
+					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
+					PriorityClassName:             "system-node-critical",
+					TerminationGracePeriodSeconds: &grace,
+					SecurityContext:               runtimeDefaultSeccomp(),
+					// Every node that may announce needs an agent.
+					Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Containers:  []corev1.Container{c},
+					Volumes:     []corev1.Volume{state},
+				},
+			},
+		},
+	}
+}
+
+// fieldEnv is an environment variable the kubelet fills from the Pod.
+func fieldEnv(name, path string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+}
