@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,10 +60,7 @@ func TestLeaseNameAnnotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := answeringNode(t, ctx, l, addrs[0])
 	if _, err := l.Admin.CoordinationV1().Leases("team").Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Lease team/web: err %v; want none written", err)
 	}
@@ -119,10 +115,7 @@ func TestAgentOnlyNotesService(t *testing.T) {
 	if addrs[0] != want {
 		t.Fatalf("the Service got %s; it asked for %s", addrs[0], want)
 	}
-	node, err := l.WaitServedBy(ctx, want, lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := answeringNode(t, ctx, l, want)
 	t.Logf("with vip-ccm running, %s answers from %s", want, node)
 }
 
@@ -136,7 +129,7 @@ func TestSvcNamespaceAndHealthPort(t *testing.T) {
 	if _, err := l.Admin.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	env := append(append([]string{}, blogARPEnv...), "svc_namespace=team-a", "health_check_port=8081")
+	env := withEnv(blogARPEnv, "svc_namespace=team-a", "health_check_port=8081")
 	logs := startKubeVipAgents(t, ctx, l, kubeVipRBAC, env)
 	for node, log := range logs {
 		if _, err := waitLog(ctx, log, "serving the Services of one namespace only", `namespace="team-a"`); err != nil {
@@ -160,33 +153,18 @@ func TestSvcNamespaceAndHealthPort(t *testing.T) {
 			t.Fatalf("%s: %s never answered 200 (last %d): %v", n.Name, url, code, err)
 		}
 	}
-	if _, err := l.CreateService(ctx, "default", "other"); err != nil {
-		t.Fatal(err)
-	}
-	other, err := l.WaitAddress(ctx, "default", "other")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.CreateService(ctx, "team-a", "web"); err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := l.WaitAddress(ctx, "team-a", "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := newService(t, ctx, l, "default", "other")
+	addr := newService(t, ctx, l, "team-a", "web")
+	node := answeringNode(t, ctx, l, addr)
 	// default/other had its address first; the agents never see it.
-	on, err := l.BoundOn(other[0])
+	on, err := l.BoundOn(other)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(on) != 0 {
-		t.Fatalf("default/other (%s) is bound on %v; svc_namespace=team-a", other[0], on)
+		t.Fatalf("default/other (%s) is bound on %v; svc_namespace=team-a", other, on)
 	}
-	t.Logf("team-a/web %s answers from %s; default/other %s bound nowhere; /healthz on 8081 answers on every node", addrs[0], node, other[0])
+	t.Logf("team-a/web %s answers from %s; default/other %s bound nowhere; /healthz on 8081 answers on every node", addr, node, other)
 }
 
 // TestOnPremDHCPService: the on-prem docs' DHCP Service (kubectl expose
@@ -209,19 +187,9 @@ func TestOnPremDHCPService(t *testing.T) {
 	// kube-vip's generator with --interface eth0: a DHCP address needs the
 	// interface its macvlan is made on (without one the agent refuses with
 	// a DHCPNoInterface Warning naming vip_interface).
-	env := append(append([]string{}, blogARPEnv...), "vip_interface=eth0")
+	env := withEnv(blogARPEnv, "vip_interface=eth0")
 	logs := startKubeVipAgents(t, ctx, l, kubeVipRBAC, env)
-	t.Cleanup(func() {
-		if t.Failed() {
-			for node, log := range logs {
-				b, _ := os.ReadFile(log)
-				if len(b) > 4000 {
-					b = b[len(b)-4000:]
-				}
-				t.Logf("---- %s\n%s", node, b)
-			}
-		}
-	})
+	logTailsOnFailure(t, logs)
 	if _, err := l.CreateService(ctx, "default", "nginx-dhcp", func(s *v1.Service) { s.Spec.LoadBalancerIP = "0.0.0.0" }); err != nil {
 		t.Fatal(err)
 	}
@@ -243,9 +211,6 @@ func TestOnPremDHCPService(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("no leased address (%s-%s) in status: %v", srv.First, srv.Last, err)
 	}
-	node, err := l.WaitServedBy(ctx, got, lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := answeringNode(t, ctx, l, got)
 	t.Logf("nginx-dhcp leased %s, answered by %s under kube-vip's RBAC", got, node)
 }

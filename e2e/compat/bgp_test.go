@@ -113,14 +113,7 @@ func TestBlogBGPDaemonSet(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("BGP sessions never established: %v\n%s", err, protos)
 	}
-	if _, err := l.CreateService(ctx, "default", "hello"); err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := l.WaitAddress(ctx, "default", "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vip := addrs[0]
+	vip := newService(t, ctx, l, "default", "hello")
 	var route string
 	if err := lab.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
 		out, err := l.Exec(ctx, r.NS, "ip", "route", "show", vip.String()+"/32")

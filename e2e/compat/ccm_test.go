@@ -15,8 +15,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/vip-lb/vip/e2e/lab"
 )
 
 // cloudProviderRBAC is kube-vip-cloud-provider's own ServiceAccount and
@@ -187,20 +185,11 @@ func TestCloudProviderDeployment(t *testing.T) {
 		}
 		_ = p.Stop(syscall.SIGTERM, 20*time.Second)
 	})
-	if _, err := l.CreateService(ctx, "default", "hello"); err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := l.WaitAddress(ctx, "default", "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := addrs[0]; a.Compare(lo) < 0 || a.Compare(hi) > 0 {
+	addr := newService(t, ctx, l, "default", "hello")
+	if a := addr; a.Compare(lo) < 0 || a.Compare(hi) > 0 {
 		t.Fatalf("address %s is outside the ConfigMap's range-global %s-%s", a, lo, hi)
 	}
-	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := answeringNode(t, ctx, l, addr)
 	// That RBAC grants no servicecidrs: vip-ccm says so in one line naming
 	// the file that grants it, then serves without them.
 	if _, err := waitLog(ctx, p.Log, "ServiceCIDR objects could not be listed", "deploy/ccm/rbac.yaml"); err != nil {
@@ -221,5 +210,5 @@ func TestCloudProviderDeployment(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d log lines about the forbidden Leases, want 1:\n%s", n, log)
 	}
-	t.Logf("%s (from range-global) answers from %s; vip-ccm ran as %s -> %s", addrs[0], node, cloudProviderCommand[0], exe)
+	t.Logf("%s (from range-global) answers from %s; vip-ccm ran as %s -> %s", addr, node, cloudProviderCommand[0], exe)
 }

@@ -13,6 +13,7 @@ package compat
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,18 +208,9 @@ func TestKubeVipRBACServes(t *testing.T) {
 			t.Fatalf("%s: %v", node, err)
 		}
 	}
-	if _, err := l.CreateService(ctx, "default", "hello"); err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := l.WaitAddress(ctx, "default", "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s answers from %s under kube-vip's own ServiceAccount and RBAC", addrs[0], node)
+	addr := newService(t, ctx, l, "default", "hello")
+	node := answeringNode(t, ctx, l, addr)
+	t.Logf("%s answers from %s under kube-vip's own ServiceAccount and RBAC", addr, node)
 }
 
 // TestNotesRBACRefusal: the notes' RBAC has no endpointslices rule: each
@@ -266,6 +258,75 @@ func kubeconfigFor(t *testing.T, ctx context.Context, l *lab.Lab, rbac, sa strin
 		t.Fatal(err)
 	}
 	return kc
+}
+
+// newService creates Service ns/name (LoadBalancer, the lab's port) and
+// returns the first address vip-ccm writes into its status.
+func newService(t *testing.T, ctx context.Context, l *lab.Lab, ns, name string, opts ...lab.ServiceOption) netip.Addr {
+	t.Helper()
+	if _, err := l.CreateService(ctx, ns, name, opts...); err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := l.WaitAddress(ctx, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addrs[0]
+}
+
+// answeringNode waits until addr answers the lab's client on the Service
+// port and returns the node that answered.
+func answeringNode(t *testing.T, ctx context.Context, l *lab.Lab, addr netip.Addr) string {
+	t.Helper()
+	node, err := l.WaitServedBy(ctx, addr, lab.ServicePort, func(s string) bool { return s != "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node
+}
+
+// withEnv returns a copy of a document's environment base with extra
+// variables after it (base itself is never changed).
+func withEnv(base []string, extra ...string) []string {
+	return append(append([]string{}, base...), extra...)
+}
+
+// logTailsOnFailure logs the last 4000 bytes of each node's log when the
+// test has failed.
+func logTailsOnFailure(t *testing.T, logs map[string]string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for node, log := range logs {
+			b, _ := os.ReadFile(log)
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			t.Logf("---- %s\n%s", node, b)
+		}
+	})
+}
+
+// waitReachedFrom routes vip via the router r in the client namespace
+// behind it (r.Ext) and polls until that client reaches vip; it returns the
+// node that answered.
+func waitReachedFrom(t *testing.T, ctx context.Context, l *lab.Lab, r *lab.Router, vip netip.Addr) string {
+	t.Helper()
+	if _, err := l.Exec(ctx, r.Ext, "ip", "route", "add", vip.String()+"/32", "via", r.WAN.String()); err != nil {
+		t.Fatal(err)
+	}
+	var node string
+	var last error
+	if err := lab.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		node, last = l.GetFrom(ctx, r.Ext, vip, lab.ServicePort, 500*time.Millisecond)
+		return last == nil && node != "", nil
+	}); err != nil {
+		route, _ := l.Exec(ctx, r.NS, "ip", "route")
+		t.Fatalf("%s never answered through the router: %v (last error %v)\nrouter routes:\n%s", vip, err, last, route)
+	}
+	return node
 }
 
 // stopOnCleanup stops the started cmd when the test ends: SIGTERM, SIGKILL

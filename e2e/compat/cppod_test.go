@@ -165,10 +165,7 @@ func TestGeneratedControlPlanePod(t *testing.T) {
 	if err := l.WaitBoundFunc(ctx, vip, func(on []string) bool { return len(on) == 1 }); err != nil {
 		t.Fatal(err)
 	}
-	node, err := l.WaitServedBy(ctx, vip, lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := answeringNode(t, ctx, l, vip)
 	on, err := l.BoundOn(vip)
 	if err != nil {
 		t.Fatal(err)
@@ -315,10 +312,7 @@ func TestKubeadmStaticPodAdminConf(t *testing.T) {
 	if err := l.WaitBoundFunc(ctx, vip, func(on []string) bool { return len(on) == 1 }); err != nil {
 		t.Fatal(err)
 	}
-	node, err := l.WaitServedBy(ctx, vip, lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := answeringNode(t, ctx, l, vip)
 	if err := l.WaitClientNeigh(ctx, vip, node); err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -162,17 +161,7 @@ func runAsKubelet(t *testing.T, ctx context.Context, l *lab.Lab, ds *appsv1.Daem
 		stopOnCleanup(t, cmd, f)
 		logs[n.Name] = log
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for node, log := range logs {
-				b, _ := os.ReadFile(log)
-				if len(b) > 4000 {
-					b = b[len(b)-4000:]
-				}
-				t.Logf("---- %s\n%s", node, b)
-			}
-		}
-	})
+	logTailsOnFailure(t, logs)
 	for node, log := range logs {
 		if _, err := waitLog(ctx, log, "API credentials: in-cluster ServiceAccount"); err != nil {
 			t.Fatalf("%s: %v", node, err)
@@ -190,39 +179,12 @@ func TestGeneratedARPDaemonSet(t *testing.T) {
 	ctx, l := newLab(t)
 	ds, objs := renderDaemonSet(t, l, "--inCluster", "--services", "--arp", "--leaderElection")
 	runAsKubelet(t, ctx, l, ds, objs)
-	if _, err := l.CreateService(ctx, "default", "nginx"); err != nil {
+	addr := newService(t, ctx, l, "default", "nginx")
+	node := answeringNode(t, ctx, l, addr)
+	if err := l.WaitBound(ctx, addr, node); err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := l.WaitAddress(ctx, "default", "nginx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := l.WaitServedBy(ctx, addrs[0], lab.ServicePort, func(s string) bool { return s != "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.WaitBound(ctx, addrs[0], node); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s answers the client from %s (bound there only) under the generated DaemonSet", addrs[0], node)
-}
-
-// waitReachedFrom polls until ns reaches vip through the router r.
-func waitReachedFrom(t *testing.T, ctx context.Context, l *lab.Lab, r *lab.Router, vip netip.Addr) string {
-	t.Helper()
-	if _, err := l.Exec(ctx, r.Ext, "ip", "route", "add", vip.String()+"/32", "via", r.WAN.String()); err != nil {
-		t.Fatal(err)
-	}
-	var node string
-	var last error
-	if err := lab.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
-		node, last = l.GetFrom(ctx, r.Ext, vip, lab.ServicePort, 500*time.Millisecond)
-		return last == nil && node != "", nil
-	}); err != nil {
-		route, _ := l.Exec(ctx, r.NS, "ip", "route")
-		t.Fatalf("%s never answered through the router: %v (last error %v)\nrouter routes:\n%s", vip, err, last, route)
-	}
-	return node
+	t.Logf("%s answers the client from %s (bound there only) under the generated DaemonSet", addr, node)
 }
 
 // nodeAddrs lists the nodes' lab addresses.
@@ -267,20 +229,14 @@ func TestGeneratedBGPDaemonSet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := l.CreateService(ctx, "default", "nginx"); err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := l.WaitAddress(ctx, "default", "nginx")
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := newService(t, ctx, l, "default", "nginx")
 	for _, p := range peers {
-		if _, err := p.waitRoute(ctx, l, addrs[0], nodes, ""); err != nil {
+		if _, err := p.waitRoute(ctx, l, addr, nodes, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	node := waitReachedFrom(t, ctx, l, r, addrs[0])
-	t.Logf("%s learned by the three routers from both nodes, answered by %s through the first", addrs[0], node)
+	node := waitReachedFrom(t, ctx, l, r, addr)
+	t.Logf("%s learned by the three routers from both nodes, answered by %s through the first", addr, node)
 }
 
 // TestGeneratedEquinixAnnotationsDaemonSet: the services docs' command for
@@ -341,16 +297,10 @@ func TestGeneratedEquinixAnnotationsDaemonSet(t *testing.T) {
 	if err := peer.waitEstablished(ctx, l, len(l.Nodes)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.CreateService(ctx, "default", "nginx"); err != nil {
+	addr := newService(t, ctx, l, "default", "nginx")
+	if _, err := peer.waitRoute(ctx, l, addr, nodes, "65000"); err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := l.WaitAddress(ctx, "default", "nginx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := peer.waitRoute(ctx, l, addrs[0], nodes, "65000"); err != nil {
-		t.Fatal(err)
-	}
-	node := waitReachedFrom(t, ctx, l, r, addrs[0])
-	t.Logf("%s learned from both nodes' annotation settings, answered by %s through the router", addrs[0], node)
+	node := waitReachedFrom(t, ctx, l, r, addr)
+	t.Logf("%s learned from both nodes' annotation settings, answered by %s through the router", addr, node)
 }

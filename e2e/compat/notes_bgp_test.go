@@ -200,17 +200,7 @@ func TestNotesBGPDaemonSet(t *testing.T) {
 		startBIRDPeer(t, l, peer2NS, netip.MustParseAddr("10.0.1.2"), 65000, 65001, nodeAddrs, false),
 	}
 	logs := startKubeVipAgents(t, ctx, l, notesRBAC, notesBGPEnv)
-	t.Cleanup(func() {
-		if t.Failed() {
-			for node, log := range logs {
-				b, _ := os.ReadFile(log)
-				if len(b) > 4000 {
-					b = b[len(b)-4000:]
-				}
-				t.Logf("---- %s\n%s", node, b)
-			}
-		}
-	})
+	logTailsOnFailure(t, logs)
 	// The documented refusal: the notes' RBAC lacks the EndpointSlices rule.
 	for node, log := range logs {
 		if _, err := waitLog(ctx, log, "missing RBAC rule", "resources [endpointslices]", "deploy/agent/rbac.yaml"); err != nil {
@@ -220,14 +210,7 @@ func TestNotesBGPDaemonSet(t *testing.T) {
 	// The notes' Service: an address by kube-vip.io/loadbalancerIPs (their
 	// 10.0.0.10 mapped into the lab's pool).
 	want := l.GlobalPool4().Addr().Next().Next().Next()
-	if _, err := l.CreateService(ctx, "default", "nginx", lab.Annotate("kube-vip.io/loadbalancerIPs", want.String())); err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := l.WaitAddress(ctx, "default", "nginx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vip := addrs[0]
+	vip := newService(t, ctx, l, "default", "nginx", lab.Annotate("kube-vip.io/loadbalancerIPs", want.String()))
 	if vip != want {
 		t.Fatalf("the Service got %s; the annotation asked for %s", vip, want)
 	}
@@ -255,18 +238,7 @@ func TestNotesBGPDaemonSet(t *testing.T) {
 		t.Logf("BIRD %s:\n%s", p.addr, out)
 	}
 	// The client behind the first router reaches the Service through it.
-	if _, err := l.Exec(ctx, r.Ext, "ip", "route", "add", vip.String()+"/32", "via", r.WAN.String()); err != nil {
-		t.Fatal(err)
-	}
-	var node string
-	var last error
-	if err := lab.Poll(ctx, 50*time.Millisecond, func() (bool, error) {
-		node, last = l.GetFrom(ctx, r.Ext, vip, lab.ServicePort, 500*time.Millisecond)
-		return last == nil && node != "", nil
-	}); err != nil {
-		route, _ := l.Exec(ctx, r.NS, "ip", "route")
-		t.Fatalf("%s never answered through the router: %v (last error %v)\nrouter routes:\n%s", vip, err, last, route)
-	}
+	node := waitReachedFrom(t, ctx, l, r, vip)
 	route, _ := l.Exec(ctx, r.NS, "ip", "route", "show", vip.String()+"/32")
 	t.Logf("%s learned by both routers (kernel on 10.0.1.1: %s) and answered by %s through 10.0.1.1", vip, strings.TrimSpace(route), node)
 }
