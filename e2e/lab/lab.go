@@ -46,7 +46,8 @@ type Options struct {
 	// holding go.mod at or above the working directory).
 	RepoDir string
 	// Dir holds logs, kubeconfigs and state files (default: a new temporary
-	// folder, removed by Close unless KeepDir).
+	// folder, removed by Close unless KeepDir or $VIP_LAB_KEEP=1, which
+	// keeps every lab's folder for a post-mortem).
 	Dir     string
 	KeepDir bool
 	// AgentArgs are appended to every vip-agent command line.
@@ -118,6 +119,10 @@ const (
 	ScaleNamespace = "scale"
 )
 
+// EnvKeep set to 1 keeps every lab's folder (logs, kubeconfigs, state
+// files) after Close, for a post-mortem.
+const EnvKeep = "VIP_LAB_KEEP"
+
 // New builds and starts a lab. On error everything already started is torn
 // down. The caller must Close the lab.
 func New(ctx context.Context, o Options) (l *Lab, err error) {
@@ -126,6 +131,9 @@ func New(ctx context.Context, o Options) (l *Lab, err error) {
 	}
 	if o.Nodes <= 0 {
 		o.Nodes = 3
+	}
+	if os.Getenv(EnvKeep) == "1" {
+		o.KeepDir = true
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}

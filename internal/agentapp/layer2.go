@@ -112,7 +112,7 @@ func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, err
 	ag, err = agent.New(agent.Options{
 		Client: a.client, NodeName: c.NodeName, Mode: agent.ModeARP,
 		Class:     lbsvc.ClassRule{Name: c.ClassName, Only: c.ClassOnly},
-		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm, Prober: newProber(c.ProbeTimeout, l2),
+		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm, Prober: newProber(c.ProbeTimeout, l2), NodeWithMAC: el.NodeWithMAC,
 		Interface: c.Interface, ServicesInterface: c.ServicesInterface, AllowedInterfaces: c.AllowedInterfaces,
 		ServicesNamespace: c.ServicesNamespace,
 		ConfigMapName:     c.ConfigMapName, ConfigMapNamespace: c.ConfigMapNamespace, Namespace: c.Namespace,

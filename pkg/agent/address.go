@@ -151,12 +151,23 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 		if err := a.announceAddr(ctx, addr, served, idle, d.Reason, d.Changed); err != nil {
 			return err
 		}
-		if probed {
+		a.mu.Lock()
+		mark := probed || a.unmarked[addr]
+		a.mu.Unlock()
+		if mark {
 			// Announced after asking the link: a takeover or restart
 			// need not ask again (unless a conflict is recorded later).
+			// Retried until written: without the mark the next owner
+			// probes and may meet the address still bound here.
 			if err := a.markAnnounced(ctx, addr); err != nil {
-				a.log.Info("could not mark the address announced; the next owner probes it", "vip", addr, "err", err)
+				a.mu.Lock()
+				a.unmarked[addr] = true
+				a.mu.Unlock()
+				return fmt.Errorf("%w (retried; until then the next owner probes it)", err)
 			}
+			a.mu.Lock()
+			delete(a.unmarked, addr)
+			a.mu.Unlock()
 		}
 		a.cleanupLegacy(ctx, all)
 		return nil

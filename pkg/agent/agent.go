@@ -58,6 +58,7 @@ type Agent struct {
 	// its MAC; probed again every conflictRetry.
 	conflicts map[netip.Addr]string
 	unprobed  map[netip.Addr]bool // acquired fresh, not probed yet
+	unmarked  map[netip.Addr]bool // announced after a probe, mark not written yet
 	ifaces    *ipam.Config        // interface-<ns> settings
 	ports     portMapState        // UPnP settings warnings (portmap.go)
 	consent   consent             // allow-upnp-*, interface-* (tenant.go)
@@ -86,6 +87,7 @@ func New(o Options) (*Agent, error) {
 
 		conflicts: map[netip.Addr]string{},
 		unprobed:  map[netip.Addr]bool{},
+		unmarked:  map[netip.Addr]bool{},
 
 		dhcpRecorded: map[string]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(

@@ -120,6 +120,21 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 		a.log.Info("the address's Lease moved to another vip node while probing: not announcing", "vip", addr, "holder", holder, "mac", mac.String())
 		return false, errInUse
 	}
+	if a.o.NodeWithMAC != nil {
+		if node := a.o.NodeWithMAC(mac); node != "" {
+			// A vip node answered: the address is still bound there (its
+			// agent was killed and has not cleaned up yet, or is cut off).
+			// That is no foreign host: take the address over (the
+			// gratuitous ARPs move the clients), and record no conflict,
+			// or vip-ccm would take it away from its Service.
+			a.log.Info("a vip node still answers for the address (left bound there); announcing it", "vip", addr, "node", node, "mac", mac.String(), "why", why)
+			a.mu.Lock()
+			delete(a.conflicts, addr)
+			delete(a.unprobed, addr)
+			a.mu.Unlock()
+			return true, nil
+		}
+	}
 	a.mu.Lock()
 	first := a.conflicts[addr] != mac.String()
 	a.conflicts[addr] = mac.String()
@@ -266,6 +281,7 @@ func (a *Agent) recordConflict(ctx context.Context, addr netip.Addr, mac net.Har
 func (a *Agent) forgetProbe(addr netip.Addr) {
 	a.mu.Lock()
 	delete(a.unprobed, addr)
+	delete(a.unmarked, addr)
 	delete(a.conflicts, addr)
 	a.mu.Unlock()
 }

@@ -13,7 +13,9 @@ import (
 	coordv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -265,5 +267,80 @@ func testProbeAfterRestart(t *testing.T, cached bool) {
 				t.Fatalf("after a restart: announced %v after %d probes in all, want announced without another", ann2.Held(), pr.calls)
 			}
 		})
+	}
+}
+
+// TestProbeAnsweredByVipNode: a takeover of an address whose Lease was
+// never marked announced (the former holder's mark write failed) probes,
+// and the former holder's interface still answers (its agent was killed,
+// the address stayed bound). That MAC is a vip node's: the address is
+// announced, with no Warning and no conflict record, so vip-ccm leaves the
+// Service its address; a foreign MAC still counts as a conflict.
+func TestProbeAnsweredByVipNode(t *testing.T) {
+	vip := netip.MustParseAddr("10.7.0.23")
+	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true}, alive: []string{"n1"}}
+	a, client, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
+	putAddrLease(t, client, vip, "n1", time.Time{}) // taken over from n2, never marked
+	n2 := net.HardwareAddr{0x02, 0, 0x0a, 0, 0, 0x0d}
+	a.o.NodeWithMAC = func(mac net.HardwareAddr) string {
+		if mac.String() == n2.String() {
+			return "n2"
+		}
+		return ""
+	}
+	pr := &fakeProber{mac: n2}
+	a.o.Prober = pr
+	rec := a.rec.(*record.FakeRecorder)
+	ctx := context.Background()
+	if err := a.syncAddr(ctx, vip); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ann.Held(), []netip.Addr{vip}) || pr.calls != 1 {
+		t.Fatalf("answered by vip node n2: announced %v after %d probes; want announced after one", ann.Held(), pr.calls)
+	}
+	if hasEvent(rec, "Warning "+ReasonAddressInUse) {
+		t.Fatal("AddressInUse Warning for a vip node's MAC")
+	}
+	if _, err := client.CoordinationV1().Leases("kube-system").Get(ctx, lbsvc.ConflictLeaseName(vip), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("conflict record: err %v; want none", err)
+	}
+	l, err := client.CoordinationV1().Leases("kube-system").Get(ctx, lbsvc.AddressLeaseName(vip), metav1.GetOptions{})
+	if err != nil || l.Annotations[AnnotationAnnouncedBy] != "n1" {
+		t.Fatalf("address Lease after the announcement: %v, %v; want marked by n1", l, err)
+	}
+}
+
+// TestMarkRetried: when the announced mark cannot be written (API server
+// down), the reconcile fails and the next one writes it, so the next owner
+// does not need to probe an address this node still answers for.
+func TestMarkRetried(t *testing.T) {
+	vip := netip.MustParseAddr("10.7.0.24")
+	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true, Fresh: true}, alive: []string{"n1"}}
+	a, client, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
+	putAddrLease(t, client, vip, "n1", time.Time{})
+	a.o.Prober = &fakeProber{}
+	var fail atomic.Bool
+	fail.Store(true)
+	client.PrependReactor("patch", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if fail.Load() {
+			return true, nil, apierrors.NewServiceUnavailable("API server down")
+		}
+		return false, nil, nil
+	})
+	ctx := context.Background()
+	if err := a.syncAddr(ctx, vip); err == nil {
+		t.Fatal("mark failed, but the reconcile reported success (it would not be retried)")
+	}
+	if !slices.Equal(ann.Held(), []netip.Addr{vip}) {
+		t.Fatalf("announced %v; the failed mark must not hold the address back", ann.Held())
+	}
+	fail.Store(false)
+	el.d.Fresh, el.d.Changed = false, false
+	if err := a.syncAddr(ctx, vip); err != nil {
+		t.Fatal(err)
+	}
+	l, err := client.CoordinationV1().Leases("kube-system").Get(ctx, lbsvc.AddressLeaseName(vip), metav1.GetOptions{})
+	if err != nil || l.Annotations[AnnotationAnnouncedBy] != "n1" || l.Annotations[AnnotationAnnouncedAt] == "" {
+		t.Fatalf("address Lease after the retry: %v, %v; want marked by n1", l, err)
 	}
 }

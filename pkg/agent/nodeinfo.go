@@ -22,6 +22,7 @@ import (
 type NodeInfo struct {
 	Addresses []netip.Addr // global unicast interface addresses
 	Gateways  []netip.Addr // default gateways
+	MACs      []string     // hardware addresses of its Ethernet interfaces
 }
 
 // Annotations renders the info as heartbeat annotations (comma lists).
@@ -29,6 +30,7 @@ func (n NodeInfo) Annotations() map[string]string {
 	return map[string]string{
 		lbsvc.AnnotationNodeAddresses: joinAddrs(n.Addresses),
 		lbsvc.AnnotationNodeGateways:  joinAddrs(n.Gateways),
+		lbsvc.AnnotationNodeMACs:      strings.Join(n.MACs, ","),
 	}
 }
 
@@ -56,6 +58,9 @@ func ReadNodeInfo(exclude func(netip.Addr) bool) (NodeInfo, error) {
 	}
 	var info NodeInfo
 	for _, l := range links {
+		if mac := l.Attrs().HardwareAddr; len(mac) == 6 && !slices.Equal(mac, make(net.HardwareAddr, 6)) {
+			info.MACs = append(info.MACs, mac.String())
+		}
 		if ignoredLink(l.Attrs().Name) {
 			continue
 		}
@@ -96,6 +101,8 @@ func ReadNodeInfo(exclude func(netip.Addr) bool) (NodeInfo, error) {
 	}
 	info.Addresses = sortUnique(info.Addresses)
 	info.Gateways = sortUnique(info.Gateways)
+	slices.Sort(info.MACs)
+	info.MACs = slices.Compact(info.MACs)
 	return info, nil
 }
 
@@ -133,11 +140,11 @@ func PublishNodeInfo(ctx context.Context, interval time.Duration, log logr.Logge
 		info, err := ReadNodeInfo(exclude)
 		if err != nil {
 			log.V(1).Info("reading the node's addresses", "err", err)
-		} else if ann := info.Annotations(); ann[lbsvc.AnnotationNodeAddresses]+" "+ann[lbsvc.AnnotationNodeGateways] != last {
-			last = ann[lbsvc.AnnotationNodeAddresses] + " " + ann[lbsvc.AnnotationNodeGateways]
+		} else if ann := info.Annotations(); joinInfo(ann) != last {
+			last = joinInfo(ann)
 			publish(ann)
 			log.Info("publishing the node's addresses on its heartbeat", "addresses", ann[lbsvc.AnnotationNodeAddresses],
-				"gateways", ann[lbsvc.AnnotationNodeGateways])
+				"gateways", ann[lbsvc.AnnotationNodeGateways], "macs", ann[lbsvc.AnnotationNodeMACs])
 		}
 		select {
 		case <-ctx.Done():
@@ -145,4 +152,9 @@ func PublishNodeInfo(ctx context.Context, interval time.Duration, log logr.Logge
 		case <-t.C:
 		}
 	}
+}
+
+// joinInfo is the published node info as one comparable string.
+func joinInfo(ann map[string]string) string {
+	return ann[lbsvc.AnnotationNodeAddresses] + " " + ann[lbsvc.AnnotationNodeGateways] + " " + ann[lbsvc.AnnotationNodeMACs]
 }

@@ -114,6 +114,10 @@ type Options struct {
 	// Prober, when set, probes an address before its first announcement in
 	// layer 2 mode (not on takeover from another vip node).
 	Prober Prober
+	// NodeWithMAC names the vip node whose interface has mac ("" = none,
+	// nil = unknown): a probe answered by a vip node (an address left bound
+	// by a killed agent) is no conflict with a foreign host.
+	NodeWithMAC func(mac net.HardwareAddr) string
 	// PortMap configures UPnP port mappings (portmap.go; off when Mapper is nil).
 	PortMap PortMapOptions
 	// Clock times reconciles, probes, conflict records and the

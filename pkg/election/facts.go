@@ -197,7 +197,7 @@ func (f *Facts) write(ctx context.Context, cur *coordv1.Lease, old, want map[str
 func (f *Facts) fill(l *coordv1.Lease, old, want map[string]string, now time.Time) {
 	markManaged(l, RoleFacts)
 	if old == nil {
-		old = map[string]string{AnnotationHealth: "", lbsvc.AnnotationNodeAddresses: "", lbsvc.AnnotationNodeGateways: ""}
+		old = map[string]string{AnnotationHealth: "", lbsvc.AnnotationNodeAddresses: "", lbsvc.AnnotationNodeGateways: "", lbsvc.AnnotationNodeMACs: ""}
 	}
 	for k := range old {
 		if _, ok := want[k]; !ok {

@@ -1,6 +1,7 @@
 package election
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 type nodeState struct {
 	rv, renew  string         // last seen resourceVersion and renewTime
 	health     string         // the node's health URL
+	macs       string         // its interfaces' MACs (lbsvc.AnnotationNodeMACs)
 	seen       time.Time      // when the heartbeat was first seen or last seen changing
 	alive      bool           // as last evaluated (and told to OnNodeChange)
 	aliveSince time.Time      // when it last became alive
@@ -47,6 +49,7 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 	}
 	st.rv, st.renew, st.health = l.ResourceVersion, renew, l.Annotations[AnnotationHealth]
 	st.ready = l.Annotations[lbsvc.AnnotationNodeReady] == "true"
+	st.macs = l.Annotations[lbsvc.AnnotationNodeMACs]
 	st.link = e.parseLink(l)
 	if !changed {
 		return
@@ -272,4 +275,21 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// NodeWithMAC returns the node whose heartbeat lists mac among its
+// interfaces' hardware addresses ("" = none).
+func (e *Elector) NodeWithMAC(mac net.HardwareAddr) string {
+	want := mac.String()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for node, st := range e.nodes {
+		if st.gone || st.macs == "" {
+			continue
+		}
+		if slices.Contains(strings.Split(st.macs, ","), want) {
+			return node
+		}
+	}
+	return ""
 }

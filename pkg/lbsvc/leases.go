@@ -56,6 +56,11 @@ const (
 	AnnotationNodeAddresses = "vip.io/addresses"
 	// AnnotationNodeGateways lists the node's default gateways.
 	AnnotationNodeGateways = "vip.io/gateways"
+	// AnnotationNodeMACs lists the hardware addresses of the node's
+	// interfaces, comma-separated: a probe answered by one of them met a
+	// vip node (for example an address left bound by a killed agent), not
+	// a foreign host.
+	AnnotationNodeMACs = "vip.io/macs"
 	// AnnotationNodeReady is "true" while the agent has synced and can
 	// serve Services; only such nodes are candidates.
 	AnnotationNodeReady = "vip.io/ready"
