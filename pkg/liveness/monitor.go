@@ -47,6 +47,11 @@ type Options struct {
 	Interval, Timeout time.Duration
 	// Neighbours on each side of the ring (default 2).
 	Neighbours int
+	// SuspectFor is how long a neighbour silent for Timeout stays only
+	// suspected before it is dead (default Timeout/3, at least 2
+	// intervals): the other members are asked meanwhile whether they heard
+	// it since, and one that did clears the suspicion.
+	SuspectFor time.Duration
 	// CutAfter is how long this node may hear none of its neighbours
 	// before it counts itself cut off (default 2/3 of Timeout).
 	CutAfter time.Duration
@@ -87,6 +92,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Neighbours == 0 {
 		o.Neighbours = DefaultNeighbours
 	}
+	if o.SuspectFor == 0 {
+		o.SuspectFor = max(o.Timeout/3, 2*o.Interval)
+	}
 	if o.CutAfter == 0 {
 		o.CutAfter = o.Timeout * 2 / 3
 	}
@@ -96,7 +104,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MaxSkew == 0 {
 		o.MaxSkew = DefaultMaxSkew
 	}
-	if o.Interval < 0 || o.Neighbours < 0 || o.MaxSkew < 0 || o.Timeout < 3*o.Interval {
+	if o.Interval < 0 || o.Neighbours < 0 || o.MaxSkew < 0 || o.SuspectFor < 0 || o.Timeout < 3*o.Interval {
 		return o, fmt.Errorf("%w: timeout %v must be at least 3 intervals (%v), all positive", ErrInvalidOptions, o.Timeout, o.Interval)
 	}
 	if o.MemberFresh == nil {
@@ -133,11 +141,18 @@ type peer struct {
 	watchFrom time.Time // when it became our neighbour
 	belief    belief    // alive unless told or seen otherwise
 	fresh     bool      // just added: not watched yet
+	suspectAt time.Time // when we asked the others about it (zero: not suspected)
+	vouched   time.Time // when another member last told us it heard it since
 }
 
 // Stats counts packets, for metrics and benchmarks.
 type Stats struct {
 	Sent, Received, Rejected, Notices uint64
+	// Suspicions counts neighbours this node suspected (silent for the
+	// timeout), Cleared those another member or the neighbour itself
+	// cleared, Stalls the times this node's own loop ran late and its
+	// judgements were put off.
+	Suspicions, Cleared, Stalls uint64
 }
 
 // Monitor runs this node's heartbeats and judges its peers'.
@@ -152,6 +167,8 @@ type Monitor struct {
 	heardAny  time.Time // last packet accepted from anyone (or start)
 	connected bool
 	refuted   time.Time
+	lastTick  time.Time // when our loop last ran
+	resumed   time.Time // when our loop last ran late: nobody is judged on silence before it
 	stats     Stats
 }
 
@@ -271,6 +288,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 func (m *Monitor) tick() {
 	now := m.o.Clock.Now()
 	m.mu.Lock()
+	m.checkStallLocked(now)
 	var to []netip.AddrPort
 	for _, p := range m.peers {
 		// Neighbours, and whoever sends to us (it counts on our answer).
@@ -293,6 +311,7 @@ func (m *Monitor) tick() {
 func (m *Monitor) judge(now time.Time) {
 	m.mu.Lock()
 	var silent, watched []string
+	var suspects []Packet
 	for node, p := range m.peers {
 		if !p.watching || !p.belief.alive {
 			continue
@@ -300,12 +319,17 @@ func (m *Monitor) judge(now time.Time) {
 		if now.Sub(later(p.heard, p.watchFrom)) >= 0 {
 			watched = append(watched, node)
 		}
-		if now.Sub(later(p.heard, p.watchFrom)) >= m.o.Timeout {
+		if sp, ok := m.suspectLocked(node, p, now); ok {
+			suspects = append(suspects, sp)
+		} else if !p.suspectAt.IsZero() && now.Sub(p.suspectAt) >= m.o.SuspectFor {
 			silent = append(silent, node)
 		}
 	}
-	heardFor := now.Sub(m.heardAny)
+	heardFor := now.Sub(later(m.heardAny, m.resumed))
 	m.mu.Unlock()
+	for _, sp := range suspects {
+		m.broadcast(sp)
+	}
 	fresh := false
 	if heardFor >= m.o.CutAfter {
 		for _, node := range watched {
@@ -330,9 +354,13 @@ func (m *Monitor) judge(now time.Time) {
 		if p == nil || !p.belief.alive {
 			continue
 		}
-		p.belief = belief{alive: false, at: p.last}
-		notices = append(notices, Packet{Kind: KindNotice, Subject: node, Alive: false, SubjectInc: p.last.inc, SubjectSeq: p.last.seq})
-		m.log.Info("peer silent on the link: dead", "node", node, "timeout", m.o.Timeout)
+		at := p.last
+		if p.belief.at.after(at) {
+			at = p.belief.at // vouched for with a newer stamp than we heard
+		}
+		p.belief, p.suspectAt = belief{alive: false, at: at}, time.Time{}
+		notices = append(notices, Packet{Kind: KindNotice, Subject: node, Alive: false, SubjectInc: at.inc, SubjectSeq: at.seq})
+		m.log.Info("peer silent on the link and nobody heard it since: dead", "node", node, "timeout", m.o.Timeout, "suspectedFor", m.o.SuspectFor)
 	}
 	if len(notices) > 0 {
 		m.rewatchLocked(now)
@@ -418,7 +446,7 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 		m.mu.Unlock()
 		return err
 	}
-	var out []Packet
+	var out []outPacket
 	changed := false
 	err = func() error {
 		peer := m.peers[p.From]
@@ -437,12 +465,19 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 		if b := (belief{alive: true, at: st}); b.newer(peer.belief) {
 			if !peer.belief.alive {
 				m.log.Info("peer heard on the link again", "node", p.From)
-				out = append(out, Packet{Kind: KindNotice, Subject: p.From, Alive: true, SubjectInc: st.inc, SubjectSeq: st.seq})
+				out = append(out, outPacket{Packet: Packet{Kind: KindNotice, Subject: p.From, Alive: true, SubjectInc: st.inc, SubjectSeq: st.seq}})
 				changed = true
 			}
 			peer.belief = b
 		}
-		if p.Kind != KindNotice {
+		m.clearSuspicionLocked(peer)
+		if p.Kind == KindBeat {
+			return nil
+		}
+		if p.Kind == KindSuspect && p.Subject != m.o.Self {
+			if v, ok := m.vouchLocked(p, now); ok {
+				out = append(out, v)
+			}
 			return nil
 		}
 		if p.Subject == m.o.Self {
@@ -452,7 +487,7 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 			if !p.Alive && now.Sub(m.refuted) >= m.o.Interval {
 				m.refuted = now
 				m.log.Info("told this node is dead on the link: refuting", "by", p.From)
-				out = append(out, Packet{Kind: KindNotice, Subject: m.o.Self, Alive: true})
+				out = append(out, outPacket{Packet: Packet{Kind: KindNotice, Subject: m.o.Self, Alive: true}})
 			}
 			return nil
 		}
@@ -464,6 +499,10 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 		if b.newer(subj.belief) {
 			changed = changed || b.alive != subj.belief.alive
 			subj.belief = b
+			if b.alive {
+				subj.vouched = now // heard by someone since: judge its silence from now
+				m.clearSuspicionLocked(subj)
+			}
 		}
 		return nil
 	}()
@@ -477,13 +516,17 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 	}
 	m.mu.Unlock()
 	for _, n := range out {
+		if n.to.IsValid() {
+			m.send(n.Packet, []netip.AddrPort{n.to})
+			continue
+		}
 		if n.Subject == m.o.Self {
 			// Refutation: our own current stamp, newer than any seen.
 			m.mu.Lock()
 			n.SubjectInc, n.SubjectSeq = m.self.inc, m.self.seq+1
 			m.mu.Unlock()
 		}
-		m.broadcast(n)
+		m.broadcast(n.Packet)
 	}
 	if changed {
 		m.o.OnChange()

@@ -20,6 +20,11 @@ type fakeNet struct {
 	cut   map[netip.AddrPort]bool
 	sent  []captured
 	group map[netip.AddrPort]int // split link: only the same group hears
+	// oneWay drops datagrams from [0] to [1] only.
+	oneWay map[[2]netip.AddrPort]bool
+	// paused receivers queue what they are sent, unread.
+	paused  map[netip.AddrPort]bool
+	backlog map[netip.AddrPort][]captured
 }
 
 type captured struct {
@@ -39,8 +44,12 @@ func (c fakeConn) ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error) {
 func (c fakeConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 	c.n.mu.Lock()
 	dst := c.n.by[to]
-	drop := c.n.cut[c.self] || c.n.cut[to] || c.n.group[c.self] != c.n.group[to]
+	drop := c.n.cut[c.self] || c.n.cut[to] || c.n.group[c.self] != c.n.group[to] || c.n.oneWay[[2]netip.AddrPort{c.self, to}]
 	c.n.sent = append(c.n.sent, captured{append([]byte(nil), b...), c.self})
+	if c.n.paused[to] && !drop {
+		c.n.backlog[to] = append(c.n.backlog[to], captured{append([]byte(nil), b...), c.self})
+		drop = true
+	}
 	c.n.mu.Unlock()
 	if dst != nil && !drop {
 		_ = dst.Receive(b, c.self)
@@ -62,7 +71,8 @@ type cluster struct {
 
 func newCluster(t *testing.T, n int) *cluster {
 	c := &cluster{t: t, clk: clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0)),
-		net:  &fakeNet{by: map[netip.AddrPort]*Monitor{}, cut: map[netip.AddrPort]bool{}, group: map[netip.AddrPort]int{}},
+		net: &fakeNet{by: map[netip.AddrPort]*Monitor{}, cut: map[netip.AddrPort]bool{}, group: map[netip.AddrPort]int{},
+			oneWay: map[[2]netip.AddrPort]bool{}, paused: map[netip.AddrPort]bool{}, backlog: map[netip.AddrPort][]captured{}},
 		mons: map[string]*Monitor{}, addrs: map[string]netip.AddrPort{}, fresh: map[string]bool{}}
 	for i := range n {
 		name := fmt.Sprintf("node%d", i+1)
@@ -101,8 +111,13 @@ func (c *cluster) kill(name string) {
 func (c *cluster) run(d time.Duration) {
 	for end := c.clk.Now().Add(d); c.clk.Now().Before(end); {
 		c.clk.Step(DefaultInterval)
-		for _, m := range c.mons {
-			m.tick()
+		for name, m := range c.mons {
+			c.net.mu.Lock()
+			paused := c.net.paused[c.addrs[name]]
+			c.net.mu.Unlock()
+			if !paused {
+				m.tick()
+			}
 		}
 	}
 }
@@ -149,13 +164,14 @@ func TestDeathReachesEveryNode(t *testing.T) {
 	c := newCluster(t, 20)
 	c.run(time.Second)
 	c.kill("node7")
-	c.run(DefaultTimeout - DefaultInterval)
+	suspectFor := DefaultTimeout / 3
+	c.run(DefaultTimeout + suspectFor - DefaultInterval)
 	if alive, _ := c.aliveEverywhere("node7"); len(alive) != 19 {
-		t.Fatalf("node7 judged dead before the timeout by some: alive for %v", alive)
+		t.Fatalf("node7 judged dead before the timeout and suspicion by some: alive for %v", alive)
 	}
 	c.run(2 * DefaultInterval)
 	if alive, _ := c.aliveEverywhere("node7"); len(alive) != 0 {
-		t.Fatalf("node7 still alive for %v one interval after the timeout", alive)
+		t.Fatalf("node7 still alive for %v one interval after the timeout and suspicion", alive)
 	}
 	for name, m := range c.mons {
 		if !m.Connected() {
@@ -176,7 +192,7 @@ func TestCutOffNodeKnowsIt(t *testing.T) {
 	c.net.mu.Lock()
 	c.net.cut[c.addrs["node2"]] = true
 	c.net.mu.Unlock()
-	c.run(DefaultTimeout + DefaultInterval)
+	c.run(DefaultTimeout + DefaultTimeout/3 + DefaultInterval)
 	if c.mons["node2"].Connected() {
 		t.Fatal("node2 cut off but still connected")
 	}
@@ -288,5 +304,108 @@ func TestFalseDeathIsRefuted(t *testing.T) {
 	c.run(2 * DefaultInterval)
 	if _, dead := c.aliveEverywhere("node5"); len(dead) != 0 {
 		t.Fatalf("node5 alive but still dead for %v after refuting", dead)
+	}
+}
+
+// pause stops name's loop and queues what it is sent; resume delivers the
+// first k queued datagrams, ticks it once (its late tick), then delivers
+// the rest: a starved observer that reads part of its backlog before it
+// judges.
+func (c *cluster) pause(name string) {
+	c.net.mu.Lock()
+	c.net.paused[c.addrs[name]] = true
+	c.net.mu.Unlock()
+}
+
+func (c *cluster) resume(name string, k int, from string) {
+	a := c.addrs[name]
+	take := func() []captured {
+		c.net.mu.Lock()
+		defer c.net.mu.Unlock()
+		q := c.net.backlog[a]
+		delete(c.net.backlog, a)
+		return q
+	}
+	m := c.mons[name]
+	var first, rest []captured
+	for _, d := range take() {
+		if d.from == c.addrs[from] && len(first) < k {
+			first = append(first, d)
+			continue
+		}
+		rest = append(rest, d)
+	}
+	for _, d := range first {
+		_ = m.Receive(d.b, d.from)
+	}
+	m.tick() // still paused: answers to what it sends now queue behind the backlog
+	c.net.mu.Lock()
+	c.net.paused[a] = false
+	c.net.mu.Unlock()
+	for _, d := range append(rest, take()...) {
+		_ = m.Receive(d.b, d.from)
+	}
+}
+
+// A starved observer (its loop and its reads stopped for longer than the
+// timeout) that reads one peer's queued heartbeat before its late tick
+// must not judge the other, whose heartbeats are still unread, silent: it
+// suspects nobody, let alone declares a death.
+func TestStarvedObserverJudgesNobody(t *testing.T) {
+	c := newCluster(t, 3)
+	c.run(time.Second)
+	n1 := c.mons["node1"]
+	before := n1.Stats()
+	c.pause("node1")
+	c.run(2 * DefaultTimeout)
+	c.resume("node1", 1, "node3")
+	c.run(2 * time.Second)
+	after := n1.Stats()
+	if after.Stalls == before.Stalls {
+		t.Error("node1's late tick was not noticed as a stall")
+	}
+	if after.Suspicions != before.Suspicions {
+		t.Errorf("starved node1 suspected %d peers", after.Suspicions-before.Suspicions)
+	}
+	for _, n := range []string{"node2", "node3"} {
+		if _, dead := c.aliveEverywhere(n); len(dead) != 0 {
+			t.Errorf("%s judged dead by %v after node1's stall", n, dead)
+		}
+	}
+	if !n1.Connected() {
+		t.Error("starved node1 counts itself cut off")
+	}
+}
+
+// A peer that only one observer stops hearing (the path between them
+// fails) is suspected, vouched for by the others who still hear it, and
+// never declared dead.
+func TestSuspicionClearedByOthers(t *testing.T) {
+	c := newCluster(t, 5)
+	c.run(time.Second)
+	c.net.mu.Lock()
+	c.net.oneWay[[2]netip.AddrPort{c.addrs["node2"], c.addrs["node1"]}] = true
+	c.net.mu.Unlock()
+	c.run(3 * time.Second)
+	if _, dead := c.aliveEverywhere("node2"); len(dead) != 0 {
+		t.Fatalf("node2, heard by all but node1, judged dead by %v", dead)
+	}
+	st := c.mons["node1"].Stats()
+	if st.Suspicions == 0 || st.Cleared == 0 {
+		t.Fatalf("node1 should have suspected node2 and been told it lives: %+v", st)
+	}
+}
+
+// A sender that pauses for less than timeout + suspicion (a hiccup) is
+// suspected by its neighbours and refutes; nothing is declared dead.
+func TestSenderHiccupIsNotDeath(t *testing.T) {
+	c := newCluster(t, 5)
+	c.run(time.Second)
+	c.pause("node4")
+	c.run(DefaultTimeout + DefaultInterval)
+	c.resume("node4", 0, "")
+	c.run(2 * time.Second)
+	if _, dead := c.aliveEverywhere("node4"); len(dead) != 0 {
+		t.Fatalf("node4's hiccup made it dead for %v", dead)
 	}
 }

@@ -17,12 +17,17 @@ const (
 	KindBeat Kind = 1
 	// KindNotice tells the receiver what the sender believes about Subject.
 	KindNotice Kind = 2
+	// KindSuspect asks the receiver whether it heard Subject after the
+	// stamp (SubjectInc, SubjectSeq): the sender has not, for its timeout.
+	// Subject refutes it; a member that heard Subject since answers with an
+	// alive notice.
+	KindSuspect Kind = 3
 )
 
 // Wire format (big endian):
 //
 //	"VIPL" | version 1 | kind | len(from) | from | incarnation u64 | seq u64 |
-//	sent unix ms i64 | [notice: len(subject) | subject | alive u8 |
+//	sent unix ms i64 | [notice, suspect: len(subject) | subject | alive u8 |
 //	subject incarnation u64 | subject seq u64] | HMAC-SHA256 of all before
 const (
 	magic      = "VIPL"
@@ -72,10 +77,10 @@ func (p Packet) Marshal(key []byte) ([]byte, error) {
 	if p.From == "" || len(p.From) > maxName || len(p.Subject) > maxName {
 		return nil, fmt.Errorf("%w: name length", ErrMalformed)
 	}
-	if p.Kind != KindBeat && p.Kind != KindNotice {
+	if p.Kind != KindBeat && !p.Kind.aboutSubject() {
 		return nil, fmt.Errorf("%w: kind %d", ErrMalformed, p.Kind)
 	}
-	if p.Kind == KindNotice && p.Subject == "" {
+	if p.Kind.aboutSubject() && p.Subject == "" {
 		return nil, fmt.Errorf("%w: notice without subject", ErrMalformed)
 	}
 	b := make([]byte, 0, MaxPacket)
@@ -85,7 +90,7 @@ func (p Packet) Marshal(key []byte) ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, p.Incarnation)
 	b = binary.BigEndian.AppendUint64(b, p.Seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(p.SentUnixMilli))
-	if p.Kind == KindNotice {
+	if p.Kind.aboutSubject() {
 		b = append(b, byte(len(p.Subject)))
 		b = append(b, p.Subject...)
 		alive := byte(0)
@@ -98,6 +103,9 @@ func (p Packet) Marshal(key []byte) ([]byte, error) {
 	}
 	return append(b, sign(key, b)...), nil
 }
+
+// aboutSubject reports whether packets of kind k name a subject.
+func (k Kind) aboutSubject() bool { return k == KindNotice || k == KindSuspect }
 
 // sign is the HMAC-SHA256 of b under key.
 func sign(key, b []byte) []byte {
@@ -135,7 +143,7 @@ func Parse(b, key []byte) (Packet, error) {
 	r = r[fixedLen:]
 	switch p.Kind {
 	case KindBeat:
-	case KindNotice:
+	case KindNotice, KindSuspect:
 		if p.Subject, r, ok = name(r); !ok || p.Subject == "" || len(r) < noticeLen || r[0] > 1 {
 			return Packet{}, fmt.Errorf("%w: notice", ErrMalformed)
 		}

@@ -1,0 +1,91 @@
+package liveness
+
+import (
+	"net/netip"
+	"time"
+)
+
+// A neighbour silent for Timeout is not dead at once. Two things can make
+// a live neighbour look silent, and neither must move addresses:
+//
+//   - this node itself ran late (starved of CPU, paused): the packets it
+//     missed wait unread in its socket, and judging before reading them
+//     would blame the neighbour. The loop's own ticks show it: a tick more
+//     than two intervals after the previous one means this node was not
+//     running, and nobody is judged on silence until this node has been
+//     running and receiving for a whole Timeout again (checkStallLocked);
+//   - only the path from the neighbour to this node fails. The suspect is
+//     first asked about, SWIM-style: this node sends a suspect packet to
+//     every member; the neighbour refutes it, and any member that heard it
+//     since answers with an alive notice carrying the newer stamp, which
+//     clears the suspicion (vouchLocked). Only a suspicion nobody clears
+//     within SuspectFor makes the neighbour dead.
+//
+// A real death therefore takes Timeout + SuspectFor (300 + 100 ms by
+// default) to be declared, and costs N suspect packets once, plus the
+// answers of whoever still hears the node.
+
+// outPacket is a packet Receive sends after it unlocks: to one address, or
+// to every member when to is not valid.
+type outPacket struct {
+	Packet
+	to netip.AddrPort
+}
+
+// checkStallLocked notes that this node's loop ran late. e.mu must be held.
+func (m *Monitor) checkStallLocked(now time.Time) {
+	if !m.lastTick.IsZero() && now.Sub(m.lastTick) > 2*m.o.Interval {
+		m.resumed = now
+		m.stats.Stalls++
+		m.log.V(1).Info("this node's liveness loop ran late: nobody is judged on silence for a timeout",
+			"late", now.Sub(m.lastTick)-m.o.Interval)
+	}
+	m.lastTick = now
+}
+
+// suspectLocked starts suspecting p when it has been silent for Timeout
+// on this node's running clock and was not yet suspected, returning the
+// suspect packet to send to every member; it drops the suspicion of a
+// peer no longer silent. m.mu must be held.
+func (m *Monitor) suspectLocked(node string, p *peer, now time.Time) (Packet, bool) {
+	base := later(later(p.heard, p.watchFrom), later(p.vouched, m.resumed))
+	if now.Sub(base) < m.o.Timeout {
+		m.clearSuspicionLocked(p)
+		return Packet{}, false
+	}
+	if !p.suspectAt.IsZero() {
+		return Packet{}, false
+	}
+	p.suspectAt = now
+	m.stats.Suspicions++
+	at := p.last
+	if p.belief.at.after(at) {
+		at = p.belief.at
+	}
+	m.log.V(1).Info("peer silent on the link: asking the others", "node", node, "timeout", m.o.Timeout)
+	return Packet{Kind: KindSuspect, Subject: node, SubjectInc: at.inc, SubjectSeq: at.seq}, true
+}
+
+// clearSuspicionLocked drops a suspicion of p. m.mu must be held.
+func (m *Monitor) clearSuspicionLocked(p *peer) {
+	if !p.suspectAt.IsZero() {
+		p.suspectAt = time.Time{}
+		m.stats.Cleared++
+	}
+}
+
+// vouchLocked answers a suspect packet about another member: when this
+// node heard the subject after the suspect's stamp and within Timeout, it
+// tells the sender (an alive notice with the newer stamp). m.mu must be
+// held.
+func (m *Monitor) vouchLocked(p Packet, now time.Time) (outPacket, bool) {
+	subj, from := m.peers[p.Subject], m.peers[p.From]
+	if subj == nil || from == nil || !subj.belief.alive || subj.heard.IsZero() ||
+		now.Sub(subj.heard) >= m.o.Timeout || !subj.last.after(stamp{p.SubjectInc, p.SubjectSeq}) {
+		return outPacket{}, false
+	}
+	return outPacket{
+		Packet: Packet{Kind: KindNotice, Subject: p.Subject, Alive: true, SubjectInc: subj.last.inc, SubjectSeq: subj.last.seq},
+		to:     from.addr,
+	}, true
+}
