@@ -34,10 +34,14 @@ type Link interface {
 const AnnotationLink = "vip.io/link"
 
 // Link-mode defaults: the membership renewal and how long a member whose
-// renewals stopped still counts as existing.
+// renewals stopped still counts as existing. Both grow with the number of
+// members (memberTimingLocked): the period is at least MemberPeriodPerNode
+// per member, so the whole cluster renews at most 1/MemberPeriodPerNode
+// times a second, whatever its size.
 const (
 	DefaultMemberPeriod  = 10 * time.Second
 	DefaultMemberTimeout = 30 * time.Second
+	MemberPeriodPerNode  = 1200 * time.Millisecond
 	// linkRenewCheck is how often a link-mode heartbeat checks whether its
 	// content changed (readiness, facts) and needs a write before its period.
 	linkRenewCheck = 250 * time.Millisecond
@@ -83,10 +87,33 @@ func (e *Elector) MemberFresh(node string) bool {
 	if st == nil || st.gone {
 		return false
 	}
-	if e.selfSeen.IsZero() || now.Sub(e.selfSeen) >= 2*e.o.HeartbeatPeriod {
+	period, timeout := e.memberTimingLocked()
+	if e.selfSeen.IsZero() || now.Sub(e.selfSeen) >= 2*period {
 		return true
 	}
-	return now.Sub(later(st.seen, e.epoch)) < e.o.HeartbeatTimeout
+	return now.Sub(later(st.seen, e.epoch)) < timeout
+}
+
+// memberTimingLocked is the heartbeat's renewal period and timeout. In link
+// mode the heartbeat is only a membership, renewed every
+// max(HeartbeatPeriod, members × MemberPeriodPerNode) and judged gone after
+// the timeout scaled alike (3× by default), counting the members this node
+// sees; every node sees about the same count, and one that sees fewer
+// renews more often, which is safe. In lease mode: the options. e.mu must
+// be held.
+func (e *Elector) memberTimingLocked() (period, timeout time.Duration) {
+	if !e.linkMode() {
+		return e.o.HeartbeatPeriod, e.o.HeartbeatTimeout
+	}
+	n := 0
+	for _, st := range e.nodes {
+		if !st.gone {
+			n++
+		}
+	}
+	period = max(e.o.HeartbeatPeriod, time.Duration(n)*MemberPeriodPerNode)
+	ratio := float64(e.o.HeartbeatTimeout) / float64(e.o.HeartbeatPeriod)
+	return period, time.Duration(float64(period) * ratio)
 }
 
 // linkMembersLocked is the membership to give the link: every present
@@ -209,10 +236,11 @@ func (e *Elector) heartbeatDue(now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	h := e.hb
+	period, _ := e.memberTimingLocked()
 	switch {
 	case now.Before(e.linkRetryAt):
 		return false // the last attempt failed: retry at most every linkRetry
-	case h.lease == nil || !h.everOK || !h.lastAttemptOK || now.Sub(h.lastOK) >= e.o.HeartbeatPeriod:
+	case h.lease == nil || !h.everOK || !h.lastAttemptOK || now.Sub(h.lastOK) >= period:
 		return true
 	case h.fenced && connected && h.recoverRV == "":
 		return true

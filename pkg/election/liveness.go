@@ -62,7 +62,7 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 	// Our own heartbeat proves the watch delivers: everything written
 	// before it has been seen too. After a gap (watch down or our renewals
 	// failing) nobody can be judged on what we missed, so restart the clock.
-	if !e.selfSeen.IsZero() && now.Sub(e.selfSeen) >= e.o.HeartbeatTimeout-e.o.HeartbeatPeriod {
+	if period, timeout := e.memberTimingLocked(); !e.selfSeen.IsZero() && now.Sub(e.selfSeen) >= timeout-period {
 		e.epoch = now
 	}
 	e.selfSeen = now
