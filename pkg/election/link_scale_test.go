@@ -1,0 +1,267 @@
+package election
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/vip-lb/vip/pkg/liveness"
+	"github.com/vip-lb/vip/pkg/testbed"
+)
+
+// TestLinkScale is the many-electors-in-one-process variant of the layer 2
+// liveness benchmark (e2e BenchmarkL2Liveness runs one agent process per
+// network namespace, which does not settle at 100 nodes on a 2-core
+// machine). Skipped unless VIP_BENCH_LINK_NODES is set, e.g. "3,20,50,100";
+// modes from VIP_BENCH_LINK_MODES (default "link"; "lease" too for the
+// comparison). For each count and mode: that many Electors in this process,
+// each with its own API client and, in link mode, its own liveness monitor
+// (own identity, own UDP socket on 127.0.0.1), against the real
+// kube-apiserver and etcd, holding 10 Services; at rest for
+// VIP_BENCH_LINK_REST (default 60s): API writes/s from kube-apiserver's
+// apiserver_request_total, CPU of kube-apiserver, etcd and this process
+// (all Electors; per Elector = total / N); then VIP_BENCH_LINK_RUNS
+// (default 5) times the holder of svc-0 crashes (Elector and monitor stop,
+// no hand-off) and the time until every one of its Services is announced
+// by another node is measured.
+func TestLinkScale(t *testing.T) {
+	spec := os.Getenv("VIP_BENCH_LINK_NODES")
+	if spec == "" {
+		t.Skip("set VIP_BENCH_LINK_NODES (e.g. 3,20,50,100) to run the in-process liveness scale benchmark")
+	}
+	rest := 60 * time.Second
+	if v := os.Getenv("VIP_BENCH_LINK_REST"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest = d
+	}
+	runs := 5
+	if v := os.Getenv("VIP_BENCH_LINK_RUNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs = n
+	}
+	modes := "link"
+	if v := os.Getenv("VIP_BENCH_LINK_MODES"); v != "" {
+		modes = v
+	}
+	env := testbed.Start(t)
+	for _, ns := range strings.Split(spec, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mode := range strings.Split(modes, ",") {
+			t.Run(fmt.Sprintf("%s-%d", mode, n), func(t *testing.T) { linkScale(t, env, mode, n, rest, runs) })
+		}
+	}
+}
+
+// scaleOpts is the cluster's Options hook for the scale benchmark: quiet
+// logs, and in link mode a monitor on its own loopback socket.
+func scaleOpts(t *testing.T, mode string, mons *atomic.Int64, links *sync.Map) func(*Options) {
+	return func(o *Options) {
+		o.Logger = logr.Discard()
+		o.SettleTime = 5 * time.Second
+		if mode != "link" {
+			return
+		}
+		udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		el := &atomic.Pointer[Elector]{}
+		m, err := liveness.New(liveness.Options{Self: o.NodeName, Key: linkKey, Conn: udp, Logger: logr.Discard(),
+			MemberFresh: func(n string) bool {
+				if e := el.Load(); e != nil {
+					return e.MemberFresh(n)
+				}
+				return true
+			},
+			OnChange: func() {
+				if e := el.Load(); e != nil {
+					e.Kick()
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Link, o.LinkAddress = m, udp.LocalAddr().String()
+		o.HeartbeatPeriod, o.HeartbeatTimeout = DefaultMemberPeriod, DefaultMemberTimeout
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { _ = m.Run(ctx) }()
+		t.Cleanup(cancel)
+		links.Store(o.NodeName, scaleLink{el: el, stop: cancel})
+		mons.Add(1)
+	}
+}
+
+func linkScale(t *testing.T, env *testbed.Env, mode string, n int, rest time.Duration, runs int) {
+	var mons atomic.Int64
+	var links sync.Map // node name -> scaleLink
+	c := newCluster(t, env, fmt.Sprintf("scale-%s-%d", mode, n), 10, scaleOpts(t, mode, &mons, &links))
+	t0 := time.Now()
+	for i := range n {
+		name := fmt.Sprintf("node-%03d", i)
+		a := c.startNode(name)
+		if v, ok := links.Load(name); ok {
+			v.(scaleLink).el.Store(a.e)
+			a.e.Kick()
+		}
+	}
+	waitFor(t, 5*time.Minute, "every node sees every other alive", func() bool {
+		for _, a := range c.running() {
+			if len(a.e.AliveNodes()) != n {
+				return false
+			}
+		}
+		return true
+	})
+	c.enqueueAll()
+	owners := c.waitOwned(2 * time.Minute)
+	up := time.Since(t0)
+	// Let the start-up writes pass: every node's first renewals.
+	time.Sleep(15 * time.Second)
+
+	api, etcd := childPID(t, "kube-apiserver"), childPID(t, "etcd")
+	w0 := scaleAPIWrites(t, env)
+	api0, etcd0, self0 := pidCPU(api), pidCPU(etcd), pidCPU(os.Getpid())
+	start := time.Now()
+	time.Sleep(rest)
+	el := time.Since(start)
+	w1 := scaleAPIWrites(t, env)
+	pc := func(d time.Duration) float64 { return 100 * d.Seconds() / el.Seconds() }
+	apiPct, etcdPct, selfPct := pc(pidCPU(api)-api0), pc(pidCPU(etcd)-etcd0), pc(pidCPU(os.Getpid())-self0)
+	t.Logf("RESULT %s %d electors in one process (link monitors %d, UDP on 127.0.0.1), real kube-apiserver + etcd, 10 Services; up in %v",
+		mode, n, mons.Load(), up.Round(time.Second))
+	t.Logf("RESULT at rest over %v (load %s): API writes %.2f/s cluster-wide (apiserver_request_total POST/PUT/PATCH/DELETE); CPU %% of a core: kube-apiserver %.1f, etcd %.1f, all electors %.1f (%.2f each)",
+		el.Round(time.Second), scaleLoad(), float64(w1-w0)/el.Seconds(), apiPct, etcdPct, selfPct, selfPct/float64(n))
+
+	var lat []time.Duration
+	for r := range runs {
+		victim := owners["svc-0"]
+		var moved []string
+		for s, o := range owners {
+			if o == victim {
+				moved = append(moved, s)
+			}
+		}
+		died := time.Now()
+		if v, ok := links.Load(victim); ok {
+			v.(scaleLink).stop()
+		}
+		c.crash(victim)
+		after := c.waitOwned(time.Minute)
+		var worst time.Duration
+		for _, s := range moved {
+			worst = max(worst, c.announcedSince(s).Sub(died))
+		}
+		lat = append(lat, worst)
+		t.Logf("run %d: %s crashed, its %d Services announced elsewhere after %v", r+1, victim, len(moved), worst.Round(time.Millisecond))
+		owners = after
+	}
+	if len(lat) > 0 {
+		med, worst := stats(lat)
+		t.Logf("RESULT failover at %d nodes (%s), holder crashed, %d runs: last of its Services announced elsewhere after median %v, worst %v (load %s): %v",
+			n, mode, len(lat), med.Round(time.Millisecond), worst.Round(time.Millisecond), scaleLoad(), lat)
+	}
+	c.checkNoOverlap()
+}
+
+// scaleLink is a scale-benchmark node's monitor hook-up.
+type scaleLink struct {
+	el   *atomic.Pointer[Elector]
+	stop context.CancelFunc
+}
+
+// scaleAPIWrites sums kube-apiserver's write requests so far.
+func scaleAPIWrites(t *testing.T, env *testbed.Env) int64 {
+	raw, err := env.AdminClient().Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		if !slices.ContainsFunc([]string{`verb="POST"`, `verb="PUT"`, `verb="PATCH"`, `verb="DELETE"`, `verb="APPLY"`},
+			func(v string) bool { return strings.Contains(line, v) }) {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += int64(v)
+		}
+	}
+	return sum
+}
+
+// childPID is the PID of this process's child whose program is named
+// prog (the testbed's servers), or 0.
+func childPID(t *testing.T, prog string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(st)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		cl, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && filepath.Base(strings.SplitN(string(cl), "\x00", 2)[0]) == prog {
+			return pid
+		}
+	}
+	t.Logf("no child process %s", prog)
+	return 0
+}
+
+// pidCPU is a process's user+system CPU time so far.
+func pidCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+func scaleLoad() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
+}
