@@ -273,7 +273,7 @@ else
 	@echo "cluster-upstream-e2e: needs root"; exit 1
 endif
 
-manifests: ## rewrite the files under deploy/ rendered by pkg/manifest (agent/{daemonset,rbac}.yaml, ccm/{deployment,rbac}.yaml; docs/install.md)
+manifests: ## rewrite the files under deploy/ rendered by pkg/manifest (agent/{daemonset,rbac}.yaml, ccm/{deployment,rbac}.yaml, overlays/bgp/agent-bgp.yaml; docs/install.md)
 	$(GO) test -count=1 -timeout 120s -run TestDeployFilesAreRendered ./pkg/manifest -update
 
 chart: ## package deploy/helm/vip as _out/vip-<VERSION>.tgz (version, appVersion and image tags from VERSION)

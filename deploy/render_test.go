@@ -473,6 +473,10 @@ func TestHelmPackage(t *testing.T) {
 		t.Errorf("packaged chart's vip-ccm image %v", img)
 	}
 	sameObjects(t, "packaged chart", rbacOf(got), "deploy/*/rbac.yaml", shippedRBAC(t))
+	// Every linked file is in the package: in BGP mode (the rendered patch
+	// too) it renders what the chart folder does for the same release.
+	sameObjects(t, "packaged chart, mode bgp", objects(t, render(t, "helm", out, "--set", "mode=bgp")),
+		"deploy/helm/vip, mode bgp", objects(t, render(t, "helm", "deploy/helm/vip", "--set", "mode=bgp", "--app-version", "v1.2.3-rc.1")))
 	if _, stderr, err := tryRender(t, "package", "deploy/helm/vip", dir, "not-a-version"); err == nil {
 		t.Error("version not-a-version was accepted")
 	} else if !strings.Contains(stderr, "not-a-version") {

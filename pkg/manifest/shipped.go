@@ -78,3 +78,46 @@ func shippedAgent() *appsv1.DaemonSet {
 func fieldEnv(name, path string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 }
+
+// AgentBGPPatchFile is deploy/overlays/bgp's patch of the shipped
+// DaemonSet, relative to the repository root.
+const AgentBGPPatchFile = "deploy/overlays/bgp/agent-bgp.yaml"
+
+// BGPConfigMap names the ConfigMap of kube-vip's bgp_* variables the BGP
+// overlay and the chart's BGP mode give the agent (envFrom); the passwords
+// are in the Secret PasswordSecret, of the same name.
+const BGPConfigMap = Name + "-bgp"
+
+// shippedAgentBGPPatch is the strategic merge patch that switches the
+// shipped DaemonSet to BGP mode: --bgp instead of --arp, bgp_enable, the
+// router ID from the node's address, the bgp_* variables from the
+// ConfigMap BGPConfigMap and the passwords Secret mounted where
+// --bgp-password-file reads them (the same mount as the `manifest
+// daemonset` form's). The kustomize overlay applies it; the Helm chart
+// applies the same fields in mode bgp. It is a map, not a typed object:
+// only a patch can delete vip_arp.
+func shippedAgentBGPPatch() map[string]any {
+	spec := corev1.PodSpec{Containers: []corev1.Container{{Name: Name}}}
+	mountPasswords(&spec, Options{}, true)
+	c := spec.Containers[0]
+	routerID := fieldEnv("bgp_routerid", "status.hostIP")
+	return map[string]any{
+		"apiVersion": "apps/v1",
+		"kind":       "DaemonSet",
+		"metadata":   map[string]any{"name": Name, "namespace": shippedNamespace},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+			"containers": []any{map[string]any{
+				"name": Name,
+				"args": append([]string{"--bgp"}, c.Args...),
+				"env": []any{
+					map[string]any{"name": "vip_arp", "$patch": "delete"},
+					corev1.EnvVar{Name: "bgp_enable", Value: "true"},
+					routerID,
+				},
+				"envFrom":      []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: BGPConfigMap}}}},
+				"volumeMounts": c.VolumeMounts,
+			}},
+			"volumes": spec.Volumes,
+		}}},
+	}
+}
