@@ -459,7 +459,7 @@ func (s *l2Suite) apiDown(t *testing.T) {
 	for _, n := range l.Nodes {
 		if len(by[n.Name]) > 0 {
 			sv := l2Find(s.svcs, by[n.Name][0])
-			probes[sv.Name] = l.StartProbe(sv.VIP, lab.ServicePort, 100*time.Millisecond, 200*time.Millisecond)
+			probes[sv.Name] = l.StartProbe(sv.VIP, lab.ServicePort, 100*time.Millisecond, healthyProbeTimeout)
 		}
 	}
 	if err := l.StopAPIServer(); err != nil {

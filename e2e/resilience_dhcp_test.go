@@ -39,7 +39,7 @@ func (s *resSuite) dhcpServerGone(t *testing.T, row *resRow) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := l.StartProbe(vip, lab.ServicePort, 100*time.Millisecond, 300*time.Millisecond)
+	p := l.StartProbe(vip, lab.ServicePort, 100*time.Millisecond, healthyProbeTimeout)
 	down := time.Now()
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
