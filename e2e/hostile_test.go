@@ -20,6 +20,7 @@ import (
 
 	"github.com/vip-lb/vip/e2e/lab"
 	"github.com/vip-lb/vip/pkg/agent"
+	"github.com/vip-lb/vip/pkg/agent/upnpforward"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -165,7 +166,7 @@ func TestHostileTenant(t *testing.T) {
 		{name: "management interface", opts: []lab.ServiceOption{lab.Annotate(lbsvc.AnnotationServiceInterface, "mgmt0")},
 			reason: agent.ReasonInterfaceNotAllowed, served: true},
 		{name: "UPnP without opt-in", opts: []lab.ServiceOption{lab.Annotate(lbsvc.AnnotationForwardUPNP, "true")},
-			reason: agent.ReasonUPnPNotAllowed, served: true},
+			reason: upnpforward.ReasonUPnPNotAllowed, served: true},
 	}
 
 	var refused []string

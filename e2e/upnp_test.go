@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/vip-lb/vip/e2e/lab"
-	"github.com/vip-lb/vip/pkg/agent"
+	"github.com/vip-lb/vip/pkg/agent/upnpforward"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 	"github.com/vip-lb/vip/pkg/testbed"
 )
@@ -55,7 +55,7 @@ func TestUPnP(t *testing.T) {
 	}
 	// Namespace default is allowed UPnP by the admin (allow-upnp-default).
 	l := l2Lab(t, lab.Options{AgentArgs: []string{"--enableUPNP", "--upnp-discovery-window=1s"},
-		Pools: map[string]string{agent.KeyPrefixAllowUPnP + "default": "true"}})
+		Pools: map[string]string{upnpforward.KeyPrefixAllowUPnP + "default": "true"}})
 	r, err := l.AddRouter()
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@
 // the control-plane VIP is therefore ready as soon as it serves.
 //
 // It holds no controller logic: the parts are pkg/agent, pkg/election,
-// pkg/announce, pkg/controlplane, pkg/bgpnode, pkg/dhcp and pkg/upnp; the
-// configuration is pkg/agentconfig's.
+// pkg/announce, pkg/controlplane, pkg/bgpnode, pkg/dhcp and pkg/upnp, and
+// the agent's plug-ins pkg/agent/dhcpsource (ARP mode) and
+// pkg/agent/upnpforward (enableUPNP), built here only when so configured;
+// the configuration is pkg/agentconfig's.
 package agentapp

@@ -7,10 +7,11 @@ import (
 	"slices"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+
 	"github.com/vip-lb/vip/pkg/agent"
 	"github.com/vip-lb/vip/pkg/announce"
 	"github.com/vip-lb/vip/pkg/announce/probe"
-	"github.com/vip-lb/vip/pkg/dhcp"
 	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
@@ -48,31 +49,32 @@ func (a *app) startLayer2(ctx context.Context) (*announcerPart, error) {
 }
 
 // layer2Services is the Service controller of ARP mode: per-address
-// election on node heartbeats, DHCP-obtained addresses, UPnP port
-// forwarding, and the election health endpoint peers probe.
+// election on node heartbeats and the election health endpoint peers probe,
+// with the plug-ins layer 2 mode adds to the core reconcile: DHCP-obtained
+// addresses (always) and UPnP port forwarding (enableUPNP).
 func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, error) {
 	c, log, l2 := a.cfg, a.log, p.l2
 	var ag *agent.Agent
-	portMap, stopUPnP, err := startUPnP(ctx, c, a.reg, log.WithName("upnp"), func(key string, warning bool, reason, msg string) {
-		if ag != nil {
-			ag.PortMapEvent(key, warning, reason, msg)
+	// The plug-ins reach the agent's Service cache and queue once it
+	// exists; they are called only after it runs.
+	service := func(key string) *v1.Service {
+		if ag == nil {
+			return nil
 		}
-	})
+		return ag.Service(key)
+	}
+	forwarder, stopUPnP, err := startUPnP(ctx, c, a.reg, a.rec, log.WithName("upnp"), service)
 	if err != nil {
 		return nil, err
 	}
-	dm, err := dhcp.New(dhcp.Options{Logger: log.WithName("dhcp"), Registerer: a.reg,
-		OnEvent: func(key string, e dhcp.Event) {
-			if ag != nil {
-				ag.OnDHCPEvent(key, e)
-			}
-		}})
+	source, dm, err := startDHCP(ctx, a.client, c.NodeName, a.reg, a.rec, log.WithName("dhcp"), service, func(key string) {
+		if ag != nil {
+			ag.Enqueue(key)
+		}
+	})
 	if err != nil {
 		stopUPnP()
-		return nil, fmt.Errorf("starting the DHCP client: %w", err)
-	}
-	if err := dm.Cleanup(ctx); err != nil {
-		log.Error(err, "removing macvlans left by a previous run")
+		return nil, err
 	}
 	// Node addresses gate the election health endpoint both ways; its
 	// informer syncs before the election runs (start).
@@ -112,12 +114,12 @@ func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, err
 	ag, err = agent.New(agent.Options{
 		Client: a.client, NodeName: c.NodeName, Mode: agent.ModeARP,
 		Class:     lbsvc.ClassRule{Name: c.ClassName, Only: c.ClassOnly},
-		Announcer: l2, Elector: agent.FromElection(el), DHCP: dm, Prober: newProber(c.ProbeTimeout, l2), NodeWithMAC: el.NodeWithMAC,
+		Announcer: l2, Elector: agent.FromElection(el), Prober: newProber(c.ProbeTimeout, l2), NodeWithMAC: el.NodeWithMAC,
+		Source: source, Forwarder: forwarder,
 		Interface: c.Interface, ServicesInterface: c.ServicesInterface, AllowedInterfaces: c.AllowedInterfaces,
 		ServicesNamespace: c.ServicesNamespace,
 		ConfigMapName:     c.ConfigMapName, ConfigMapNamespace: c.ConfigMapNamespace, Namespace: c.Namespace,
 		Workers: c.Workers, Recorder: a.rec, Logger: log.WithName("services"), Registerer: a.reg,
-		PortMap: portMap,
 	})
 	if err != nil {
 		stopUPnP()

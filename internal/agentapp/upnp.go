@@ -6,30 +6,38 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/vip-lb/vip/pkg/agent"
+	"github.com/vip-lb/vip/pkg/agent/upnpforward"
 	"github.com/vip-lb/vip/pkg/agentconfig"
 	"github.com/vip-lb/vip/pkg/upnp"
 )
 
-// startUPnP starts the port mapper when UPnP is on. report receives the
-// mapper's outcomes per Service key; stop ends the mapper, which removes
-// every mapping it holds, and waits for it.
-func startUPnP(ctx context.Context, c agentconfig.Config, reg prometheus.Registerer, log logr.Logger,
-	report func(key string, warning bool, reason, msg string)) (agent.PortMapOptions, func(), error) {
+// startUPnP starts the port mapper and returns the agent's UPnP plug-in when
+// UPnP is on (nil otherwise). service looks a Service key up in the agent's
+// cache, for the mapper's Events; stop ends the mapper, which removes every
+// mapping it holds, and waits for it.
+func startUPnP(ctx context.Context, c agentconfig.Config, reg prometheus.Registerer, rec record.EventRecorder, log logr.Logger,
+	service func(key string) *v1.Service) (agent.Forwarder, func(), error) {
 	if !c.UPnP.Enabled {
-		return agent.PortMapOptions{}, func() {}, nil
+		return nil, func() {}, nil
 	}
 	iface := cmp.Or(c.ServicesInterface, c.Interface)
+	var fw *upnpforward.Forwarder
 	m, err := upnp.New(upnp.Options{
 		Discover:    upnp.SSDP(upnp.SSDPOptions{Interface: iface, Window: c.UPnP.Window}),
 		Description: "vip " + c.NodeName,
-		Reporter:    upnp.ReporterFunc(report),
-		Logger:      log, Registerer: reg,
+		// fw is set before the mapper runs.
+		Reporter: upnp.ReporterFunc(func(key string, warning bool, reason, msg string) { fw.Report(key, warning, reason, msg) }),
+		Logger:   log, Registerer: reg,
 	})
 	if err != nil {
-		return agent.PortMapOptions{}, nil, configErr(err)
+		return nil, nil, configErr(err)
 	}
+	fw = upnpforward.New(upnpforward.Options{Mapper: m, AllServices: c.UPnP.AllServices, Lease: c.UPnP.Lease,
+		Service: service, Recorder: rec, Logger: log})
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -47,5 +55,5 @@ func startUPnP(ctx context.Context, c agentconfig.Config, reg prometheus.Registe
 		cancel()
 		<-done
 	}
-	return agent.PortMapOptions{Mapper: m, AllServices: c.UPnP.AllServices, Lease: c.UPnP.Lease}, stop, nil
+	return fw, stop, nil
 }

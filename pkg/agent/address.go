@@ -54,7 +54,8 @@ func indexByIngress(obj any) ([]string, error) {
 
 // sharers returns the Services to serve on addr, sorted by key: those that
 // want a load balancer of our class, are not being deleted, carry addr in
-// status and do not obtain it by DHCP (those are elected per Service).
+// status and do not obtain it from the AddressSource (those are elected per
+// Service).
 func (a *Agent) sharers(addr netip.Addr) []*v1.Service {
 	objs, err := a.svcIndex.ByIndex(ingressIndex, addr.String())
 	if err != nil {
@@ -63,7 +64,7 @@ func (a *Agent) sharers(addr netip.Addr) []*v1.Service {
 	var out []*v1.Service
 	for _, o := range objs {
 		svc, ok := o.(*v1.Service)
-		if !ok || goneReason(svc, nil, a.o.Class) != "" || a.wantsDHCP(svc) {
+		if !ok || goneReason(svc, nil, a.o.Class) != "" || a.sourced(svc) {
 			continue
 		}
 		out = append(out, svc)
@@ -239,13 +240,13 @@ func (a *Agent) announceAddr(ctx context.Context, addr netip.Addr, svcs, idle []
 	}
 	// Every reconcile: a Service's ports may have changed.
 	for _, svc := range svcs {
-		a.mapPorts(lbsvc.Key(svc), svc)
+		a.forward(lbsvc.Key(svc), svc)
 	}
 	for _, k := range left {
 		if i := slices.IndexFunc(idle, func(s *v1.Service) bool { return lbsvc.Key(s) == k }); i >= 0 {
 			a.rec.Eventf(idle[i], v1.EventTypeWarning, ReasonNoReadyEndpoints, "Withdrew %s from %s: %s", addr, a.o.NodeName, noEndpointsWhy)
 		}
-		a.portsChanged(ctx, k)
+		a.forwardChanged(ctx, k)
 	}
 	return nil
 }
@@ -269,11 +270,11 @@ func (a *Agent) withdrawAddrAs(ctx context.Context, addr netip.Addr, why, typ, r
 	told := a.told[addr]
 	delete(a.told, addr)
 	a.mu.Unlock()
-	// Port mappings go before the address: the gateway is asked from the
-	// Service address, which must still be bound.
+	// Forwarding goes before the address (UPnP asks the gateway from the
+	// Service address, which must still be bound).
 	for k := range told {
-		if len(a.servedAddrs(k)) == 0 && a.o.PortMap.Mapper != nil {
-			a.unmapPorts(ctx, k)
+		if a.o.Forwarder != nil && len(a.servedAddrs(k)) == 0 {
+			a.unforward(ctx, k)
 		}
 	}
 	if have {
@@ -281,12 +282,12 @@ func (a *Agent) withdrawAddrAs(ctx context.Context, addr netip.Addr, why, typ, r
 		a.log.Info("withdrawn", "vip", addr, "reason", why)
 	}
 	for k := range told {
-		svc := a.service(k)
+		svc := a.Service(k)
 		if svc != nil && have {
 			a.rec.Eventf(svc, typ, reason, "Withdrew %s from %s: %s", addr, a.o.NodeName, why)
 		}
 		if svc != nil && len(a.servedAddrs(k)) > 0 {
-			a.mapPorts(k, svc) // still served here on another address
+			a.forward(k, svc) // still served here on another address
 		}
 	}
 }
@@ -313,8 +314,9 @@ func (a *Agent) forgetAddrLease(ctx context.Context, addr netip.Addr) error {
 	return nil
 }
 
-// service returns the Service of key from the cache (nil when gone).
-func (a *Agent) service(key string) *v1.Service {
+// Service returns the Service of key from the agent's cache (nil when gone
+// or not served by this agent); plug-ins use it to put Events on Services.
+func (a *Agent) Service(key string) *v1.Service {
 	ns, name, ok := strings.Cut(key, "/")
 	if !ok {
 		return nil
@@ -343,17 +345,17 @@ func (a *Agent) servedAddrs(key string) []netip.Addr {
 	return out
 }
 
-// portsChanged refreshes a Service's port mappings after one of its
+// forwardChanged refreshes a Service's forwarding after one of its
 // addresses stopped being announced here.
-func (a *Agent) portsChanged(ctx context.Context, key string) {
-	if a.o.PortMap.Mapper == nil {
+func (a *Agent) forwardChanged(ctx context.Context, key string) {
+	if a.o.Forwarder == nil {
 		return
 	}
-	if svc := a.service(key); svc != nil && len(a.servedAddrs(key)) > 0 {
-		a.mapPorts(key, svc)
+	if svc := a.Service(key); svc != nil && len(a.servedAddrs(key)) > 0 {
+		a.forward(key, svc)
 		return
 	}
-	a.unmapPorts(ctx, key)
+	a.unforward(ctx, key)
 }
 
 // enqueueAddrs schedules address reconciles.

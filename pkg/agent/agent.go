@@ -42,14 +42,15 @@ type Agent struct {
 
 	// desired is what this node announces, declared by owner: an address
 	// key (@<addr>) for addresses elected per address, a Service key for
-	// DHCP Services; the announcer converges to it.
+	// Services whose address comes from the AddressSource; the announcer
+	// converges to it.
 	desired *announce.Desired
 
 	mu       sync.Mutex
 	told     map[netip.Addr]map[string]bool // address -> Services told it is announced here
 	svcAddrs map[string][]netip.Addr        // Service key -> status addresses last seen
-	leases   map[string]string              // DHCP Service key -> its Lease name
-	holders  map[string]string              // address or DHCP Service key -> last known holder
+	leases   map[string]string              // sourced Service key -> its Lease name
+	holders  map[string]string              // address or sourced Service key -> last known holder
 	legacy   map[string]bool                // Service keys whose old per-Service Lease was cleaned up
 	// legacyForbidden: RBAC does not let the agent read Leases outside its
 	// namespace, so old per-Service Leases are not looked for.
@@ -60,12 +61,8 @@ type Agent struct {
 	unprobed  map[netip.Addr]bool // acquired fresh, not probed yet
 	unmarked  map[netip.Addr]bool // announced after a probe, mark not written yet
 	ifaces    *ipam.Config        // interface-<ns> settings
-	ports     portMapState        // UPnP settings warnings (portmap.go)
-	consent   consent             // allow-upnp-*, interface-* (tenant.go)
+	consent   consent             // interface-* (tenant.go)
 	warned    map[string]string   // one-time Warnings (tenant.go)
-
-	// dhcpRecorded is the DHCP record last written per Service Lease.
-	dhcpRecorded map[string]string
 }
 
 // New builds an agent; Run starts it.
@@ -89,7 +86,6 @@ func New(o Options) (*Agent, error) {
 		unprobed:  map[netip.Addr]bool{},
 		unmarked:  map[netip.Addr]bool{},
 
-		dhcpRecorded: map[string]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](20*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-agent-services", Clock: o.Clock}),
@@ -213,7 +209,7 @@ func (a *Agent) OnNodeChange(node string, alive bool) {
 }
 
 // OnServiceLeaseChange maps a Lease event of the agent namespace back to
-// its address or DHCP Service.
+// its address or sourced Service.
 func (a *Agent) OnServiceLeaseChange(namespace, leaseName string) {
 	if namespace != a.o.Namespace {
 		return
@@ -262,6 +258,7 @@ func (a *Agent) onConfigMap(o any) {
 		a.log.V(1).Info("pools ConfigMap entry ignored", "err", err)
 	}
 	a.setConsent(cm.Data)
+	a.setPools(cm.Data)
 	a.setInterfaces(cfg)
 }
 

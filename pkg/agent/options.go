@@ -82,9 +82,10 @@ type Options struct {
 	Announcer announce.Announcer
 	// Elector decides ownership in ModeARP; unused in ModeBGP.
 	Elector Elector
-	// DHCP obtains the addresses of Services that request 0.0.0.0 (ModeARP
-	// only); nil leaves them pending.
-	DHCP DHCP
+	// Source obtains the addresses of Services that do not take one from a
+	// pool (plugins.go; DHCP for 0.0.0.0: pkg/agent/dhcpsource). ModeARP
+	// only; nil leaves such Services pending.
+	Source AddressSource
 	// Interface is the default announcing interface ("" = the interface
 	// whose subnet covers the address). ServicesInterface overrides it for
 	// Services (kube-vip's vip_servicesinterface).
@@ -118,8 +119,10 @@ type Options struct {
 	// nil = unknown): a probe answered by a vip node (an address left bound
 	// by a killed agent) is no conflict with a foreign host.
 	NodeWithMAC func(mac net.HardwareAddr) string
-	// PortMap configures UPnP port mappings (portmap.go; off when Mapper is nil).
-	PortMap PortMapOptions
+	// Forwarder, when set, is told which Services this node serves on
+	// which addresses (plugins.go; UPnP port mappings:
+	// pkg/agent/upnpforward). ModeARP only.
+	Forwarder Forwarder
 	// Clock times reconciles, probes, conflict records and the
 	// NoAddressAssigned wait, and drives the queue's delayed retries
 	// (default: the real clock; tests pass a fake).
@@ -139,6 +142,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("%w: mode %q is neither arp nor bgp", ErrInvalidOptions, o.Mode)
 	case o.Mode == ModeARP && o.Elector == nil:
 		return fmt.Errorf("%w: layer 2 mode needs an elector", ErrInvalidOptions)
+	case o.Mode != ModeARP && (o.Source != nil || o.Forwarder != nil):
+		return fmt.Errorf("%w: address sources (DHCP) and forwarders (UPnP) work in layer 2 mode only", ErrInvalidOptions)
 	case o.Class.Only && o.Class.Name == "":
 		return fmt.Errorf("%w: lb_class_only needs lb_class_name", ErrInvalidOptions)
 	}

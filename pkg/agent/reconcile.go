@@ -56,17 +56,17 @@ func (a *Agent) sync(ctx context.Context, key string) error {
 		delete(a.legacy, key)
 		a.mu.Unlock()
 		a.withdrawAll(ctx, key, svc, why)
-		a.stopDHCP(key, true)
+		a.release(key, true)
 		return a.forgetLease(ctx, key)
 	}
-	if a.wantsDHCP(svc) {
+	if a.sourced(svc) {
 		a.setSvcAddrs(key, nil)
 		a.enqueueAddrs(prev)
-		return a.syncDHCP(ctx, key, svc)
+		return a.syncSourced(ctx, key, svc)
 	}
-	if a.dhcpLeaseKnown(key) {
-		a.withdrawAll(ctx, key, svc, "the Service no longer obtains its address by DHCP")
-		a.stopDHCP(key, true)
+	if a.sourceLeaseKnown(key) {
+		a.withdrawAll(ctx, key, svc, fmt.Sprintf("the Service no longer obtains its address by %s", a.o.Source))
+		a.release(key, true)
 		if err := a.forgetLease(ctx, key); err != nil {
 			return err
 		}
@@ -87,53 +87,6 @@ func (a *Agent) setSvcAddrs(key string, addrs []netip.Addr) {
 		return
 	}
 	a.svcAddrs[key] = addrs
-}
-
-// dhcpLeaseKnown reports whether key was elected as a DHCP Service.
-func (a *Agent) dhcpLeaseKnown(key string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	_, ok := a.leases[key]
-	return ok
-}
-
-// syncDHCP elects the owner of a DHCP Service (its address is not known
-// before it is leased, so the election is per Service, on the Lease
-// vip-dhcp-<namespace>-<service> in the agent namespace).
-func (a *Agent) syncDHCP(ctx context.Context, key string, svc *v1.Service) error {
-	addrs := announceable(lbsvc.IngressIPs(svc))
-	lease := lbsvc.DHCPLeaseName(svc.Namespace, svc.Name)
-	a.mu.Lock()
-	a.leases[key] = lease
-	a.mu.Unlock()
-	if a.o.Elector.Fenced() {
-		a.withdrawAll(ctx, key, svc, "this node cannot renew its heartbeat (self-fenced)")
-		a.stopDHCP(key, false)
-		return nil
-	}
-	d, err := a.elect(ctx, key, lease, key, a.candidates(svc))
-	if err != nil {
-		return err
-	}
-	switch {
-	case d.HandOffTo != "":
-		a.withdrawAll(ctx, key, svc, "handing over: "+d.Reason)
-		a.stopDHCP(key, false)
-		if err := a.o.Elector.Release(ctx, a.o.Namespace, lease, d.HandOffTo); err != nil {
-			return fmt.Errorf("handing %s to %s: %w", key, d.HandOffTo, err)
-		}
-		return nil
-	case d.Announce:
-		return a.announceDHCP(ctx, key, svc, lease, addrs, d.Reason, d.Changed)
-	default:
-		why := "owned by " + d.Holder
-		if d.Holder == "" {
-			why = "no owner elected yet"
-		}
-		a.withdrawAll(ctx, key, svc, why)
-		a.stopDHCP(key, false)
-		return nil
-	}
 }
 
 // goneReason says why the Service (svc, err from the lister) must be
@@ -249,7 +202,7 @@ func (a *Agent) announceOn(ctx context.Context, key string, svc *v1.Service, add
 		a.rec.Event(svc, v1.EventTypeNormal, ReasonAnnouncing, msg)
 		a.log.Info("announcing", "service", key, "vip", fresh, "iface", iface, "reason", reason)
 	}
-	a.mapPorts(key, svc)
+	a.forward(key, svc)
 	if err != nil {
 		a.rec.Event(svc, v1.EventTypeWarning, ReasonAnnounceFail, err.Error())
 		return err
@@ -280,7 +233,7 @@ func addrStrings(addrs []netip.Addr) string {
 
 // withdrawAll removes every address announced for key; svc may be nil.
 func (a *Agent) withdrawAll(ctx context.Context, key string, svc *v1.Service, why string) {
-	a.unmapPorts(ctx, key)
+	a.unforward(ctx, key)
 	ch, _ := a.declare(ctx, key, nil)
 	if len(ch.Withdrawn) == 0 {
 		return
@@ -292,8 +245,8 @@ func (a *Agent) withdrawAll(ctx context.Context, key string, svc *v1.Service, wh
 	}
 }
 
-// forgetLease deletes the Lease of a DHCP Service that is gone or no
-// longer obtains its address by DHCP: the holder does it, or anyone if the
+// forgetLease deletes the Lease of a sourced Service that is gone or no
+// longer obtains its address from the AddressSource: the holder does it, or anyone if the
 // holder is dead.
 func (a *Agent) forgetLease(ctx context.Context, key string) error {
 	a.mu.Lock()
@@ -325,12 +278,12 @@ func (a *Agent) WithdrawEverything(ctx context.Context) {
 			a.withdrawAddr(ctx, addr, "agent stopping")
 			continue
 		}
-		a.withdrawAll(ctx, k, a.service(k), "agent stopping")
+		a.withdrawAll(ctx, k, a.Service(k), "agent stopping")
 	}
 }
 
-// elect asks the elector who owns lease (for subject, an address or a DHCP
-// Service's key) among cands, requeues key when the decision says so, and
+// elect asks the elector who owns lease (for subject, an address or a
+// sourced Service's key) among cands, requeues key when the decision says so, and
 // records the holder for key.
 func (a *Agent) elect(ctx context.Context, key, lease, subject string, cands []string) (Decision, error) {
 	d, err := a.o.Elector.Ensure(ctx, a.o.Namespace, lease, subject, cands)

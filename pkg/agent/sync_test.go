@@ -102,6 +102,8 @@ type world struct {
 	ann *announcefake.Announcer
 	rec *record.FakeRecorder
 	clk *clocktesting.FakeClock
+	src *fakeSource    // nil unless the scenario plugs one in
+	fw  *fakeForwarder // nil unless the scenario plugs one in
 }
 
 func newWorld(t *testing.T, mode Mode, el *scriptElector, opts func(*Options), objs ...runtime.Object) *world {
@@ -258,6 +260,15 @@ func TestSyncScenarios(t *testing.T) {
 		wantReleased []string
 		wantDeleted  []string
 		wantEvents   []string // "<type> <reason>" of the last step, in order
+
+		// Plug-ins: with source, a fakeSource supplying supply; with
+		// forwarder, a fakeForwarder.
+		source, forwarder bool
+		supply            Supplied
+		wantLease         string            // Lease of the last Ensure, when set
+		wantSource        []string          // source calls of the last step
+		wantServing       map[string]string // what the forwarder is told is served
+		wantUnserved      []string          // forwarder Unserve calls of the last step
 	}
 	for _, sc := range []scenario{
 		{
@@ -398,6 +409,102 @@ func TestSyncScenarios(t *testing.T) {
 			change:    func(w *world) { w.put(notReadySlice("web", "n2")) },
 			wantBound: map[string]string{}, wantEvents: []string{"Warning " + ReasonNoReadyEndpoints},
 		},
+		{
+			name: "sourced Service: elected on the source's Lease, announced on the source's interface", mode: ModeARP, decide: announceHere,
+			source: true, forwarder: true, supply: Supplied{Addr: netip.MustParseAddr(vipA), Interface: "macv0"},
+			objs:      []runtime.Object{svcWith("dh", vipA, sourced)},
+			wantBound: map[string]string{vipA: "macv0"}, wantCands: []string{"n1", "n2"}, wantLease: "src-team-dh",
+			wantSource:  []string{"acquire team/dh iface=eth0 status=" + vipA + " lease=kube-system/src-team-dh"},
+			wantServing: map[string]string{"team/dh": vipA}, wantEvents: []string{"Normal Announcing"},
+		},
+		{
+			name: "sourced Service: the interface a Service names is checked before the source sees it", mode: ModeARP, decide: announceHere,
+			source: true, supply: Supplied{Addr: netip.MustParseAddr(vipA), Interface: "macv0"},
+			objs:      []runtime.Object{svcWith("dh", vipA, sourced, annotated(lbsvc.AnnotationServiceInterface, "mgmt0"))},
+			wantBound: map[string]string{vipA: "macv0"}, wantCands: []string{"n1", "n2"},
+			wantSource: []string{"acquire team/dh iface=eth0 status=" + vipA + " lease=kube-system/src-team-dh"},
+			wantEvents: []string{"Warning " + ReasonInterfaceNotAllowed, "Normal Announcing"},
+		},
+		{
+			name: "sourced Service: not announced before status shows the supplied address", mode: ModeARP, decide: announceHere,
+			source: true, supply: Supplied{Addr: netip.MustParseAddr("10.7.1.9"), Interface: "macv0"},
+			objs:      []runtime.Object{svcWith("dh", vipA, sourced)},
+			wantBound: map[string]string{}, wantCands: []string{"n1", "n2"},
+			wantSource: []string{"acquire team/dh iface=eth0 status=" + vipA + " lease=kube-system/src-team-dh"},
+		},
+		{
+			name: "sourced Service: the source withdraws, forwarding goes first", mode: ModeARP, decide: announceHere,
+			source: true, forwarder: true, supply: Supplied{Addr: netip.MustParseAddr(vipA), Interface: "macv0"},
+			objs: []runtime.Object{svcWith("dh", vipA, sourced)},
+			change: func(w *world) {
+				w.src.set(func(s *fakeSource) { s.supply = Supplied{Withdraw: "lease lost"} })
+				w.a.EnqueueAll()
+			},
+			wantBound: map[string]string{}, wantCands: []string{"n1", "n2"},
+			wantSource:  []string{"acquire team/dh iface=eth0 status=" + vipA + " lease=kube-system/src-team-dh"},
+			wantServing: map[string]string{}, wantUnserved: []string{"team/dh bound=true"},
+			wantEvents: []string{"Normal Withdrawn"},
+		},
+		{
+			name: "sourced Service owned by another node: withdrawn, kept for it", mode: ModeARP, decide: announceHere,
+			source: true, supply: Supplied{Addr: netip.MustParseAddr(vipA), Interface: "macv0"},
+			objs: []runtime.Object{svcWith("dh", vipA, sourced)},
+			change: func(w *world) {
+				w.el.set(func(e *scriptElector) { e.d = heldByN2 })
+				w.a.EnqueueAll()
+			},
+			wantBound: map[string]string{}, wantCands: []string{"n1", "n2"},
+			wantSource: []string{"release team/dh gone=false"}, wantEvents: []string{"Normal Withdrawn"},
+		},
+		{
+			name: "sourced Service deleted: given back and its Lease deleted", mode: ModeARP, decide: announceHere,
+			source: true, supply: Supplied{Addr: netip.MustParseAddr(vipA), Interface: "macv0"},
+			objs:      []runtime.Object{svcWith("dh", vipA, sourced)},
+			change:    func(w *world) { w.remove(svcWith("dh", vipA, sourced)) },
+			wantBound: map[string]string{}, wantDeleted: []string{"src-team-dh"},
+			wantSource: []string{"release team/dh gone=true"},
+		},
+		{
+			name: "no longer sourced: given back, then elected per address", mode: ModeARP, decide: announceHere,
+			source: true, supply: Supplied{Addr: netip.MustParseAddr(vipA), Interface: "macv0"},
+			objs:      []runtime.Object{svcWith("dh", vipA, sourced), readySlice("dh", "n1")},
+			change:    func(w *world) { w.put(svcWith("dh", vipA)) },
+			wantBound: map[string]string{vipA: "eth0"}, wantCands: []string{"n1", "n2"}, wantLease: lbsvc.AddressLeaseName(netip.MustParseAddr(vipA)),
+			wantDeleted: []string{"src-team-dh"}, wantSource: []string{"release team/dh gone=true"},
+			wantEvents: []string{"Normal Withdrawn", "Normal Announcing"},
+		},
+		{
+			name: "a Service from a pool never reaches the source", mode: ModeARP, decide: announceHere,
+			source: true, objs: []runtime.Object{svcWith("web", vipA), readySlice("web", "n1")},
+			wantBound: map[string]string{vipA: "eth0"}, wantCands: []string{"n1", "n2"},
+			wantEvents: []string{"Normal Announcing"},
+		},
+		{
+			name: "forwarder: told of every Service on the address", mode: ModeARP, decide: announceHere, forwarder: true,
+			objs:      []runtime.Object{svcWith("a", vipA), svcWith("b", vipA), readySlice("a", "n1"), readySlice("b", "n1")},
+			wantBound: map[string]string{vipA: "eth0"}, wantCands: []string{"n1", "n2"},
+			wantServing: map[string]string{"team/a": vipA, "team/b": vipA},
+			wantEvents:  []string{"Normal Announcing", "Normal Announcing"},
+		},
+		{
+			name: "forwarder: a sharer without endpoints is unserved, the address stays", mode: ModeARP, decide: announceHere, forwarder: true,
+			objs:      []runtime.Object{svcWith("a", vipA), svcWith("b", vipA), readySlice("a", "n1"), readySlice("b", "n1")},
+			change:    func(w *world) { w.put(notReadySlice("b", "n1")) },
+			wantBound: map[string]string{vipA: "eth0"}, wantCands: []string{"n1", "n2"},
+			wantServing: map[string]string{"team/a": vipA}, wantUnserved: []string{"team/b bound=true"},
+			wantEvents: []string{"Warning " + ReasonNoReadyEndpoints},
+		},
+		{
+			name: "forwarder: another node takes the address: unserved while still bound", mode: ModeARP, decide: announceHere, forwarder: true,
+			objs: []runtime.Object{svcWith("web", vipA), readySlice("web", "n1")},
+			change: func(w *world) {
+				w.el.set(func(e *scriptElector) { e.d = heldByN2 })
+				w.a.EnqueueAll()
+			},
+			wantBound: map[string]string{}, wantCands: []string{"n1", "n2"},
+			wantServing: map[string]string{}, wantUnserved: []string{"team/web bound=true"},
+			wantEvents: []string{"Normal Withdrawn"},
+		},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			var el *scriptElector
@@ -408,15 +515,45 @@ func TestSyncScenarios(t *testing.T) {
 				}
 				el = &scriptElector{d: sc.decide, alive: alive}
 			}
-			w := newWorld(t, sc.mode, el, sc.opts, sc.objs...)
+			var src *fakeSource
+			var fw *fakeForwarder
+			if sc.source {
+				src = &fakeSource{supply: sc.supply}
+			}
+			if sc.forwarder {
+				fw = &fakeForwarder{serving: map[string]string{}}
+			}
+			opts := func(o *Options) {
+				if sc.opts != nil {
+					sc.opts(o)
+				}
+				plugged(src, fw)(o)
+			}
+			w := newWorld(t, sc.mode, el, opts, sc.objs...)
+			w.src, w.fw = src, fw
 			w.converge()
 			if sc.change != nil {
 				w.events()
 				if el != nil {
 					el.forget()
 				}
+				if src != nil {
+					src.set(func(s *fakeSource) { s.calls = nil })
+				}
+				if fw != nil {
+					fw.unserved = nil
+				}
 				sc.change(w)
 				w.converge()
+			}
+			if src != nil && !slices.Equal(src.calls, sc.wantSource) {
+				t.Errorf("source calls %q, want %q", src.calls, sc.wantSource)
+			}
+			if fw != nil && (!maps.Equal(fw.serving, sc.wantServing) || !slices.Equal(fw.unserved, sc.wantUnserved)) {
+				t.Errorf("forwarder serves %v, unserved %v; want %v, %v", fw.serving, fw.unserved, sc.wantServing, sc.wantUnserved)
+			}
+			if sc.wantLease != "" && (len(el.asked) == 0 || el.asked[len(el.asked)-1].lease != sc.wantLease) {
+				t.Errorf("last Ensure %+v, want Lease %s", el.asked, sc.wantLease)
 			}
 			got := map[string]string{}
 			for a, iface := range w.ann.Bound() {

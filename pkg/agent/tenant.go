@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -14,56 +12,32 @@ import (
 
 // Admin consent read from the pools ConfigMap: what a namespace's Services
 // may ask of the agent through annotations. Tenants may write annotations,
-// never this ConfigMap.
+// never this ConfigMap. (Consent for UPnP forwarding, allow-upnp-*, is read
+// by the UPnP plug-in, pkg/agent/upnpforward.)
 const (
-	// KeyPrefixAllowUPnP starts keys holding a bool: whether Services of
-	// that namespace (allow-upnp-<namespace>, or allow-upnp-global for all)
-	// may have gateway ports forwarded with kube-vip.io/forwardUPNP. Unset
-	// means no.
-	KeyPrefixAllowUPnP = "allow-upnp-"
-
 	// ReasonInterfaceNotAllowed: kube-vip.io/serviceInterface names an
 	// interface no administrator allowed; the admin's interface is used.
 	ReasonInterfaceNotAllowed = "InterfaceNotAllowed"
-	// ReasonUPnPNotAllowed: the Service asks for UPnP forwarding, which its
-	// namespace is not allowed; nothing is forwarded.
-	ReasonUPnPNotAllowed = "UPnPNotAllowed"
 )
 
 // consent is what the pools ConfigMap allows namespaces to ask for.
 type consent struct {
-	// upnp is allow-upnp-<scope> by scope (a namespace or "global").
-	upnp map[string]bool
 	// ifaces are the interfaces named by interface-<scope> keys: an
 	// administrator chose them, so a Service may name them too.
 	ifaces map[string]bool
 }
 
-// parseConsent reads the consent keys of the pools ConfigMap's data. A
-// value that is not a bool counts as false (the safe reading).
+// parseConsent reads the consent keys of the pools ConfigMap's data.
 func parseConsent(data map[string]string) consent {
-	c := consent{upnp: map[string]bool{}, ifaces: map[string]bool{}}
+	c := consent{ifaces: map[string]bool{}}
 	for k, v := range data {
-		switch {
-		case strings.HasPrefix(k, KeyPrefixAllowUPnP):
-			b, _ := strconv.ParseBool(strings.TrimSpace(v))
-			c.upnp[strings.TrimPrefix(k, KeyPrefixAllowUPnP)] = b
-		case strings.HasPrefix(k, ipam.KeyPrefixInterface):
+		if strings.HasPrefix(k, ipam.KeyPrefixInterface) {
 			if name := strings.TrimSpace(v); name != "" {
 				c.ifaces[name] = true
 			}
 		}
 	}
 	return c
-}
-
-// upnpAllowed reports whether Services of ns may ask for UPnP forwarding:
-// allow-upnp-<ns> if set, else allow-upnp-global, else false.
-func (c consent) upnpAllowed(ns string) bool {
-	if b, ok := c.upnp[ns]; ok {
-		return b
-	}
-	return c.upnp[ipam.GlobalScope]
 }
 
 func (a *Agent) setConsent(data map[string]string) {
@@ -150,23 +124,4 @@ func (a *Agent) warnOnce(key, kind, value string, report func()) {
 	if value != "" && (!had || prev != value) && report != nil {
 		report()
 	}
-}
-
-// upnpRefused reports whether svc asks for UPnP forwarding its namespace
-// may not have, and warns once if so.
-func (a *Agent) upnpRefused(key string, svc *v1.Service, asks bool) bool {
-	a.mu.Lock()
-	ok := a.consent.upnpAllowed(svc.Namespace)
-	a.mu.Unlock()
-	if !asks || ok || a.o.PortMap.AllServices {
-		a.warnOnce(key, "upnp", "", nil)
-		return false
-	}
-	a.warnOnce(key, "upnp", "refused", func() {
-		a.rec.Event(svc, v1.EventTypeWarning, ReasonUPnPNotAllowed, fmt.Sprintf(
-			"UPnP port forwarding is not allowed for namespace %s: an administrator must set %s%s (or %sglobal) to \"true\" in the pools ConfigMap; nothing is forwarded",
-			svc.Namespace, KeyPrefixAllowUPnP, svc.Namespace, KeyPrefixAllowUPnP))
-		a.log.Info("Service asks for UPnP forwarding its namespace is not allowed", "service", key)
-	})
-	return true
 }

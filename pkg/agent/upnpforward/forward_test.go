@@ -1,14 +1,18 @@
-package agent
+package upnpforward
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/vip-lb/vip/pkg/lbsvc"
 	"github.com/vip-lb/vip/pkg/upnp"
@@ -31,18 +35,18 @@ func TestWantPorts(t *testing.T) {
 		name     string
 		svc      *v1.Service
 		vips     []netip.Addr
-		opts     PortMapOptions
+		opts     Options
 		want     []string
 		lease    time.Duration
 		problems []string
 	}{
 		{name: "no annotation: nothing", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}},
 		{name: "annotation false: nothing", svc: svc(map[string]string{lbsvc.AnnotationForwardUPNP: "false"}, tcp(80)), vips: []netip.Addr{v4}},
-		{name: "no annotation, all Services", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{AllServices: true, Lease: time.Hour},
+		{name: "no annotation, all Services", svc: svc(nil, tcp(80)), vips: []netip.Addr{v4}, opts: Options{AllServices: true, Lease: time.Hour},
 			want: []string{"TCP/80→10.77.0.200"}, lease: time.Hour},
 		{name: "TCP and UDP ports, default lease", svc: svc(on, tcp(80), udp(53), v1.ServicePort{Port: 8080}), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200", "UDP/53→10.77.0.200", "TCP/8080→10.77.0.200"}, lease: time.Hour},
-		{name: "agent default lease", svc: svc(on, tcp(80)), vips: []netip.Addr{v4}, opts: PortMapOptions{Lease: 5 * time.Minute},
+		{name: "agent default lease", svc: svc(on, tcp(80)), vips: []netip.Addr{v4}, opts: Options{Lease: 5 * time.Minute},
 			want: []string{"TCP/80→10.77.0.200"}, lease: 5 * time.Minute},
 		{name: "lease annotation", svc: svc(with(lbsvc.AnnotationUPNPLeaseDuration, "30s"), tcp(80)), vips: []netip.Addr{v4},
 			want: []string{"TCP/80→10.77.0.200"}, lease: 30 * time.Second},
@@ -84,7 +88,6 @@ func TestWantPorts(t *testing.T) {
 			}
 		})
 	}
-	var _ PortMapper = (*upnp.Mapper)(nil)
 }
 
 // FuzzWantPorts: whatever the annotations and ports say, no panic, no
@@ -102,7 +105,7 @@ func FuzzWantPorts(f *testing.F) {
 			Spec: v1.ServiceSpec{Ports: []v1.ServicePort{{Port: port, Protocol: v1.Protocol(proto)}}},
 		}
 		vips := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fd00::3")}
-		w, _ := wantPorts(svc, vips, PortMapOptions{Lease: time.Hour})
+		w, _ := wantPorts(svc, vips, Options{Lease: time.Hour})
 		if w.Lease < 0 {
 			t.Fatalf("negative lease %v", w.Lease)
 		}
@@ -115,4 +118,107 @@ func FuzzWantPorts(f *testing.F) {
 			t.Fatalf("lease annotation %q parsed as %v, used %v", lease, d, w.Lease)
 		}
 	})
+}
+
+// recMapper records what the Forwarder sets per owner.
+type recMapper struct {
+	mu      sync.Mutex
+	set     map[string]upnp.Want
+	flushed []string
+}
+
+func (m *recMapper) Set(owner string, w upnp.Want) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.set[owner] = w
+}
+
+func (m *recMapper) Flush(_ context.Context, owner string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.flushed = append(m.flushed, owner)
+}
+
+func events(rec *record.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-rec.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+// TestUPnPNeedsNamespaceOptIn: a Service's forwardUPNP annotation is honoured
+// only where the pools ConfigMap allows its namespace (or the administrator
+// forwards every Service); a refusal is one Warning and no mapping.
+func TestUPnPNeedsNamespaceOptIn(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    map[string]string
+		all     bool
+		ns      string
+		refused bool
+	}{
+		{"no key", nil, false, "team-a", true},
+		{"namespace opted in", map[string]string{"allow-upnp-team-a": "true"}, false, "team-a", false},
+		{"other namespace opted in", map[string]string{"allow-upnp-team-b": "true"}, false, "team-a", true},
+		{"global", map[string]string{"allow-upnp-global": "true"}, false, "team-a", false},
+		{"namespace says no over global", map[string]string{"allow-upnp-global": "true", "allow-upnp-team-a": "false"}, false, "team-a", true},
+		{"not a bool reads as no", map[string]string{"allow-upnp-team-a": "yes please"}, false, "team-a", true},
+		{"admin forwards every Service", nil, true, "team-a", false},
+	}
+	vip := []netip.Addr{netip.MustParseAddr("10.77.0.200")}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := record.NewFakeRecorder(16)
+			m := &recMapper{set: map[string]upnp.Want{}}
+			f := New(Options{Mapper: m, AllServices: tt.all, Lease: time.Hour, Recorder: rec, Logger: logr.Discard()})
+			f.SetPools(tt.data)
+			svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: tt.ns, Name: "web",
+				Annotations: map[string]string{lbsvc.AnnotationForwardUPNP: "true"}},
+				Spec: v1.ServiceSpec{Ports: []v1.ServicePort{{Port: 80, Protocol: v1.ProtocolTCP}}}}
+			for range 2 {
+				f.Serve("k", svc, vip)
+				if got := len(m.set["k"].Mappings) == 0; got != tt.refused {
+					t.Fatalf("refused = %v, want %v (set %+v)", got, tt.refused, m.set["k"])
+				}
+			}
+			plain := svc.DeepCopy()
+			plain.Annotations = nil
+			f.Serve("k2", plain, vip)
+			ev := events(rec)
+			if tt.refused && (len(ev) != 1 || !strings.HasPrefix(ev[0], "Warning "+ReasonUPnPNotAllowed) || !strings.Contains(ev[0], "allow-upnp-"+tt.ns)) {
+				t.Fatalf("want one UPnPNotAllowed Warning, got %q", ev)
+			}
+			if !tt.refused && len(ev) != 0 {
+				t.Fatalf("events %q", ev)
+			}
+			f.Unserve(context.Background(), "k")
+			if len(m.set["k"].Mappings) != 0 || !slices.Equal(m.flushed, []string{"k"}) {
+				t.Fatalf("after Unserve: set %+v, flushed %v", m.set["k"], m.flushed)
+			}
+		})
+	}
+}
+
+// TestReportNeedsTheService: the mapper's outcomes are Events on the
+// Service, and dropped once it is gone.
+func TestReportNeedsTheService(t *testing.T) {
+	rec := record.NewFakeRecorder(16)
+	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}}
+	f := New(Options{Mapper: &recMapper{set: map[string]upnp.Want{}}, Recorder: rec, Logger: logr.Discard(),
+		Service: func(key string) *v1.Service {
+			if key == "ns/web" {
+				return svc
+			}
+			return nil
+		}})
+	f.Report("ns/web", false, upnp.ReasonMapped, "Gateway forwards TCP/80")
+	f.Report("ns/gone", true, upnp.ReasonUnmapped, "x")
+	if ev := events(rec); len(ev) != 1 || !strings.HasPrefix(ev[0], "Normal "+upnp.ReasonMapped) {
+		t.Fatalf("events %q", ev)
+	}
 }

@@ -1,4 +1,4 @@
-package agent
+package dhcpsource
 
 import (
 	"context"
@@ -30,9 +30,9 @@ func TestDHCPRecordWithoutPatch(t *testing.T) {
 		patches++
 		return true, nil, apierrors.NewForbidden(coordv1.Resource("leases"), "vip-dhcp-default-web", nil)
 	})
-	a := &Agent{o: Options{Client: client}, dhcpRecorded: map[string]string{}}
+	s := New(Options{Client: client, Clients: &recordingClients{}})
 	l := dhcp.Lease{Addr: netip.MustParseAddr("10.7.0.150"), MAC: net.HardwareAddr{0x0a, 0, 0, 0, 0, 1}}
-	if err := a.recordDHCP(ctx, "default/web", "kube-system", "vip-dhcp-default-web", l); err != nil {
+	if err := s.record(ctx, "default/web", "kube-system", "vip-dhcp-default-web", l); err != nil {
 		t.Fatal(err)
 	}
 	got, err := client.CoordinationV1().Leases("kube-system").Get(ctx, "vip-dhcp-default-web", metav1.GetOptions{})
