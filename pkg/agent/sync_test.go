@@ -202,34 +202,6 @@ func svcWith(name, vip string, mod ...func(*v1.Service)) *v1.Service {
 	return s
 }
 
-func local(s *v1.Service) { s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal }
-
-func annotated(k, v string) func(*v1.Service) {
-	return func(s *v1.Service) {
-		if s.Annotations == nil {
-			s.Annotations = map[string]string{}
-		}
-		s.Annotations[k] = v
-	}
-}
-
-func node(name string, exclude bool) *v1.Node {
-	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if exclude {
-		n.Labels = map[string]string{labelExcludeLB: ""}
-	}
-	return n
-}
-
-func notReadySlice(svc string, nodes ...string) *discoveryv1.EndpointSlice {
-	es := readySlice(svc, nodes...)
-	no := false
-	for i := range es.Endpoints {
-		es.Endpoints[i].Conditions.Ready = &no
-	}
-	return es
-}
-
 const vipA = "10.7.1.1"
 
 var (
