@@ -3,8 +3,9 @@
 // election and secure HTTP server with /healthz and /metrics) with vip's
 // provider (pkg/ccm), vip's flags and kube-vip-cloud-provider's environment
 // variables (Config), presets for the library's flags, and the controllers
-// vip runs: the service controller, the
-// cloud-node controller, and the class controller for classed Services.
+// vip runs: vip's own service controller (pkg/ccm.ServiceController, the
+// one writer of Service status, in place of the library's stock one) and
+// the library's cloud-node controller.
 package ccmapp
 
 import (
@@ -15,11 +16,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	"k8s.io/cloud-provider/app/config"
-	servicecontroller "k8s.io/cloud-provider/controllers/service"
 	"k8s.io/cloud-provider/names"
 	"k8s.io/cloud-provider/options"
 	"k8s.io/component-base/cli"
@@ -33,14 +32,11 @@ import (
 	"github.com/vip-lb/vip/pkg/ccm"
 )
 
-// classControllerName is vip's own controller for classed Services.
-const classControllerName = "vip-class-service"
-
 // presets are the cloud-controller-manager flags vip sets for the user; any
 // of them may still be given on the command line.
 //
 // The client limits apply per client (the service controller, its Events,
-// the cloud-node controller and vip's own client each have one). A Service
+// the cloud-node controller and vip's provider each have one). A Service
 // costs the service controller two writes (finalizer, status), so at 500
 // QPS a burst of 1000 new Services is not held up on the client side; the
 // API server's priority and fairness still protects the server.
@@ -112,9 +108,10 @@ func NewCommand(vf *Config) (*cobra.Command, error) {
 	return cmd, perr
 }
 
-// controllers runs the service controller, the cloud-node controller and,
-// when a loadBalancerClass is configured, vip's class controller. The node
-// lifecycle and route controllers have nothing to do on bare metal.
+// controllers runs vip's service controller, under the stock one's name
+// (so --controllers=*,-service and the like keep their meaning), and the
+// cloud-node controller. The node lifecycle and route controllers have
+// nothing to do on bare metal.
 func controllers(vf *Config) map[string]app.ControllerInitFuncConstructor {
 	out := map[string]app.ControllerInitFuncConstructor{}
 	c := app.DefaultInitFuncConstructors[names.CloudNodeController]
@@ -128,40 +125,28 @@ func controllers(vf *Config) map[string]app.ControllerInitFuncConstructor {
 			}
 		},
 	}
-	out[classControllerName] = app.ControllerInitFuncConstructor{
-		InitContext: app.ControllerInitContext{ClientName: "vip-ccm"},
-		Constructor: func(ic app.ControllerInitContext, cc *config.CompletedConfig, cp cloudprovider.Interface) app.InitFunc {
-			return func(ctx context.Context, cctx genericcontrollermanager.ControllerContext) (controller.Interface, bool, error) {
-				c, ok := cp.(*ccm.Cloud)
-				if !ok || vf.opts.Class.Name == "" {
-					return nil, false, nil
-				}
-				cls := ccm.NewClassController(vf.opts.Class.Name, c.Allocator(), cc.ClientBuilder.ClientOrDie(ic.ClientName), cc.SharedInformers.Core().V1().Services())
-				go cls.Run(ctx, int(cc.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
-				return nil, true, nil
-			}
-		},
-	}
 	return out
 }
 
-// startServiceController runs the stock service controller, as the
-// cloud-provider library does, except that its Events go through a client
-// of their own (so they never hold up status writes under the client rate
-// limit) and the purely informational ones are left out unless allEvents.
+// startServiceController runs vip's service controller. Its Events go
+// through a client of their own (so they never hold up status writes under
+// the client rate limit) and the purely informational ones are left out
+// unless allEvents.
 func startServiceController(ctx context.Context, ic app.ControllerInitContext, cctx genericcontrollermanager.ControllerContext,
 	cc *config.CompletedConfig, cp cloudprovider.Interface, allEvents bool) (controller.Interface, bool, error) {
-	client := ccm.ServiceControllerClient(
-		cc.ClientBuilder.ClientOrDie(ic.ClientName),
-		cc.ClientBuilder.ClientOrDie(ic.ClientName+"-events"),
-		allEvents)
-	sc, err := servicecontroller.New(cp, client,
-		cc.SharedInformers.Core().V1().Services(), cc.SharedInformers.Core().V1().Nodes(),
-		cc.ComponentConfig.KubeCloudShared.ClusterName, utilfeature.DefaultFeatureGate)
-	if err != nil {
-		klog.Errorf("Failed to start service controller: %v", err)
-		return nil, false, nil
+	c, ok := cp.(*ccm.Cloud)
+	if !ok {
+		return nil, false, fmt.Errorf("the service controller needs vip's provider, got %T", cp)
 	}
-	go sc.Run(ctx, int(cc.ComponentConfig.ServiceController.ConcurrentServiceSyncs), cctx.ControllerManagerMetrics)
+	rec := ccm.NewServiceEventRecorder(ctx, cc.ClientBuilder.ClientOrDie(ic.ClientName+"-events"))
+	sc := ccm.NewServiceController(c.Allocator(), cc.ClientBuilder.ClientOrDie(ic.ClientName), cc.SharedInformers.Core().V1().Services(), rec, allEvents)
+	if m := cctx.ControllerManagerMetrics; m != nil {
+		m.ControllerStarted("service")
+		go func() {
+			<-ctx.Done()
+			m.ControllerStopped("service")
+		}()
+	}
+	go sc.Run(ctx, int(cc.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
 	return nil, true, nil
 }

@@ -33,7 +33,7 @@ func (f *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.opts.AgentNamespace, "agent-namespace", f.opts.AgentNamespace, "Namespace of vip-agent's Leases (heartbeats, control-plane lock, conflict and DHCP records); vip-ccm reads Leases there only.")
 	fs.DurationVar(&f.opts.ConflictQuarantine, "conflict-quarantine", f.opts.ConflictQuarantine, "How long an address another host answered for (a vip-conflict-<addr> record) is refused and kept out of status.")
 	fs.DurationVar(&f.opts.RetryAfter, "retry-after", f.opts.RetryAfter, "Fixed retry delay for Services that cannot get an address yet.")
-	fs.BoolVar(&f.allServiceEvents, "all-service-events", f.allServiceEvents, "Also record the service controller's EnsuringLoadBalancer, EnsuredLoadBalancer and UpdatedLoadBalancer Events (vip records AddressAllocated instead).")
+	fs.BoolVar(&f.allServiceEvents, "all-service-events", f.allServiceEvents, "Also record the service controller's EnsuringLoadBalancer and EnsuredLoadBalancer Events (vip records AddressAllocated instead).")
 }
 
 // FromEnv applies kube-vip-cloud-provider's environment variables, read

@@ -280,48 +280,6 @@ func TestPoolStateKeepsLastGood(t *testing.T) {
 	}
 }
 
-func TestQuietServiceEvents(t *testing.T) {
-	client := fake.NewClientset()
-	events := fake.NewClientset()
-	c := ServiceControllerClient(client, events, false)
-	ctx := context.Background()
-	mk := func(typ, reason string) *v1.Event {
-		return &v1.Event{ObjectMeta: metav1.ObjectMeta{Name: reason, Namespace: "default"}, Type: typ, Reason: reason}
-	}
-	for _, ev := range []*v1.Event{
-		mk(v1.EventTypeNormal, "EnsuringLoadBalancer"), mk(v1.EventTypeNormal, "EnsuredLoadBalancer"),
-		mk(v1.EventTypeNormal, "UpdatedLoadBalancer"), mk(v1.EventTypeWarning, "SyncLoadBalancerFailed"),
-		mk(v1.EventTypeNormal, "DeletedLoadBalancer"),
-	} {
-		if _, err := c.CoreV1().Events("").CreateWithEventNamespaceWithContext(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, _ := events.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
-	var got []string
-	for _, e := range l.Items {
-		got = append(got, e.Reason)
-	}
-	if len(got) != 2 {
-		t.Errorf("kept %v, want SyncLoadBalancerFailed and DeletedLoadBalancer", got)
-	}
-	if l, _ := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
-		t.Errorf("events went through the main client: %d", len(l.Items))
-	}
-	// Other calls still go to the main client.
-	if _, err := c.CoreV1().Services("default").Create(ctx, lbSvc("default", "x"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().Services("default").Get(ctx, "x", metav1.GetOptions{}); err != nil {
-		t.Errorf("service not created through the main client: %v", err)
-	}
-	// With all, nothing is dropped.
-	all := ServiceControllerClient(client, fake.NewClientset(), true)
-	if ev, err := all.CoreV1().Events("").CreateWithEventNamespaceWithContext(ctx, mk(v1.EventTypeNormal, "EnsuredLoadBalancer")); err != nil || ev == nil {
-		t.Fatalf("%v %v", ev, err)
-	}
-}
-
 func TestInstanceMetadata(t *testing.T) {
 	node := &v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{annotationProvidedNodeIP: "10.0.0.5,fd00::5"}},
@@ -368,66 +326,6 @@ func TestNodeAddressesForbidUntilRemoved(t *testing.T) {
 	lb.nodeAddrs(same, moved)
 	if ips, err := ensureIPs(t, lb, lbSvc("default", "c")); err != nil || ips[0] != "10.0.0.0" {
 		t.Fatalf("got %v %v, want the freed 10.0.0.0", ips, err)
-	}
-}
-
-func TestClassController(t *testing.T) {
-	const class = "kube-vip.io/kube-vip-class"
-	opts := DefaultOptions()
-	opts.Class = lbsvc.ClassRule{Name: class}
-	classed := lbSvc("default", "c", func(s *v1.Service) { c := class; s.Spec.LoadBalancerClass = &c })
-	plain := lbSvc("default", "p")
-	client := fake.NewClientset(classed, plain,
-		&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: opts.ConfigMapName, Namespace: opts.ConfigMapNamespace}, Data: map[string]string{"cidr-global": "10.0.0.0/30"}})
-	lb := newLoadBalancer(opts, nil)
-	stop := make(chan struct{})
-	defer close(stop)
-	lb.start(client, record.NewFakeRecorder(100), stop)
-	f := informers.NewSharedInformerFactory(client, 0)
-	lb.setInformers(f)
-	cc := NewClassController(class, lb, client, f.Core().V1().Services())
-	f.Start(stop)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go cc.Run(ctx, 2)
-
-	get := func(name string) *v1.Service {
-		s, err := client.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out: %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitUntil("classed Service served", func() bool {
-		s := get("c")
-		return len(s.Status.LoadBalancer.Ingress) == 1 && len(s.Finalizers) == 1 && s.Finalizers[0] == FinalizerLoadBalancerCleanup
-	})
-	if s := get("p"); len(s.Status.LoadBalancer.Ingress) != 0 || len(s.Finalizers) != 0 {
-		t.Errorf("the class controller touched an unclassed Service: %+v", s)
-	}
-	// Type change away from LoadBalancer (the API server clears the class).
-	s := get("c")
-	s.Spec.Type = v1.ServiceTypeClusterIP
-	s.Spec.LoadBalancerClass = nil
-	if _, err := client.CoreV1().Services("default").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil("finalizer and status removed", func() bool {
-		s := get("c")
-		return len(s.Finalizers) == 0 && len(s.Status.LoadBalancer.Ingress) == 0
-	})
-	if _, ok, _ := lb.GetLoadBalancer(ctx, "", s); ok {
-		t.Error("address not released")
 	}
 }
 

@@ -70,7 +70,7 @@ func (c *Cloud) ProviderName() string { return ProviderName }
 // HasClusterID reports true: vip has no notion of cluster tagging.
 func (c *Cloud) HasClusterID() bool { return true }
 
-// Allocator exposes the load balancer for vip's own class controller.
+// Allocator exposes the load balancer for vip's service controller.
 func (c *Cloud) Allocator() *LoadBalancer { return c.lb }
 
 // ReadConfig accepts no cloud config file; vip is configured by flags and the

@@ -30,7 +30,7 @@ const (
 // lease and records it on the Service's Lease (lbsvc.DHCPRecord). vip-ccm
 // watches those Leases, checks the address like any requested one and
 // returns it from EnsureLoadBalancer, so status stays vip-ccm's alone. The
-// stock service controller only calls EnsureLoadBalancer again on Service
+// service controller only calls EnsureLoadBalancer again on Service
 // changes, so a Lease change is pushed to status by dhcpSync, and a pending
 // Service is retried quickly (dhcpRetry) in case the Lease event came first.
 

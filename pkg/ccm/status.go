@@ -13,13 +13,10 @@ import (
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
-// writeStatus is vip's one writer of Service status: the class controller,
-// the removal of a quarantined address, the return of an address whose
-// quarantine is over and the DHCP lease record all write through it, with
-// vip-ccm's own client. (Unclassed Services also get their status from the
-// stock service controller through EnsureLoadBalancer's result; vip writes
-// theirs only when an address leaves or comes back outside that
-// controller's passes.)
+// writeStatus is vip's one writer of Service status: the service
+// controller, the removal of a quarantined address, the return of an
+// address whose quarantine is over and the DHCP lease record all write
+// through it, with vip-ccm's own client.
 //
 // It writes nothing when svc already carries st, and a merge patch of the
 // ingress list otherwise; an empty st clears the list. A Service gone
