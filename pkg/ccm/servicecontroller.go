@@ -312,7 +312,9 @@ func (c *ServiceController) setFinalizer(ctx context.Context, svc *v1.Service, w
 	if err != nil {
 		return err
 	}
-	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	// Through the status subresource, as the stock controller: the RBAC of
+	// kube-vip-cloud-provider installs allows patch there only.
+	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("patching the finalizers of %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
