@@ -37,7 +37,7 @@ func startUPnP(ctx context.Context, c agentconfig.Config, reg prometheus.Registe
 		return nil, nil, configErr(err)
 	}
 	fw = upnpforward.New(upnpforward.Options{Mapper: m, AllServices: c.UPnP.AllServices, Lease: c.UPnP.Lease,
-		Service: service, Recorder: rec, Logger: log})
+		Service: service, Recorder: rec, Logger: log.WithValues("node", c.NodeName)})
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

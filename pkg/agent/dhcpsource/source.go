@@ -91,6 +91,7 @@ func New(o Options) *Source {
 	if o.Enqueue == nil {
 		o.Enqueue = func(string) {}
 	}
+	o.Logger = o.Logger.WithValues("node", o.NodeName)
 	return &Source{o: o, recorded: map[string]string{}}
 }
 
