@@ -145,10 +145,12 @@ func ccmRBAC() []runtime.Object {
 
 	objs := []runtime.Object{&corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: meta(CCMName, true)}}
 	objs = append(objs, clusterRole("system:"+CCMName,
-		// Service and class controllers: watch Services, add and remove
-		// the load-balancer-cleanup finalizer, write status.loadBalancer.
-		rule("", "services", "list", "watch", "patch", "update"),
-		rule("", "services/status", "patch", "update"),
+		// The service controller: watch Services; add and remove the
+		// load-balancer-cleanup finalizer and write status.loadBalancer,
+		// both by patches of the status subresource (as the stock
+		// controller did), so no write on the Service itself.
+		rule("", "services", "list", "watch"),
+		rule("", "services/status", "patch"),
 		// The service controller's node informer (Node addresses and pod
 		// CIDRs are never assignable); writes are in CCMCloudNodeRole.
 		rule("", "nodes", "list", "watch"),

@@ -50,8 +50,8 @@ Helm chart's mode bgp applies the same fields from this file.`
 
 const ccmRBACHeader = `vip-ccm: ServiceAccount and least-privilege RBAC.
 
-Exactly what the cloud-provider service controller, the cloud-node
-controller, vip's class controller, leader election, Events, the pools
+Exactly what vip's service controller (the only writer of Service
+status), the cloud-node controller, leader election, Events, the pools
 ConfigMap and delegated authentication/authorization of the metrics and
 health endpoints need (each rule is explained in pkg/manifest/ccm.go). The
 integration tests run vip-ccm with a token of this ServiceAccount, so a
