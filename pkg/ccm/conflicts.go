@@ -1,7 +1,6 @@
 package ccm
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -11,7 +10,6 @@ import (
 	coordv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -30,7 +28,7 @@ type conflict struct {
 
 // setConflictLocked records or drops the conflict record of a Lease of the
 // agent namespace (nil: deleted). It returns the address when a new or
-// renewed quarantine starts, so the caller takes it out of status.
+// renewed quarantine starts, so the caller queues the Services holding it.
 func (lb *LoadBalancer) setConflictLocked(l *coordv1.Lease, name string, now time.Time) (netip.Addr, bool) {
 	a, ok := lbsvc.AddressFromLeaseName(name)
 	if !ok || !strings.HasPrefix(name, lbsvc.ConflictLeasePrefix) {
@@ -71,17 +69,13 @@ func (lb *LoadBalancer) quarantinedLocked(a netip.Addr) (conflict, bool) {
 	return c, ok
 }
 
-// Keys of the trust queue.
-const (
-	evictKey  = "evict:"
-	expireKey = "expire:"
-)
+// expireKey prefixes the trust queue's keys: the end of a quarantine.
+const expireKey = "expire:"
 
 // expireConflict drops a quarantine whose time is over, so that pool picks
-// see the address again, and gives the address back to the Services that
-// request it and were left pending (nothing else would: their status was
-// emptied outside the service controller, which does not retry them).
-func (lb *LoadBalancer) expireConflict(ctx context.Context, addr string) error {
+// see the address again, and queues the Services that request the address
+// for the service controller, which gives it back to those left pending.
+func (lb *LoadBalancer) expireConflict(addr string) error {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
 		return nil
@@ -109,65 +103,51 @@ func (lb *LoadBalancer) expireConflict(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	var firstErr error
 	for _, svc := range all {
 		req, rerr := lbsvc.Requested(svc)
-		if rerr != nil || !slices.Contains(req.Addrs, a) || len(svc.Status.LoadBalancer.Ingress) > 0 ||
-			svc.DeletionTimestamp != nil || !lbsvc.Wants(svc, lb.opts.Class) {
-			continue
-		}
-		st, err := lb.EnsureLoadBalancer(ctx, "", svc, nil)
-		if err != nil || st == nil || len(st.Ingress) == 0 {
-			continue // still refused for another reason: its Events say why
-		}
-		if err := lb.writeStatus(ctx, svc, st); err != nil && firstErr == nil {
-			firstErr = err
+		// Those holding it already are queued too (the cache may not show
+		// their status yet): their sync writes nothing.
+		if rerr == nil && slices.Contains(req.Addrs, a) && svc.DeletionTimestamp == nil && lbsvc.Wants(svc, lb.opts.Class) {
+			lb.resync(lbsvc.Key(svc))
 		}
 	}
-	return firstErr
+	return nil
 }
 
-// evictConflict takes a quarantined address out of the status of every
-// Service vip serves that carries it, with a Warning AddressInUse on each
-// (naming the MAC, never another Service), and lets each get a new address
-// where its request allows.
-func (lb *LoadBalancer) evictConflict(ctx context.Context, a netip.Addr) error {
-	if lb.svcs == nil || !lb.hasSynced() {
-		return fmt.Errorf("informers not synced")
-	}
-	lb.mu.Lock()
-	c, ok := lb.quarantinedLocked(a)
-	holders := lb.alloc.Holders(a)
-	lb.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	var firstErr error
-	for _, key := range holders {
-		ns, name, _ := cache.SplitMetaNamespaceKey(key)
-		svc, err := lb.svcs.Services(ns).Get(name)
-		if err != nil || !lbsvc.Wants(svc, lb.opts.Class) {
-			continue
+// dropQuarantinedLocked takes the addresses quarantined since svc got them
+// out of what it holds, with a Warning AddressInUse for each (naming the
+// MAC, never another Service), so that the assignment that follows gives
+// another address where the request allows: a pool Service gets one now, a
+// static one stays pending with AddressForbidden until the quarantine ends.
+func (lb *LoadBalancer) dropQuarantinedLocked(svc *v1.Service) {
+	key := lbsvc.Key(svc)
+	held := lb.alloc.Assigned(key)
+	keep := slices.DeleteFunc(slices.Clone(held), func(a netip.Addr) bool {
+		c, q := lb.quarantinedLocked(a)
+		if q {
+			lb.recorder.Eventf(svc, v1.EventTypeWarning, ReasonAddressInUse,
+				"%s is answered by MAC %s, which is not a vip node: removed from status, refused until %s",
+				a, c.mac, c.until.UTC().Format(time.RFC3339))
+			lb.metrics.failures.WithLabelValues(ReasonAddressInUse).Inc()
 		}
-		lb.mu.Lock()
-		keep := slices.DeleteFunc(lb.alloc.Assigned(key), func(x netip.Addr) bool { return x == a })
+		return q
+	})
+	if len(keep) < len(held) {
 		lb.alloc.Restore(ipamRequest(svc, nil, nil), keep, lb.cfg != nil && lb.cfg.Shareable(svc.Namespace))
-		lb.mu.Unlock()
-		lb.recorder.Eventf(svc, v1.EventTypeWarning, ReasonAddressInUse,
-			"%s is answered by MAC %s, which is not a vip node: removed from status, refused until %s",
-			a, c.mac, c.until.UTC().Format(time.RFC3339))
-		lb.metrics.failures.WithLabelValues(ReasonAddressInUse).Inc()
-		st := statusFor(keep)
-		if len(keep) == 0 {
-			// A pool Service gets another address now; a static one stays
-			// pending with AddressForbidden until the quarantine ends.
-			if got, err := lb.EnsureLoadBalancer(ctx, "", svc, nil); err == nil && got != nil {
-				st = got
-			}
-		}
-		if err := lb.writeStatus(ctx, svc, st); err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("removing %s: %w", a, err)
-		}
 	}
-	return firstErr
+}
+
+// withoutQuarantined returns svc's status without the addresses quarantined
+// now, and whether any was dropped: the service controller writes it when
+// no other address can be given.
+func (lb *LoadBalancer) withoutQuarantined(svc *v1.Service) (*v1.LoadBalancerStatus, bool) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	st := svc.Status.LoadBalancer.DeepCopy()
+	st.Ingress = slices.DeleteFunc(st.Ingress, func(in v1.LoadBalancerIngress) bool {
+		a, err := netip.ParseAddr(in.IP)
+		_, q := lb.quarantinedLocked(a.Unmap())
+		return err == nil && q
+	})
+	return st, len(st.Ingress) < len(svc.Status.LoadBalancer.Ingress)
 }

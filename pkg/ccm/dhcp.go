@@ -1,7 +1,6 @@
 package ccm
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,12 +9,9 @@ import (
 
 	coordv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/cloud-provider/api"
-	"k8s.io/klog/v2"
 
 	"github.com/vip-lb/vip/pkg/ipam"
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -29,10 +25,10 @@ const (
 // DHCP hand-over: the vip-agent that owns a 0.0.0.0 Service takes a DHCP
 // lease and records it on the Service's Lease (lbsvc.DHCPRecord). vip-ccm
 // watches those Leases, checks the address like any requested one and
-// returns it from EnsureLoadBalancer, so status stays vip-ccm's alone. The
-// service controller only calls EnsureLoadBalancer again on Service
-// changes, so a Lease change is pushed to status by dhcpSync, and a pending
-// Service is retried quickly (dhcpRetry) in case the Lease event came first.
+// returns it from EnsureLoadBalancer, so status stays vip-ccm's alone. A
+// change of the record queues the Service for the service controller
+// (resync), which writes the status; a pending Service is retried quickly
+// (dhcpPending) in case the Lease event came first.
 
 // dhcpWaitMin and dhcpWaitMax bound the retry delay of a Service waiting
 // for its lease: quick at first (the owner usually leases within a second),
@@ -49,12 +45,12 @@ type dhcpState struct {
 	granted netip.Addr // the address last returned
 }
 
-func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan struct{}) {
+func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory) {
 	li := f.Coordination().V1().Leases()
 	lb.leases = li.Lister()
-	// Every Lease of the agent namespace: DHCP records go to the DHCP
-	// queue, the rest (heartbeats, control-plane lock, conflict records) to
-	// the never-assignable set.
+	// Every Lease of the agent namespace: a DHCP record queues its Service
+	// for the service controller; the rest (heartbeats, control-plane lock,
+	// conflict records) go to the never-assignable set.
 	handle := func(o any, deleted bool) {
 		l, ok := objOf(o).(*coordv1.Lease)
 		if !ok {
@@ -65,7 +61,7 @@ func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan
 		}
 		if strings.HasPrefix(l.Name, lbsvc.DHCPLeasePrefix) {
 			if k := l.Annotations[lbsvc.AnnotationLeaseService]; k != "" {
-				lb.dhcpQueue.Add(k)
+				lb.resync(k)
 			}
 			return
 		}
@@ -87,69 +83,6 @@ func (lb *LoadBalancer) startDHCP(f informers.SharedInformerFactory, stop <-chan
 	denied := quietForbidden(li.Informer(), "Leases of the agent namespace could not be read; serving without DHCP records, "+
 		"agent-published node addresses and conflict records", "get/list/watch on coordination.k8s.io leases in the agent namespace")
 	lb.synced = append(lb.synced, func() bool { return denied.Load() || li.Informer().HasSynced() })
-	go func() {
-		ctx := contextFor(stop)
-		defer lb.dhcpQueue.ShutDown()
-		select {
-		case <-lb.informed:
-		case <-stop:
-			return
-		}
-		if !cache.WaitForCacheSync(stop, li.Informer().HasSynced) {
-			return
-		}
-		go wait.UntilWithContext(ctx, func(ctx context.Context) {
-			for lb.nextDHCP(ctx) {
-			}
-		}, time.Second)
-		<-stop
-	}()
-}
-
-func newDHCPQueue() workqueue.TypedRateLimitingInterface[string] {
-	return workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-ccm-dhcp-leases"})
-}
-
-func (lb *LoadBalancer) nextDHCP(ctx context.Context) bool {
-	key, quit := lb.dhcpQueue.Get()
-	if quit {
-		return false
-	}
-	defer lb.dhcpQueue.Done(key)
-	if err := lb.dhcpSync(ctx, key); err != nil {
-		klog.FromContext(ctx).Info("writing a DHCP address to status failed; will retry", "service", key, "err", err)
-		lb.dhcpQueue.AddRateLimited(key)
-		return true
-	}
-	lb.dhcpQueue.Forget(key)
-	return true
-}
-
-// dhcpSync writes the leased address of a DHCP Service to its status as
-// soon as the owner records it, without waiting for the service controller's
-// next pass.
-func (lb *LoadBalancer) dhcpSync(ctx context.Context, key string) error {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil || name == "" || lb.svcs == nil || !lb.hasSynced() {
-		return nil
-	}
-	svc, err := lb.svcs.Services(ns).Get(name)
-	if err != nil {
-		return nil // gone: the service controller releases it
-	}
-	lb.mu.Lock()
-	pools := lb.cfg
-	lb.mu.Unlock()
-	if svc.DeletionTimestamp != nil || !lbsvc.Wants(svc, lb.opts.Class) || !lbsvc.UsesDHCP(svc, pools) {
-		return nil
-	}
-	st, err := lb.EnsureLoadBalancer(ctx, "", svc, nil)
-	if err != nil {
-		return nil // still pending or refused; Events say why
-	}
-	return lb.writeStatus(ctx, svc, st)
 }
 
 // dhcpStatus handles a 0.0.0.0 request: it returns the address the owning

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
@@ -137,33 +136,5 @@ func TestDHCPMarkerPoolUsesRecord(t *testing.T) {
 	// A Service of that namespace that already has a pool address keeps it.
 	if ips, err := ensureIPs(t, lb, old); err != nil || ips[0] != "10.0.0.1" {
 		t.Fatalf("pool address before the marker: %v %v", ips, err)
-	}
-}
-
-// TestDHCPLeaseChangeReachesStatus: a new lease recorded on the Lease (the
-// old one was lost) reaches the status of a Service that already has one,
-// without a Service change, through vip-ccm's Lease queue.
-func TestDHCPLeaseChangeReachesStatus(t *testing.T) {
-	svc := dhcpSvc("default", "a", withStatus("10.77.0.150"))
-	lease := dhcpLease("default", "a", map[string]string{lbsvc.AnnotationDHCPAddress: "10.77.0.150"})
-	lb, _ := newTestLB(t, DefaultOptions(), map[string]string{"cidr-global": "10.0.0.0/30"}, svc, lease)
-	ctx := context.Background()
-	lease.Annotations[lbsvc.AnnotationDHCPAddress] = "10.77.0.170"
-	if _, err := lb.client.CoordinationV1().Leases(lease.Namespace).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		got, err := lb.client.CoreV1().Services("default").Get(ctx, "a", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ips := lbsvc.IngressIPs(got); len(ips) == 1 && ips[0].String() == "10.77.0.170" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status still %v", got.Status.LoadBalancer.Ingress)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,8 +59,7 @@ type LoadBalancer struct {
 	cfg      *ipam.Config
 	restored bool
 	// never is the never-assignable set (never.go), conflicts the
-	// quarantined addresses (conflicts.go); trustQueue evicts and expires
-	// them.
+	// quarantined addresses (conflicts.go); trustQueue ends quarantines.
 	never      *neverSet
 	conflicts  map[netip.Addr]conflict
 	trustQueue workqueue.TypedRateLimitingInterface[string]
@@ -73,13 +73,13 @@ type LoadBalancer struct {
 	synced   []cache.InformerSynced
 
 	// DHCP Services (dhcp.go).
-	leases    coordlisters.LeaseLister
-	dhcpQueue workqueue.TypedRateLimitingInterface[string]
-	dhcp      map[string]*dhcpState
-	// informed is closed once setInformers has run: the DHCP worker, started
-	// earlier by start, reads svcs and synced only after that.
-	informed     chan struct{}
-	informedOnce sync.Once
+	leases coordlisters.LeaseLister
+	dhcp   map[string]*dhcpState
+
+	// controller is the service controller, the one writer of status: a
+	// change no Service update brings (a quarantine, its end, a DHCP
+	// record) queues the Services it concerns there (resync).
+	controller atomic.Pointer[ServiceController]
 }
 
 var _ cloudprovider.LoadBalancer = (*LoadBalancer)(nil)
@@ -97,10 +97,7 @@ func newLoadBalancer(opts Options, reg prometheus.Registerer) *LoadBalancer {
 		trustQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vip-ccm-conflicts"}),
-
-		dhcpQueue: newDHCPQueue(),
-		dhcp:      map[string]*dhcpState{},
-		informed:  make(chan struct{}),
+		dhcp: map[string]*dhcpState{},
 	}
 	lb.alloc.SetForbidden(lb.forbidden)
 	lb.metrics.observe(lb)
@@ -134,7 +131,7 @@ func (lb *LoadBalancer) start(client kubernetes.Interface, rec record.EventRecor
 	// Leases only in the agent namespace, which tenants cannot write:
 	// heartbeats, the control-plane lock, conflict records, DHCP records.
 	lf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(lb.opts.AgentNamespace))
-	lb.startDHCP(lf, stop)
+	lb.startDHCP(lf)
 	lf.Start(stop)
 	lb.startServiceCIDRs(client, stop)
 	go lb.runTrustQueue(contextFor(stop))
@@ -167,7 +164,15 @@ func (lb *LoadBalancer) setInformers(f informers.SharedInformerFactory) {
 		DeleteFunc: lb.nodeDeleted,
 	})
 	lb.synced = append(lb.synced, si.Informer().HasSynced, ni.HasSynced)
-	lb.informedOnce.Do(func() { close(lb.informed) })
+}
+
+// resync queues the Service key for the service controller, which computes
+// its status from the current state. Before the controller exists nothing
+// needs queueing: it starts with every Service.
+func (lb *LoadBalancer) resync(key string) {
+	if c := lb.controller.Load(); c != nil {
+		c.queue.Add(key)
+	}
 }
 
 func (lb *LoadBalancer) nodeAddrs(_, cur any) {
@@ -355,6 +360,15 @@ func (lb *LoadBalancer) ensure(ctx context.Context, svc *v1.Service) (*v1.LoadBa
 	key := lbsvc.Key(svc)
 	logger := klog.LoggerWithValues(klog.FromContext(ctx), "service", key)
 	lb.unsupported.check(lb.recorder, svc)
+	lb.mu.Lock()
+	err := lb.restoreLocked()
+	if err == nil {
+		lb.dropQuarantinedLocked(svc)
+	}
+	lb.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	req, err := lbsvc.Requested(svc)
 	if err != nil {
 		lb.recorder.Event(svc, v1.EventTypeWarning, ReasonInvalidRequest, err.Error())

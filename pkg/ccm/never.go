@@ -289,7 +289,10 @@ func (lb *LoadBalancer) onAgentLease(name string, l *coordv1.Lease) {
 	defer lb.mu.Unlock()
 	removed := lb.never.setLease(name, l)
 	if a, fresh := lb.setConflictLocked(l, name, lb.now()); fresh {
-		lb.trustQueue.Add(evictKey + a.String())
+		// The service controller takes it out of their status.
+		for _, key := range lb.alloc.Holders(a) {
+			lb.resync(key)
+		}
 	}
 	if removed {
 		lb.alloc.SetForbidden(lb.forbidden)
@@ -358,8 +361,7 @@ func (lb *LoadBalancer) startServiceCIDRs(client kubernetes.Interface, stop <-ch
 // serviceCIDRSyncWait bounds the wait for the ServiceCIDR informer.
 const serviceCIDRSyncWait = 30 * time.Second
 
-// runTrustQueue evicts newly quarantined addresses from status and ends
-// quarantines on time.
+// runTrustQueue ends quarantines on time.
 func (lb *LoadBalancer) runTrustQueue(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
@@ -370,17 +372,8 @@ func (lb *LoadBalancer) runTrustQueue(ctx context.Context) {
 		if quit {
 			return
 		}
-		var err error
-		switch {
-		case strings.HasPrefix(key, expireKey):
-			err = lb.expireConflict(ctx, strings.TrimPrefix(key, expireKey))
-		case strings.HasPrefix(key, evictKey):
-			if a, perr := netip.ParseAddr(strings.TrimPrefix(key, evictKey)); perr == nil {
-				err = lb.evictConflict(ctx, a)
-			}
-		}
-		if err != nil {
-			klog.FromContext(ctx).Info("taking a conflicting address out of status failed; will retry", "key", key, "err", err)
+		if err := lb.expireConflict(strings.TrimPrefix(key, expireKey)); err != nil {
+			klog.FromContext(ctx).Info("ending an address quarantine failed; will retry", "key", key, "err", err)
 			lb.trustQueue.AddRateLimited(key)
 		} else {
 			lb.trustQueue.Forget(key)

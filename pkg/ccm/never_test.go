@@ -78,55 +78,6 @@ func TestNeverAssignable(t *testing.T) {
 	})
 }
 
-// TestConflictRecordQuarantines: a fresh vip-conflict record takes the
-// address out of status with a Warning AddressInUse naming the MAC, a new
-// pool address is given, and the address is refused until the record is
-// older than the quarantine.
-func TestConflictRecordQuarantines(t *testing.T) {
-	svc := lbSvc("team", "web", withStatus("10.0.0.7"))
-	lb, rec := newTestLB(t, DefaultOptions(), map[string]string{"range-global": "10.0.0.7-10.0.0.9"}, svc)
-	if ips, err := ensureIPs(t, lb, svc); err != nil || ips[0] != "10.0.0.7" {
-		t.Fatalf("restored %v %v", ips, err)
-	}
-	drain(rec)
-	c := agentLease("vip-conflict-10-0-0-7", map[string]string{lbsvc.AnnotationAddress: "10.0.0.7", lbsvc.AnnotationMAC: "02:aa:bb:cc:dd:ee"})
-	if _, err := lb.client.CoordinationV1().Leases("kube-system").Create(context.Background(), c, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "status without 10.0.0.7", func() bool {
-		got, err := lb.client.CoreV1().Services("team").Get(context.Background(), "web", metav1.GetOptions{})
-		return err == nil && len(got.Status.LoadBalancer.Ingress) == 1 && got.Status.LoadBalancer.Ingress[0].IP == "10.0.0.8"
-	})
-	evs := waitEvents(rec, 1, time.Minute)
-	if len(evs) == 0 || !strings.HasPrefix(evs[0], "Warning "+ReasonAddressInUse) || !strings.Contains(evs[0], "02:aa:bb:cc:dd:ee") {
-		t.Errorf("events %q", evs)
-	}
-	req := lbSvc("team", "static", func(s *v1.Service) { s.Annotations = map[string]string{lbsvc.AnnotationLoadBalancerIPs: "10.0.0.7"} })
-	if _, err := ensureIPs(t, lb, req); err == nil {
-		t.Error("quarantined address assigned")
-	}
-	// After the quarantine the address is given back to the Service that
-	// requests it and was left pending (the service controller does not
-	// retry it), and is assignable again.
-	if _, err := lb.client.CoreV1().Services("team").Create(context.Background(), req, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the pending Service in the cache", func() bool { _, err := lb.svcs.Services("team").Get("static"); return err == nil })
-	lb.mu.Lock()
-	lb.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
-	lb.mu.Unlock()
-	if err := lb.expireConflict(context.Background(), "10.0.0.7"); err != nil {
-		t.Fatal(err)
-	}
-	got, err := lb.client.CoreV1().Services("team").Get(context.Background(), "static", metav1.GetOptions{})
-	if err != nil || len(got.Status.LoadBalancer.Ingress) != 1 || got.Status.LoadBalancer.Ingress[0].IP != "10.0.0.7" {
-		t.Errorf("after the quarantine the pending Service has status %+v (%v), want 10.0.0.7", got.Status.LoadBalancer, err)
-	}
-	if ips, err := ensureIPs(t, lb, req); err != nil || ips[0] != "10.0.0.7" {
-		t.Errorf("after the quarantine: %v %v", ips, err)
-	}
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)

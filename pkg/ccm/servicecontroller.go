@@ -110,6 +110,7 @@ func NewServiceController(lb *LoadBalancer, client kubernetes.Interface, si core
 			}
 		},
 	})
+	lb.controller.Store(c)
 	return c
 }
 
@@ -248,6 +249,13 @@ func (c *ServiceController) ensure(ctx context.Context, svc *v1.Service) error {
 		return nil // no longer vip's (changed since it was read)
 	}
 	if err != nil {
+		// No address can be given now; one quarantined since it was given
+		// leaves status all the same.
+		if st, dropped := c.lb.withoutQuarantined(svc); dropped {
+			if werr := c.writeStatus(ctx, svc, st); werr != nil {
+				return fmt.Errorf("failed to update load balancer status: %w", werr)
+			}
+		}
 		// %w: a RetryError keeps its delay.
 		return fmt.Errorf("failed to ensure load balancer: %w", err)
 	}
@@ -255,7 +263,7 @@ func (c *ServiceController) ensure(ctx context.Context, svc *v1.Service) error {
 		return fmt.Errorf("service status returned by EnsureLoadBalancer is nil")
 	}
 	c.event(svc, v1.EventTypeNormal, ReasonEnsured, "Ensured load balancer")
-	if err := c.lb.writeStatus(ctx, svc, st); err != nil {
+	if err := c.writeStatus(ctx, svc, st); err != nil {
 		return fmt.Errorf("failed to update load balancer status: %w", err)
 	}
 	return nil
@@ -278,7 +286,7 @@ func (c *ServiceController) cleanup(ctx context.Context, svc *v1.Service, key st
 		return fmt.Errorf("failed to remove load balancer cleanup finalizer: %w", err)
 	}
 	c.event(svc, v1.EventTypeNormal, ReasonDeleted, "Deleted load balancer")
-	if err := c.lb.writeStatus(ctx, svc, &v1.LoadBalancerStatus{}); err != nil {
+	if err := c.writeStatus(ctx, svc, &v1.LoadBalancerStatus{}); err != nil {
 		return fmt.Errorf("failed to update load balancer status: %w", err)
 	}
 	return nil

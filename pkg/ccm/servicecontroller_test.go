@@ -29,11 +29,22 @@ type scTest struct {
 	ctx    context.Context
 	lb     *LoadBalancer
 	client kubernetes.Interface
-	events *record.FakeRecorder
-	sc     *ServiceController
+	events *record.FakeRecorder // the controller's
+	// lbEvents: the provider's (AddressAllocated, AddressInUse, ...).
+	lbEvents *record.FakeRecorder
+	sc       *ServiceController
 }
 
 func newSCTest(t *testing.T, rule lbsvc.ClassRule, all bool, pools string, svcs ...*v1.Service) *scTest {
+	t.Helper()
+	s := newIdleSCTest(t, rule, all, pools, svcs...)
+	go s.sc.Run(s.ctx, 2)
+	return s
+}
+
+// newIdleSCTest is newSCTest with the controller's queue filled but not
+// worked: the test takes the keys itself (next).
+func newIdleSCTest(t *testing.T, rule lbsvc.ClassRule, all bool, pools string, svcs ...*v1.Service) *scTest {
 	t.Helper()
 	opts := DefaultOptions()
 	opts.Class = rule
@@ -53,7 +64,8 @@ func newSCTest(t *testing.T, rule lbsvc.ClassRule, all bool, pools string, svcs 
 	}
 	lb := newLoadBalancer(opts, nil)
 	stop := make(chan struct{})
-	lb.start(client, record.NewFakeRecorder(1000), stop)
+	lbEvents := record.NewFakeRecorder(1000)
+	lb.start(client, lbEvents, stop)
 	f := informers.NewSharedInformerFactory(client, 0)
 	lb.setInformers(f)
 	rec := record.NewFakeRecorder(1000)
@@ -61,8 +73,30 @@ func newSCTest(t *testing.T, rule lbsvc.ClassRule, all bool, pools string, svcs 
 	f.Start(stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); close(stop) })
-	go sc.Run(ctx, 2)
-	return &scTest{t: t, ctx: ctx, lb: lb, client: client, events: rec, sc: sc}
+	return &scTest{t: t, ctx: ctx, lb: lb, client: client, events: rec, lbEvents: lbEvents, sc: sc}
+}
+
+// next waits for a key in the idle controller's queue, checks it is want
+// and syncs it as a worker would, returning the sync's error.
+func (s *scTest) next(want string) error {
+	s.t.Helper()
+	s.waitFor(want+" queued", func() bool { return s.sc.queue.Len() > 0 })
+	key, _ := s.sc.queue.Get()
+	defer s.sc.queue.Done(key)
+	s.sc.queue.Forget(key)
+	if key != want {
+		s.t.Fatalf("queued %q, want %q", key, want)
+	}
+	return s.sc.sync(s.ctx, key)
+}
+
+// ips is the status of a Service of namespace default.
+func (s *scTest) ips(name string) []string {
+	var out []string
+	for _, in := range s.get(name).Status.LoadBalancer.Ingress {
+		out = append(out, in.IP)
+	}
+	return out
 }
 
 func (s *scTest) get(name string) *v1.Service {

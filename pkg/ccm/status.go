@@ -13,15 +13,15 @@ import (
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
-// writeStatus is vip's one writer of Service status: the service
-// controller, the removal of a quarantined address, the return of an
-// address whose quarantine is over and the DHCP lease record all write
-// through it, with vip-ccm's own client.
+// writeStatus is vip-ccm's one writer of Service status, and only the
+// service controller calls it: a change no Service update brings (an
+// address quarantined or given back when its quarantine ends, a DHCP lease
+// recorded by the agent) queues the Service for the controller instead.
 //
 // It writes nothing when svc already carries st, and a merge patch of the
 // ingress list otherwise; an empty st clears the list. A Service gone
 // meanwhile is not an error.
-func (lb *LoadBalancer) writeStatus(ctx context.Context, svc *v1.Service, st *v1.LoadBalancerStatus) error {
+func (c *ServiceController) writeStatus(ctx context.Context, svc *v1.Service, st *v1.LoadBalancerStatus) error {
 	if reflect.DeepEqual(svc.Status.LoadBalancer, *st) || (len(svc.Status.LoadBalancer.Ingress) == 0 && len(st.Ingress) == 0) {
 		return nil
 	}
@@ -34,7 +34,7 @@ func (lb *LoadBalancer) writeStatus(ctx context.Context, svc *v1.Service, st *v1
 	if err != nil {
 		return err
 	}
-	_, err = lb.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("writing the status of %s: %w", lbsvc.Key(svc), err)
 	}
