@@ -35,10 +35,10 @@ func TestSharesOnlyTheContract(t *testing.T) {
 	}
 }
 
-// TestOneStatusWriter: the only code of pkg/ccm that writes through a
+// TestOnlyTheControllerWritesStatus: the only code of pkg/ccm that writes through a
 // status subresource (Service status, and the finalizer as the stock
 // controller patched it) is the service controller's.
-func TestOneStatusWriter(t *testing.T) {
+func TestOnlyTheControllerWritesStatus(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
