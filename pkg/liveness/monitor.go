@@ -168,7 +168,6 @@ type Monitor struct {
 	connected bool
 	refuted   time.Time
 	lastTick  time.Time // when our loop last ran
-	resumed   time.Time // when our loop last ran late: nobody is judged on silence before it
 	stats     Stats
 }
 
@@ -287,8 +286,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 // tick sends this interval's heartbeats and judges the neighbours.
 func (m *Monitor) tick() {
 	now := m.o.Clock.Now()
+	backlog := m.backlog()
 	m.mu.Lock()
-	m.checkStallLocked(now)
+	behind := m.checkStallLocked(now, backlog)
 	var to []netip.AddrPort
 	for _, p := range m.peers {
 		// Neighbours, and whoever sends to us (it counts on our answer).
@@ -298,7 +298,7 @@ func (m *Monitor) tick() {
 	}
 	m.mu.Unlock()
 	m.send(Packet{Kind: KindBeat}, to)
-	m.judge(now)
+	m.judge(now, behind, backlog)
 }
 
 // judge declares silent neighbours dead, or this node cut off.
@@ -308,7 +308,11 @@ func (m *Monitor) tick() {
 // at once for CutAfter (less than Timeout, so a cut-off node stops before
 // its peers take over), this node is the one cut off, unless the API says
 // the silent ones are gone.
-func (m *Monitor) judge(now time.Time) {
+//
+// behind: this node's loop ran late or its receive goroutine is behind
+// (backlog: datagrams wait unread), so nobody is suspected or declared dead
+// at this tick; a backlog also means this node hears the link.
+func (m *Monitor) judge(now time.Time, behind, backlog bool) {
 	m.mu.Lock()
 	var silent, watched []string
 	var suspects []Packet
@@ -319,13 +323,16 @@ func (m *Monitor) judge(now time.Time) {
 		if now.Sub(later(p.heard, p.watchFrom)) >= 0 {
 			watched = append(watched, node)
 		}
-		if sp, ok := m.suspectLocked(node, p, now); ok {
+		if sp, ok := m.suspectLocked(node, p, now, behind); ok {
 			suspects = append(suspects, sp)
-		} else if !p.suspectAt.IsZero() && now.Sub(p.suspectAt) >= m.o.SuspectFor {
+		} else if !behind && !p.suspectAt.IsZero() && now.Sub(p.suspectAt) >= m.o.SuspectFor {
 			silent = append(silent, node)
 		}
 	}
-	heardFor := now.Sub(later(m.heardAny, m.resumed))
+	heardFor := now.Sub(m.heardAny)
+	if backlog {
+		heardFor = 0 // datagrams arrived: this node is on the link
+	}
 	m.mu.Unlock()
 	for _, sp := range suspects {
 		m.broadcast(sp)

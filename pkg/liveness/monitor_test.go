@@ -409,3 +409,54 @@ func TestSenderHiccupIsNotDeath(t *testing.T) {
 		t.Fatalf("node4's hiccup made it dead for %v", dead)
 	}
 }
+
+// Datagrams waiting unread in a real socket at a tick (the receive
+// goroutine is behind) count as a stall: nobody is suspected.
+func TestUnreadBacklogIsAStall(t *testing.T) {
+	c := newCluster(t, 3)
+	c.run(time.Second)
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = udp.Close() }()
+	n1 := c.mons["node1"]
+	n1.o.Conn = udp // its reads stopped: nothing drains this socket
+	if n1.backlog() {
+		t.Fatal("empty socket reported as a backlog")
+	}
+	snd, err := net.DialUDP("udp4", nil, udp.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = snd.Close() }()
+	if _, err := snd.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	waitBacklog := time.Now().Add(10 * time.Second)
+	for !n1.backlog() {
+		if time.Now().After(waitBacklog) {
+			t.Fatal("a queued datagram is not reported as a backlog")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before := n1.Stats()
+	c.pause("node2") // silent to node1's clock while node1's reads are behind
+	c.pause("node3")
+	c.run(2 * DefaultTimeout)
+	n1.tick()
+	after := n1.Stats()
+	if after.Stalls == before.Stalls {
+		t.Error("a tick with unread datagrams was not counted as a stall")
+	}
+	if after.Suspicions != before.Suspicions {
+		t.Errorf("node1, behind on its reads, suspected %d peers", after.Suspicions-before.Suspicions)
+	}
+	buf := make([]byte, 64)
+	if _, _, err := udp.ReadFromUDPAddrPort(buf); err != nil {
+		t.Fatal(err)
+	}
+	if n1.backlog() {
+		t.Error("drained socket still reported as a backlog")
+	}
+}

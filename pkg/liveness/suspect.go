@@ -12,8 +12,14 @@ import (
 //     missed wait unread in its socket, and judging before reading them
 //     would blame the neighbour. The loop's own ticks show it: a tick more
 //     than two intervals after the previous one means this node was not
-//     running, and nobody is judged on silence until this node has been
-//     running and receiving for a whole Timeout again (checkStallLocked);
+//     running; datagrams still queued in the socket at a tick (Linux:
+//     SIOCINQ) mean its receive goroutine is behind. At such a tick nobody
+//     is suspected or declared dead (checkStallLocked); the next tick on
+//     time with the socket drained judges. Queued datagrams also prove
+//     that this node hears the link, so it does not count itself cut off;
+//     a late tick alone does not postpone that judgement (a node that
+//     truly hears nothing must stop announcing before its peers take
+//     over);
 //   - only the path from the neighbour to this node fails. The suspect is
 //     first asked about, SWIM-style: this node sends a suspect packet to
 //     every member; the neighbour refutes it, and any member that heard it
@@ -32,28 +38,32 @@ type outPacket struct {
 	to netip.AddrPort
 }
 
-// checkStallLocked notes that this node's loop ran late. e.mu must be held.
-func (m *Monitor) checkStallLocked(now time.Time) {
-	if !m.lastTick.IsZero() && now.Sub(m.lastTick) > 2*m.o.Interval {
-		m.resumed = now
+// checkStallLocked reports whether this node is behind: its loop ran late
+// (a tick more than two intervals after the previous one), or its receive
+// goroutine is behind (backlog: datagrams wait unread in the socket).
+// m.mu must be held.
+func (m *Monitor) checkStallLocked(now time.Time, backlog bool) bool {
+	late := !m.lastTick.IsZero() && now.Sub(m.lastTick) > 2*m.o.Interval
+	if late || backlog {
 		m.stats.Stalls++
-		m.log.V(1).Info("this node's liveness loop ran late: nobody is judged on silence for a timeout",
-			"late", now.Sub(m.lastTick)-m.o.Interval)
+		m.log.V(2).Info("this node's liveness loop ran late or has unread heartbeats: judging nobody at this tick",
+			"late", now.Sub(m.lastTick)-m.o.Interval, "backlog", backlog)
 	}
 	m.lastTick = now
+	return late || backlog
 }
 
 // suspectLocked starts suspecting p when it has been silent for Timeout
-// on this node's running clock and was not yet suspected, returning the
+// and was not yet suspected, unless this node is behind, returning the
 // suspect packet to send to every member; it drops the suspicion of a
 // peer no longer silent. m.mu must be held.
-func (m *Monitor) suspectLocked(node string, p *peer, now time.Time) (Packet, bool) {
-	base := later(later(p.heard, p.watchFrom), later(p.vouched, m.resumed))
+func (m *Monitor) suspectLocked(node string, p *peer, now time.Time, behind bool) (Packet, bool) {
+	base := later(later(p.heard, p.watchFrom), p.vouched)
 	if now.Sub(base) < m.o.Timeout {
 		m.clearSuspicionLocked(p)
 		return Packet{}, false
 	}
-	if !p.suspectAt.IsZero() {
+	if behind || !p.suspectAt.IsZero() {
 		return Packet{}, false
 	}
 	p.suspectAt = now
