@@ -34,7 +34,7 @@ func (l *LivenessConfig) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&l.Address, "link-address", l.Address, "--liveness=link: this node's address for heartbeats (default: the first address of --services-interface, else --interface).")
 	fs.IntVar(&l.Port, "link-port", l.Port, "--liveness=link: UDP port of the heartbeats.")
 	fs.DurationVar(&l.Interval, "link-interval", l.Interval, "--liveness=link: time between heartbeats.")
-	fs.DurationVar(&l.Timeout, "link-timeout", l.Timeout, "--liveness=link: silence after which a neighbour is dead (at least 3 intervals; the failover time).")
+	fs.DurationVar(&l.Timeout, "link-timeout", l.Timeout, "--liveness=link: silence after which a neighbour is suspected; it is dead a third of this later unless another member still hears it (at least 3 intervals).")
 }
 
 func (l *LivenessConfig) validate() error {
