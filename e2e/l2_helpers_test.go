@@ -344,3 +344,24 @@ func l2Others(holders map[string]string, names []string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// l2StableHolders waits until the holders of svcs stay the same for quiet
+// (longer than the agents' rebalance settle time, so placement is final)
+// and returns them.
+func l2StableHolders(t testing.TB, l *lab.Lab, svcs []l2Service, quiet, timeout time.Duration) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := l2CurrentHolders(t, l, svcs)
+	since := time.Now()
+	for time.Since(since) < quiet {
+		if time.Now().After(deadline) {
+			t.Fatalf("holders still moving after %v: %v", timeout, last)
+		}
+		time.Sleep(500 * time.Millisecond)
+		now := l2CurrentHolders(t, l, svcs)
+		if !maps.Equal(now, last) {
+			last, since = now, time.Now()
+		}
+	}
+	return last
+}

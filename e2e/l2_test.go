@@ -91,7 +91,11 @@ func (s *l2Suite) serviceGetsAddress(t *testing.T) {
 func (s *l2Suite) spread(t *testing.T) {
 	l := s.l
 	svcs := l2Create(t, l, lab.ScaleNamespace, l2Names("spread", 30))
-	holders := l2Holders(t, l, svcs)
+	l2Holders(t, l, svcs)
+	// Home is where placement settles: an agent that saw its peers ready
+	// a moment late holds some Services until rebalancing (settle time 3 s)
+	// hands them to their preferred nodes.
+	holders := l2StableHolders(t, l, svcs, 5*time.Second, time.Minute)
 	by := l2ByHolder(holders)
 	counts := map[string]int{}
 	for _, n := range l.Nodes {

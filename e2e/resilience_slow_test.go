@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -147,20 +146,7 @@ func (s *resSuite) pointKubeconfigs(t *testing.T, from, to string) {
 // quiet and returns them.
 func (s *resSuite) stableHolders(t *testing.T, quiet, timeout time.Duration) map[string]string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := l2CurrentHolders(t, s.l, s.steady)
-	since := time.Now()
-	for time.Since(since) < quiet {
-		if time.Now().After(deadline) {
-			t.Fatalf("holders still moving after %v: %v", timeout, last)
-		}
-		time.Sleep(500 * time.Millisecond)
-		now := l2CurrentHolders(t, s.l, s.steady)
-		if !maps.Equal(now, last) {
-			last, since = now, time.Now()
-		}
-	}
-	return last
+	return l2StableHolders(t, s.l, s.steady, quiet, timeout)
 }
 
 // slowAPI: every request to the API server takes 300 ms longer (vip-ccm
