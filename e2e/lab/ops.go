@@ -15,6 +15,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // ClientGet connects from the client namespace to vip:port within timeout,
@@ -340,8 +344,11 @@ func (l *Lab) heartbeatAges(ctx context.Context, node string) (map[string]float6
 	return out, nil
 }
 
-// WaitSettled waits until every running agent is ready and sees a fresh
-// heartbeat from every running agent (itself included).
+// WaitSettled waits until every running agent is ready, its heartbeat
+// says so (peers count a node as a candidate only then: a Service created
+// earlier would be placed on the nodes that happened to be ready first and
+// move when rebalancing runs), and each agent sees a fresh heartbeat from
+// every running agent (itself included) after that.
 func (l *Lab) WaitSettled(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -357,7 +364,23 @@ func (l *Lab) WaitSettled(ctx context.Context, timeout time.Duration) error {
 		}
 	}
 	var last string
-	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	if err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		for _, name := range running {
+			hb, err := l.Admin.CoordinationV1().Leases(AgentNamespace).Get(ctx, lbsvc.HeartbeatLeasePrefix+name, metav1.GetOptions{})
+			if err != nil || hb.Annotations[lbsvc.AnnotationNodeReady] != "true" {
+				last = fmt.Sprintf("%s's heartbeat does not say ready yet (%v)", name, err)
+				return false, nil
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return fmt.Errorf("lab not settled (%s): %w\n%s", last, err, l.Logs(20))
+	}
+	// The ready heartbeats are written; peers see them within one watch
+	// delivery. Ask for fresh heartbeat ages twice, a heartbeat period
+	// apart, so every view includes them.
+	fresh := 0
+	err := poll(ctx, 250*time.Millisecond, func() (bool, error) {
 		for _, obs := range running {
 			ages, err := l.heartbeatAges(ctx, obs)
 			if err != nil {
@@ -368,11 +391,13 @@ func (l *Lab) WaitSettled(ctx context.Context, timeout time.Duration) error {
 				age, ok := ages[peer]
 				if !ok || age > 0.5 {
 					last = fmt.Sprintf("%s sees %s's heartbeat age %v (known %v)", obs, peer, age, ok)
+					fresh = 0
 					return false, nil
 				}
 			}
 		}
-		return true, nil
+		fresh++
+		return fresh >= 2, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lab not settled (%s): %w\n%s", last, err, l.Logs(20))
