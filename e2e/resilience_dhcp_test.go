@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -44,10 +43,8 @@ func (s *resSuite) dhcpServerGone(t *testing.T, row *resRow) {
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	msg := d.waitEvent(t, "DHCPFailed", lab.DHCPT2+30*time.Second)
-	if !strings.Contains(msg, "kept until") {
-		t.Errorf("DHCPFailed Event %q does not say the address is kept", msg)
-	}
+	// The renewal failure says the address is kept.
+	d.waitEvent(t, "DHCPFailed", "kept until", lab.DHCPT2+30*time.Second)
 	// Past T2: rebinding fails too, the address stays while the lease is valid.
 	if wait := time.Until(down.Add(lab.DHCPT2 + 2*time.Second)); wait > 0 {
 		time.Sleep(wait)
