@@ -31,7 +31,7 @@ func TestL2Link(t *testing.T) {
 	// tree). Until that is fixed this suite runs only when asked for, so
 	// make test reports the default mode's results; see docs/liveness.md.
 	if os.Getenv("VIP_E2E_LINK") == "" {
-		t.Skip("link liveness suite: known start-up race (docs/liveness.md); run with VIP_E2E_LINK=1")
+		t.Skip("link liveness suite: opt-in until it has passed repeatedly (docs/liveness.md, Known issues); run with VIP_E2E_LINK=1")
 	}
 	l := l2Lab(t, sharedLabOptions(lab.Options{Liveness: "link", AgentArgs: []string{"--settle-time=3s"}}))
 	s := &l2Suite{l: l}
