@@ -44,19 +44,9 @@ func startLink(c agentconfig.Config, log logr.Logger) (*linkLiveness, error) {
 		return nil, fmt.Errorf("listening for link heartbeats: %w", err)
 	}
 	l := &linkLiveness{addr: ap.String()}
+	fresh, changed := election.LinkHooks(&l.el)
 	l.mon, err = liveness.New(liveness.Options{Self: c.NodeName, Key: key, Conn: udp,
-		Interval: lc.Interval, Timeout: lc.Timeout, Logger: log,
-		MemberFresh: func(node string) bool {
-			if e := l.el.Load(); e != nil {
-				return e.MemberFresh(node)
-			}
-			return true
-		},
-		OnChange: func() {
-			if e := l.el.Load(); e != nil {
-				e.Kick()
-			}
-		}})
+		Interval: lc.Interval, Timeout: lc.Timeout, Logger: log, MemberFresh: fresh, OnChange: changed})
 	if err != nil {
 		_ = udp.Close()
 		return nil, configErr(err)

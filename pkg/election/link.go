@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,25 @@ const (
 
 // linkMode reports whether liveness comes from the link.
 func (e *Elector) linkMode() bool { return e.o.Link != nil }
+
+// LinkHooks returns the liveness monitor's MemberFresh and OnChange for an
+// Elector built after the monitor (its options hold the monitor): they
+// reach the Elector once el is set; until then every member counts as
+// fresh and changes wait for the first evaluation.
+func LinkHooks(el *atomic.Pointer[Elector]) (memberFresh func(node string) bool, onChange func()) {
+	memberFresh = func(node string) bool {
+		if e := el.Load(); e != nil {
+			return e.MemberFresh(node)
+		}
+		return true
+	}
+	onChange = func() {
+		if e := el.Load(); e != nil {
+			e.Kick()
+		}
+	}
+	return memberFresh, onChange
+}
 
 // Kick asks for a liveness evaluation soon (the link's OnChange); it never
 // blocks.

@@ -73,19 +73,9 @@ func (ll *linkLab) opts(o *Options) {
 	conn := &cutConn{UDPConn: udp}
 	el := &atomic.Pointer[Elector]{}
 	name := o.NodeName
+	fresh, changed := LinkHooks(el)
 	m, err := liveness.New(liveness.Options{Self: name, Key: linkKey, Conn: conn, JoinGrace: 300 * time.Millisecond,
-		Logger: testr.New(t).WithValues("on", name),
-		MemberFresh: func(n string) bool {
-			if e := el.Load(); e != nil {
-				return e.MemberFresh(n)
-			}
-			return true
-		},
-		OnChange: func() {
-			if e := el.Load(); e != nil {
-				e.Kick()
-			}
-		}})
+		Logger: testr.New(t).WithValues("on", name), MemberFresh: fresh, OnChange: changed})
 	if err != nil {
 		t.Fatal(err)
 	}

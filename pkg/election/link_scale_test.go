@@ -88,18 +88,9 @@ func scaleOpts(t *testing.T, mode string, mons *atomic.Int64, links *sync.Map) f
 			t.Fatal(err)
 		}
 		el := &atomic.Pointer[Elector]{}
+		fresh, changed := LinkHooks(el)
 		m, err := liveness.New(liveness.Options{Self: o.NodeName, Key: linkKey, Conn: udp, Logger: logr.Discard(),
-			MemberFresh: func(n string) bool {
-				if e := el.Load(); e != nil {
-					return e.MemberFresh(n)
-				}
-				return true
-			},
-			OnChange: func() {
-				if e := el.Load(); e != nil {
-					e.Kick()
-				}
-			}})
+			MemberFresh: fresh, OnChange: changed})
 		if err != nil {
 			t.Fatal(err)
 		}
