@@ -149,18 +149,23 @@ func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, err
 			return nil
 		},
 		run: ag.Run,
-		// Graceful stop: withdraw first, then hand the Leases to successors,
-		// so no address is ever announced from two nodes and the successors
-		// take over at once instead of waiting for the heartbeat to go
-		// stale. The gateway's port mappings go last.
+		// Graceful stop, make before break (pkg/agent/handoff.go): the
+		// Leases go to their successors, which announce at once instead of
+		// waiting for the heartbeat to go stale; each address stays bound
+		// here until its successor says it announced it, so no client
+		// packet is dropped. DHCP addresses (a MAC of their own) go first.
+		// The gateway's port mappings go last.
 		stop: func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			ag.WithdrawEverything(sctx)
+			ag.WithdrawSourced(sctx)
 			_ = dm.Close() // leases kept for the successors; macvlans removed before the hand-off
+			marks := ag.BeginStop(sctx)
 			if err := el.Shutdown(sctx); err != nil {
 				log.Error(err, "handing Leases off")
 			}
+			ag.AwaitSuccessors(sctx, marks)
+			ag.WithdrawEverything(sctx)
 			elCancel()
 			<-elDone
 			stopUPnP()

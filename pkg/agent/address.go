@@ -127,11 +127,19 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 	switch {
 	case d.HandOffTo != "":
 		a.forgetProbe(addr)
-		a.withdrawAddr(ctx, addr, "handing over: "+d.Reason)
+		// To a successor: make before break (handoff.go); to nobody:
+		// withdrawn first.
+		bound := d.HandOffTo != releaseToNobody && a.desired.Has(key, addr)
+		if !bound {
+			a.withdrawAddr(ctx, addr, "handing over: "+d.Reason)
+		}
 		if err := a.o.Elector.Release(ctx, a.o.Namespace, lease, d.HandOffTo); err != nil {
 			return fmt.Errorf("handing %s to %s: %w", addr, d.HandOffTo, err)
 		}
-		a.log.V(1).Info("handed over", "vip", addr, "to", d.HandOffTo, "reason", d.Reason)
+		if bound {
+			a.startHandOff(addr)
+		}
+		a.log.V(1).Info("handed over", "vip", addr, "to", d.HandOffTo, "reason", d.Reason, "servingUntilSuccessorAnnounces", bound)
 		return nil
 	case d.Announce && len(served) == 0:
 		if d.Fresh && a.o.Prober != nil {
@@ -152,9 +160,16 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 		if err := a.announceAddr(ctx, addr, served, idle, d.Reason, d.Changed); err != nil {
 			return err
 		}
+		a.endHandOff(addr)
 		a.mu.Lock()
 		mark := probed || a.unmarked[addr]
 		a.mu.Unlock()
+		if !mark {
+			// Handed over or taken over: the node it came from may
+			// still serve until told (handoff.go).
+			l, err := a.agentLease(ctx, lease)
+			mark = d.Changed || (err == nil && a.handedToUs(l))
+		}
 		if mark {
 			// Announced after asking the link: a takeover or restart
 			// need not ask again (unless a conflict is recorded later).
@@ -173,6 +188,9 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 		a.cleanupLegacy(ctx, all)
 		return nil
 	default:
+		if d.Holder != "" && a.keepHandedOff(ctx, addr) {
+			return nil
+		}
 		why := "owned by " + d.Holder
 		if d.Holder == "" {
 			why = "no owner elected yet"
@@ -269,6 +287,7 @@ func (a *Agent) withdrawAddrAs(ctx context.Context, addr netip.Addr, why, typ, r
 	a.mu.Lock()
 	told := a.told[addr]
 	delete(a.told, addr)
+	delete(a.handing, addr)
 	a.mu.Unlock()
 	// Forwarding goes before the address (UPnP asks the gateway from the
 	// Service address, which must still be bound).

@@ -58,11 +58,12 @@ type Agent struct {
 	// conflicts are the addresses another host answered the probe for, with
 	// its MAC; probed again every conflictRetry.
 	conflicts map[netip.Addr]string
-	unprobed  map[netip.Addr]bool // acquired fresh, not probed yet
-	unmarked  map[netip.Addr]bool // announced after a probe, mark not written yet
-	ifaces    *ipam.Config        // interface-<ns> settings
-	consent   consent             // interface-* (tenant.go)
-	warned    map[string]string   // one-time Warnings (tenant.go)
+	unprobed  map[netip.Addr]bool      // acquired fresh, not probed yet
+	unmarked  map[netip.Addr]bool      // announced after a probe, mark not written yet
+	handing   map[netip.Addr]time.Time // handed off while bound here -> end of the grace (handoff.go)
+	ifaces    *ipam.Config             // interface-<ns> settings
+	consent   consent                  // interface-* (tenant.go)
+	warned    map[string]string        // one-time Warnings (tenant.go)
 }
 
 // New builds an agent; Run starts it.
@@ -85,6 +86,7 @@ func New(o Options) (*Agent, error) {
 		conflicts: map[netip.Addr]string{},
 		unprobed:  map[netip.Addr]bool{},
 		unmarked:  map[netip.Addr]bool{},
+		handing:   map[netip.Addr]time.Time{},
 
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](20*time.Millisecond, 10*time.Second),
@@ -139,9 +141,9 @@ func New(o Options) (*Agent, error) {
 	return a, nil
 }
 
-// Run starts informers and workers and blocks until ctx ends. It then
-// withdraws every address this node announced; the caller hands Leases off
-// (Shutdown) after Run returns.
+// Run starts informers and workers and blocks until ctx ends. The caller
+// then stops gracefully: WithdrawSourced, BeginStop, the Elector's
+// Shutdown, AwaitSuccessors, WithdrawEverything (handoff.go).
 func (a *Agent) Run(ctx context.Context) error {
 	a.factory.Start(ctx.Done())
 	a.cmFactory.Start(ctx.Done())

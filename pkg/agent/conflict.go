@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -220,12 +221,14 @@ func (a *Agent) agentLease(ctx context.Context, name string) (*coordv1.Lease, er
 }
 
 // markAnnounced records on the address's Lease that this node announced
-// addr after asking the link (a merge patch: it only adds the marks, so it
-// needs no precondition).
+// addr after asking the link, or after it was handed over (a merge patch:
+// it only changes the marks, so it needs no precondition).
 func (a *Agent) markAnnounced(ctx context.Context, addr netip.Addr) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{
 		AnnotationAnnouncedAt: a.o.Clock.Now().UTC().Format(time.RFC3339Nano),
 		AnnotationAnnouncedBy: a.o.NodeName,
+		// Tells the node that handed the address over that it may withdraw.
+		election.AnnotationHandedOffBy: nil,
 	}}})
 	if err != nil {
 		return err

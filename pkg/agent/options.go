@@ -123,6 +123,10 @@ type Options struct {
 	// which addresses (plugins.go; UPnP port mappings:
 	// pkg/agent/upnpforward). ModeARP only.
 	Forwarder Forwarder
+	// HandOffGrace bounds how long an address handed to a successor stays
+	// bound here when the successor does not say it announced it
+	// (handoff.go; default DefaultHandOffGrace).
+	HandOffGrace time.Duration
 	// Clock times reconciles, probes, conflict records and the
 	// NoAddressAssigned wait, and drives the queue's delayed retries
 	// (default: the real clock; tests pass a fake).
@@ -152,6 +156,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Workers <= 0 {
 		o.Workers = DefaultWorkers
+	}
+	if o.HandOffGrace <= 0 {
+		o.HandOffGrace = DefaultHandOffGrace
 	}
 	if o.Namespace == "" {
 		o.Namespace = "kube-system"

@@ -273,12 +273,20 @@ func (a *Agent) forgetLease(ctx context.Context, key string) error {
 // runs before the Leases are handed off, so no address is ever announced
 // from two nodes).
 func (a *Agent) WithdrawEverything(ctx context.Context) {
+	a.WithdrawSourced(ctx)
+	for _, addr := range a.boundAddrs() {
+		a.withdrawAddr(ctx, addr, "agent stopping")
+	}
+}
+
+// WithdrawSourced withdraws the addresses of Services that obtain them from
+// the AddressSource (a MAC of their own: never on two nodes, so they go
+// before the hand-off).
+func (a *Agent) WithdrawSourced(ctx context.Context) {
 	for _, k := range a.desired.Owners() {
-		if addr, ok := parseAddrKey(k); ok {
-			a.withdrawAddr(ctx, addr, "agent stopping")
-			continue
+		if _, ok := parseAddrKey(k); !ok {
+			a.withdrawAll(ctx, k, a.Service(k), "agent stopping")
 		}
-		a.withdrawAll(ctx, k, a.Service(k), "agent stopping")
 	}
 }
 

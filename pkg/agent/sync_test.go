@@ -268,14 +268,26 @@ func TestSyncScenarios(t *testing.T) {
 			wantBound: map[string]string{}, wantCands: []string{"n2"},
 		},
 		{
-			name: "labelled excluded while announcing: handed off, then the Lease released", mode: ModeARP, decide: announceHere,
+			name: "labelled excluded while announcing: handed off, still bound until the successor announces", mode: ModeARP, decide: announceHere,
 			objs: []runtime.Object{node("n1", false), node("n2", false), svcWith("web", vipA), readySlice("web", "n2")},
 			change: func(w *world) {
 				w.el.set(func(e *scriptElector) { e.d = Decision{Holder: "n1", HandOffTo: "n2", Reason: "not a candidate"} })
 				w.put(node("n1", true))
 			},
-			wantBound: map[string]string{}, wantCands: []string{"n2"},
-			wantReleased: []string{lbsvc.AddressLeaseName(netip.MustParseAddr(vipA)) + " -> n2 bound=false"},
+			wantBound: map[string]string{vipA: "eth0"}, wantCands: []string{"n2"},
+			wantReleased: []string{lbsvc.AddressLeaseName(netip.MustParseAddr(vipA)) + " -> n2 bound=true"},
+		},
+		{
+			name: "no other candidate: withdrawn, then the Lease released to nobody", mode: ModeARP, decide: announceHere,
+			objs: []runtime.Object{svcWith("web", vipA), readySlice("web", "n1")},
+			change: func(w *world) {
+				w.el.set(func(e *scriptElector) {
+					e.d = Decision{Holder: "n1", HandOffTo: releaseToNobody, Reason: "no candidate"}
+				})
+				w.a.EnqueueAll()
+			},
+			wantBound: map[string]string{}, wantCands: []string{"n1", "n2"},
+			wantReleased: []string{lbsvc.AddressLeaseName(netip.MustParseAddr(vipA)) + " -> \x00nobody bound=false"},
 			wantEvents:   []string{"Normal Withdrawn"},
 		},
 		{

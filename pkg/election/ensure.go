@@ -65,9 +65,10 @@ type Result struct {
 	Change Change
 	Reason string
 	// Release is set when this node holds the Lease but must give it up
-	// (Change is HandedOff or Released). The VIP must never be on two
-	// nodes, so the caller first withdraws the Service's addresses and then
-	// calls Release(ctx, namespace, leaseName, Successor).
+	// (Change is HandedOff or Released) by calling Release(ctx, namespace,
+	// leaseName, Successor): to a successor while still announcing (it
+	// withdraws once the successor's announcement removes
+	// AnnotationHandedOffBy), to nobody after withdrawing.
 	Release   bool
 	Successor string
 	// RequeueAfter, when positive, asks the caller to call Ensure again
@@ -294,6 +295,7 @@ func waiting(pref string) string {
 func (e *Elector) claim(l *coordv1.Lease, holder, serviceKey, reason string, now time.Time) {
 	setLabels(l, serviceKey)
 	annotate(l, AnnotationReason, reason)
+	annotate(l, AnnotationHandedOffBy, "")
 	old := holderOf(l)
 	t := metav1.NewMicroTime(now)
 	l.Spec.RenewTime = &t

@@ -230,6 +230,15 @@ func TestReleaseWritesSuccessor(t *testing.T) {
 		!strings.Contains(l.Annotations[AnnotationReason], "no longer a candidate") {
 		t.Errorf("after Release: holder %q, spec %+v, reason %q", holderOf(l), l.Spec, l.Annotations[AnnotationReason])
 	}
+	if l.Annotations[AnnotationHandedOffBy] != "a" {
+		t.Errorf("after a hand-off: %s = %q, want a", AnnotationHandedOffBy, l.Annotations[AnnotationHandedOffBy])
+	}
+	// Any other change of holder removes the hand-off mark.
+	taken := l.DeepCopy()
+	u.claim(taken, "c", "", "took over", u.o.Clock.Now())
+	if _, ok := taken.Annotations[AnnotationHandedOffBy]; ok {
+		t.Errorf("a claim kept %s", AnnotationHandedOffBy)
+	}
 	// Releasing what is not ours is a no-op.
 	if err := u.Release(t.Context(), DefaultNamespace, "kubevip-x", ""); err != nil {
 		t.Fatal(err)
@@ -242,8 +251,9 @@ func TestReleaseWritesSuccessor(t *testing.T) {
 	if err := u.Release(t.Context(), DefaultNamespace, "kubevip-y", ""); err != nil {
 		t.Fatal(err)
 	}
-	if l := stored(t, client, DefaultNamespace, "kubevip-y"); l.Spec.HolderIdentity != nil || l.Spec.AcquireTime != nil {
-		t.Errorf("released lease: %+v", l.Spec)
+	if l := stored(t, client, DefaultNamespace, "kubevip-y"); l.Spec.HolderIdentity != nil || l.Spec.AcquireTime != nil ||
+		l.Annotations[AnnotationHandedOffBy] != "" {
+		t.Errorf("released lease: %+v, annotations %v", l.Spec, l.Annotations)
 	}
 }
 

@@ -40,6 +40,11 @@ const (
 	AnnotationService = lbsvc.AnnotationLeaseService
 	// AnnotationReason records why a Service Lease last changed hands.
 	AnnotationReason = "vip.io/reason"
+	// AnnotationHandedOffBy names the node that handed a Service Lease to
+	// its holder; the holder removes it once it announces the address, and
+	// the node that handed it off keeps the address bound until then (make
+	// before break). Any other change of holder removes it too.
+	AnnotationHandedOffBy = "vip.io/handed-off-by"
 	// AnnotationHealth carries the agent's health URL on its heartbeat Lease.
 	AnnotationHealth = "vip.io/health"
 	// HeartbeatPrefix prefixes heartbeat Lease names: vip-node-<node>.

@@ -18,8 +18,11 @@ const shutdownParallelism = 8
 
 // Release gives up a Service Lease this node holds: holderIdentity becomes
 // successor ("" = unset) by an update preconditioned on the version seen.
-// The caller must have withdrawn the Service's addresses first. It does
-// nothing when this node does not hold the Lease (any more).
+// A hand-off to a successor marks the Lease AnnotationHandedOffBy this
+// node: the caller may keep the addresses bound until the successor's
+// first announcement removes the mark (make before break); a release to
+// nobody needs them withdrawn first. It does nothing when this node does
+// not hold the Lease (any more).
 func (e *Elector) Release(ctx context.Context, namespace, leaseName string, successor string) error {
 	key := namespace + "/" + leaseName
 	e.mu.Lock()
@@ -48,6 +51,9 @@ func (e *Elector) release(ctx context.Context, namespace, leaseName, successor, 
 		}
 		obj := l.DeepCopy()
 		e.claim(obj, successor, "", why, e.o.Clock.Now())
+		if successor != "" {
+			annotate(obj, AnnotationHandedOffBy, e.self)
+		}
 		e.metrics.writes.WithLabelValues(writeService).Inc()
 		out, err := e.leases(namespace).Update(ctx, obj, metav1.UpdateOptions{})
 		switch {
@@ -105,13 +111,15 @@ func (e *Elector) Delete(ctx context.Context, namespace, leaseName string) error
 	return fmt.Errorf("deleting lease %s: %w", key, err)
 }
 
-// Shutdown leaves gracefully. The caller must first withdraw the addresses
-// of every Lease in HeldLeases; then Shutdown stops the heartbeat, deletes
-// the heartbeat Lease (peers judge this node dead at once, so none of them
-// hands a Service back to it) and hands every held Lease to the preferred
-// of the other alive candidates of its last Ensure (unset when there is
-// none), so the successors announce within a watch round trip. Ensure
-// fails with ErrShuttingDown from now on.
+// Shutdown leaves gracefully. The caller must first withdraw what must
+// never be on two nodes at once (addresses on a MAC of their own). Then
+// Shutdown stops the heartbeat, deletes the heartbeat Lease (peers judge
+// this node dead at once, so none of them hands a Service back to it) and
+// hands every held Lease to the preferred of the other alive candidates of
+// its last Ensure (unset when there is none), so the successors announce
+// within a watch round trip; the caller withdraws the other addresses once
+// the successors have (AnnotationHandedOffBy). Ensure fails with
+// ErrShuttingDown from now on.
 func (e *Elector) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	if e.stopping {
