@@ -98,7 +98,7 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 # The release, from git tags (v1.2.3), else v0.0.0-<commit>: `make chart`.
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
 
-.PHONY: help build test unit lint e2e fuzz-short fuzz bench bench-liveness resilience demo deps clean distclean chart manifests \
+.PHONY: help build test unit lint e2e fuzz-short fuzz bench bench-liveness bench-memberlist resilience demo deps clean distclean chart manifests \
 	cluster-bins cluster cluster-down cluster-test cluster-kubeadm-test
 
 help: ## list targets
@@ -222,6 +222,14 @@ bench-liveness: bin/etcd bin/kube-apiserver build ## layer 2 liveness, lease vs 
 	for m in link lease; do VIP_BENCH_HOG=$${VIP_BENCH_HOG:-10m} VIP_BENCH_LIVENESS_MODES=$$m \
 	  $(TEST_ENV) $(GO) test -tags e2e -p 1 -count=1 -run '^$$' -bench 'BenchmarkL2LivenessHog$$' -timeout 1h ./e2e/ 2>&1 | tee -a _out/bench-liveness.log; \
 	done
+
+bench-memberlist: ## hashicorp/memberlist (LAN defaults, tuned) beside pkg/liveness: 3/20/50/100 members in one process, at rest + detection -> _out/bench.txt
+	@mkdir -p _out
+	@# One process per size and kind, so nothing left from one cluster is counted in the next.
+	for n in $${VIP_BENCH_MEMBERLIST_NODES:-3 20 50 100}; do for m in $${VIP_BENCH_MEMBERLIST_MODES:-default tuned liveness}; do \
+	  VIP_BENCH_MEMBERLIST=1 VIP_BENCH_MEMBERLIST_NODES=$$n VIP_BENCH_MEMBERLIST_MODES=$$m VIP_BENCH_MEMBERLIST_OUT=$(CURDIR)/_out/bench.txt \
+	  $(GO) test -count=1 -run '^TestMemberlistSideBySide$$' -v -timeout 60m ./pkg/liveness/memberlistcmp/ 2>&1 | tee -a _out/bench-memberlist.log; \
+	done; done
 
 resilience: bin/etcd bin/kube-apiserver build ## fault scenarios with bursts of 1000 Services: table -> _out/resilience.md (root)
 ifeq ($(IS_ROOT),yes)
