@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -434,6 +435,16 @@ func (l *Lab) startPrograms(ctx context.Context) error {
 		if err := n.Agent.Start(); err != nil {
 			return err
 		}
+		// A large lab starts in batches, each ready before the next, so
+		// that a hundred agents listing at once do not starve the two
+		// cores (and the API server) past the settle timeout.
+		if i := slices.Index(l.Nodes, n); len(l.Nodes) > startBatch && (i+1)%startBatch == 0 {
+			for _, m := range l.Nodes[i+1-startBatch : i+1] {
+				if err := l.WaitAgentReady(ctx, m.Name); err != nil {
+					return fmt.Errorf("starting agents in batches of %d: %w", startBatch, err)
+				}
+			}
+		}
 	}
 	return l.WaitSettled(ctx, max(60*time.Second, time.Duration(len(l.Nodes))*2*time.Second))
 }
@@ -444,6 +455,10 @@ func (l *Lab) track(p *Proc) *Proc {
 	l.procs = append(l.procs, p)
 	return p
 }
+
+// startBatch is how many agents a large lab starts before waiting for
+// them to be ready.
+const startBatch = 10
 
 // Node returns the node called name (nil if none).
 func (l *Lab) Node(name string) *Node {
