@@ -1,11 +1,13 @@
-// Package ccmapp composes vip-ccm: the cloud-provider library's
-// cloud-controller-manager command (its client, metrics registry, leader
-// election and secure HTTP server with /healthz and /metrics) with vip's
-// provider (pkg/ccm), vip's flags and kube-vip-cloud-provider's environment
-// variables (Config), presets for the library's flags, and the controllers
-// vip runs: vip's own service controller (pkg/ccm.ServiceController, the
-// one writer of Service status, in place of the library's stock one) and
-// the library's cloud-node controller.
+// Package ccmapp composes vip-ccm from the cloud-provider library's parts:
+// the cloud-controller-manager's options, client, metrics registry, leader
+// election and secure HTTP server with /healthz and /metrics (put together
+// in run as the library's app.Run does, plus /readyz with one meaning, see
+// readiness), vip's provider (pkg/ccm), vip's flags and
+// kube-vip-cloud-provider's environment variables (Config), presets for the
+// library's flags, and the controllers vip runs: vip's own service
+// controller (pkg/ccm.ServiceController, the one writer of Service status,
+// in place of the library's stock one) and the library's cloud-node
+// controller.
 package ccmapp
 
 import (
@@ -15,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/util/wait"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	"k8s.io/cloud-provider/app/config"
@@ -23,7 +25,12 @@ import (
 	"k8s.io/cloud-provider/options"
 	"k8s.io/component-base/cli"
 	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/cli/globalflag"
+	"k8s.io/component-base/logs"
+	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/component-base/term"
+	"k8s.io/component-base/version/verflag"
 	genericcontrollermanager "k8s.io/controller-manager/app"
 	"k8s.io/controller-manager/controller"
 	"k8s.io/klog/v2"
@@ -61,41 +68,60 @@ func Run(vf *Config) int {
 	return cli.Run(cmd)
 }
 
-// NewCommand builds the cloud-controller-manager command with vip's
-// provider, controllers, flags and presets.
+// NewCommand builds vip-ccm's command: the cloud-controller-manager's
+// flags (as app.NewCloudControllerManagerCommand declares them), vip's
+// flags and presets, running run (the library's Run plus /readyz).
 func NewCommand(vf *Config) (*cobra.Command, error) {
-	ccmOptions, err := options.NewCloudControllerManagerOptions()
+	s, err := options.NewCloudControllerManagerOptions()
 	if err != nil {
 		return nil, fmt.Errorf("initialising command options: %w", err)
 	}
-	fss := cliflag.NamedFlagSets{}
-	vf.AddFlags(fss.FlagSet("vip"))
-
-	var cloud *ccm.Cloud
-	initCloud := func(c *config.CompletedConfig) cloudprovider.Interface {
-		if name := c.ComponentConfig.KubeCloudShared.CloudProvider.Name; name != ccm.ProviderName {
-			klog.Fatalf("--cloud-provider=%q: vip-ccm only provides %q", name, ccm.ProviderName)
-		}
-		if err := ccm.ReadConfigFile(c.ComponentConfig.KubeCloudShared.CloudProvider.CloudConfigFile); err != nil {
-			klog.Fatalf("%v", err)
-		}
-		klog.InfoS("vip-ccm", "version", version.Version)
-		if err := reconnectFast(c); err != nil {
-			klog.Fatalf("building the informers' client: %v", err)
-		}
-		o, err := vf.Complete()
-		if err != nil {
-			klog.Fatalf("invalid vip options: %v", err)
-		}
-		cloud, err = ccm.New(o, legacyregistry.Registerer())
-		if err != nil {
-			klog.Fatalf("%v", err)
-		}
-		return cloud
+	logOptions := logs.NewOptions()
+	ctors := controllers(vf)
+	aliases := names.CCMControllerAliases()
+	cmd := &cobra.Command{
+		Use: "vip-ccm",
+		Long: `vip-ccm is vip's cloud-controller-manager: it gives LoadBalancer Services
+addresses from the pools ConfigMap and initialises nodes.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			verflag.PrintAndExitIfRequested()
+			if err := logsapi.ValidateAndApply(logOptions, utilfeature.DefaultFeatureGate); err != nil {
+				return fmt.Errorf("logging options: %w", err)
+			}
+			cliflag.PrintFlags(cmd.Flags())
+			c, err := s.Config(app.ControllerNames(ctors), app.ControllersDisabledByDefault.List(), aliases, app.AllWebhooks, app.DisabledByDefaultWebhooks)
+			if err != nil {
+				return fmt.Errorf("configuration: %w", err)
+			}
+			cc := c.Complete()
+			cloud, err := initCloud(cc, vf)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), cc, cloud, app.ConstructControllerInitializers(ctors, cc, cloud))
+		},
+		Args: cobra.NoArgs,
 	}
+	fss := s.Flags(app.ControllerNames(ctors), app.ControllersDisabledByDefault.List(), aliases, app.AllWebhooks, app.DisabledByDefaultWebhooks)
+	global := fss.FlagSet("global")
+	verflag.AddFlags(global)
+	logsapi.AddFlags(logOptions, global)
+	globalflag.AddGlobalFlags(global, cmd.Name(), logs.SkipLoggingConfigurationFlags())
+	vf.AddFlags(fss.FlagSet("vip"))
+	for _, f := range fss.FlagSets {
+		cmd.Flags().AddFlagSet(f)
+	}
+	cols, _, _ := term.TerminalSize(cmd.OutOrStdout())
+	cmd.SetUsageFunc(func(cmd *cobra.Command) error {
+		fmt.Fprintf(cmd.OutOrStderr(), "Usage:\n  %s\n", cmd.UseLine())
+		cliflag.PrintSections(cmd.OutOrStderr(), fss, cols)
+		return nil
+	})
+	cmd.SetHelpFunc(func(cmd *cobra.Command, _ []string) {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s\n\nUsage:\n  %s\n", cmd.Long, cmd.UseLine())
+		cliflag.PrintSections(cmd.OutOrStdout(), fss, cols)
+	})
 
-	cmd := app.NewCloudControllerManagerCommand(ccmOptions, initCloud, controllers(vf), names.CCMControllerAliases(), fss, wait.NeverStop)
-	cmd.Use = "vip-ccm"
 	var perr error
 	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
 		if v, ok := presets[fl.Name]; ok {
@@ -106,6 +132,25 @@ func NewCommand(vf *Config) (*cobra.Command, error) {
 		}
 	})
 	return cmd, perr
+}
+
+// initCloud checks the provider's configuration and builds vip's provider.
+func initCloud(c *config.CompletedConfig, vf *Config) (*ccm.Cloud, error) {
+	if name := c.ComponentConfig.KubeCloudShared.CloudProvider.Name; name != ccm.ProviderName {
+		return nil, fmt.Errorf("--cloud-provider=%q: vip-ccm only provides %q", name, ccm.ProviderName)
+	}
+	if err := ccm.ReadConfigFile(c.ComponentConfig.KubeCloudShared.CloudProvider.CloudConfigFile); err != nil {
+		return nil, err
+	}
+	klog.InfoS("vip-ccm", "version", version.Version)
+	if err := reconnectFast(c); err != nil {
+		return nil, fmt.Errorf("building the informers' client: %w", err)
+	}
+	o, err := vf.Complete()
+	if err != nil {
+		return nil, fmt.Errorf("invalid vip options: %w", err)
+	}
+	return ccm.New(o, legacyregistry.Registerer())
 }
 
 // controllers runs vip's service controller, under the stock one's name

@@ -70,6 +70,11 @@ func (c *Cloud) ProviderName() string { return ProviderName }
 // HasClusterID reports true: vip has no notion of cluster tagging.
 func (c *Cloud) HasClusterID() bool { return true }
 
+// HasSynced reports whether the informers vip's provider reads (Services,
+// Nodes, the pools ConfigMap, the agent's Leases) have synced; false until
+// Initialize and SetInformers ran.
+func (c *Cloud) HasSynced() bool { return c.lb.hasSynced() }
+
 // Allocator exposes the load balancer for vip's service controller.
 func (c *Cloud) Allocator() *LoadBalancer { return c.lb }
 

@@ -34,10 +34,13 @@ func shippedCCM() *appsv1.Deployment {
 	replicas, history := int32(2), int32(3)
 	one, zero := intstr.FromInt32(1), intstr.FromInt32(0)
 	user := int64(ccmUser)
-	probe := func(initialDelay, failures int32) *corev1.Probe {
+	// /healthz: the process and its leader election work (liveness);
+	// /readyz: it leads with its controllers running on synced informers,
+	// or is a standby that reads the leader Lease (readiness).
+	probe := func(path string, initialDelay, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/healthz", Port: intstr.FromString("https"), Scheme: corev1.URISchemeHTTPS}},
+				Path: path, Port: intstr.FromString("https"), Scheme: corev1.URISchemeHTTPS}},
 			InitialDelaySeconds: initialDelay, PeriodSeconds: 10, TimeoutSeconds: 5, FailureThreshold: failures,
 		}
 	}
@@ -47,8 +50,8 @@ func shippedCCM() *appsv1.Deployment {
 		ImagePullPolicy: corev1.PullIfNotPresent,
 		Args:            []string{"--leader-elect=true", "--secure-port=10258", "--v=2"},
 		Ports:           []corev1.ContainerPort{{Name: "https", ContainerPort: ccmSecurePort, Protocol: corev1.ProtocolTCP}},
-		LivenessProbe:   probe(15, 3),
-		ReadinessProbe:  probe(0, 0),
+		LivenessProbe:   probe("/healthz", 15, 3),
+		ReadinessProbe:  probe("/readyz", 0, 0),
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
