@@ -233,11 +233,13 @@ func shippedRBAC(t *testing.T) map[string]object {
 func renderings(t *testing.T) map[string][]byte {
 	t.Helper()
 	return map[string][]byte{
-		"kustomize base":         render(t, "kustomize", "deploy/base"),
-		"kustomize overlays/arp": render(t, "kustomize", "deploy/overlays/arp"),
-		"kustomize overlays/bgp": render(t, "kustomize", "deploy/overlays/bgp"),
-		"helm defaults":          render(t, "helm", "deploy/helm/vip"),
-		"helm custom":            render(t, "helm", "deploy/helm/vip", "-f", "deploy/testdata/values-custom.yaml"),
+		"kustomize base":          render(t, "kustomize", "deploy/base"),
+		"kustomize overlays/arp":  render(t, "kustomize", "deploy/overlays/arp"),
+		"kustomize overlays/bgp":  render(t, "kustomize", "deploy/overlays/bgp"),
+		"kustomize overlays/link": render(t, "kustomize", "deploy/overlays/link"),
+		"helm liveness lease":     render(t, "helm", "deploy/helm/vip", "--set", "agent.liveness=lease"),
+		"helm defaults":           render(t, "helm", "deploy/helm/vip"),
+		"helm custom":             render(t, "helm", "deploy/helm/vip", "-f", "deploy/testdata/values-custom.yaml"),
 	}
 }
 
@@ -266,20 +268,25 @@ func TestKustomizeBase(t *testing.T) {
 }
 
 // TestHelmDefaultsEqualKustomize holds the chart to the kustomize sources:
-// default values render the base, mode bgp the BGP overlay, an interface
-// the ARP overlay.
+// default values render the link overlay (and the key Secret), liveness
+// lease the base, mode bgp the BGP overlay, an interface (with liveness
+// lease) the ARP overlay.
 func TestHelmDefaultsEqualKustomize(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		helmArgs  []string
 		kustomize string
 	}{
-		{"defaults", nil, "deploy/base"},
-		{"arp with interface", []string{"--set", "agent.interface=eth0"}, "deploy/overlays/arp"},
+		{"defaults", nil, "deploy/overlays/link"},
+		{"liveness lease", []string{"--set", "agent.liveness=lease"}, "deploy/base"},
+		{"arp with interface", []string{"--set", "agent.interface=eth0", "--set", "agent.liveness=lease"}, "deploy/overlays/arp"},
 		{"bgp", []string{"--set", "mode=bgp"}, "deploy/overlays/bgp"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := objects(t, render(t, append([]string{"helm", "deploy/helm/vip"}, tc.helmArgs...)...))
+			// The chart creates the key Secret the overlay leaves to the
+			// operator (TestHelmLinkKey checks it).
+			delete(h, linkKeySecret)
 			k := objects(t, render(t, "kustomize", tc.kustomize))
 			sameObjects(t, "helm "+strings.Join(tc.helmArgs, " "), h, "kustomize "+tc.kustomize, k)
 		})

@@ -17,10 +17,12 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vip-lb/vip/e2e/lab"
+	"github.com/vip-lb/vip/pkg/election"
 )
 
 // renderDaemonSet runs vip's generator as the documents' alias runs
@@ -102,9 +104,13 @@ func runAsKubelet(t *testing.T, ctx context.Context, l *lab.Lab, ds *appsv1.Daem
 		argv[0] = bin
 	}
 	hostPaths := map[string]string{}
+	secrets := map[string]*corev1.SecretVolumeSource{}
 	for _, v := range spec.Volumes {
 		if v.HostPath != nil {
 			hostPaths[v.Name] = v.HostPath.Path
+		}
+		if v.Secret != nil {
+			secrets[v.Name] = v.Secret
 		}
 	}
 	for _, n := range l.Nodes {
@@ -129,16 +135,19 @@ func runAsKubelet(t *testing.T, ctx context.Context, l *lab.Lab, ds *appsv1.Daem
 			"mkdir -p /run/secrets/kubernetes.io/serviceaccount",
 			fmt.Sprintf("mount --bind %q /run/secrets/kubernetes.io/serviceaccount", sadir)}
 		for _, m := range c.VolumeMounts {
-			hp, ok := hostPaths[m.Name]
-			if !ok {
-				t.Fatalf("volume %s: not a hostPath volume (the lab models hostPath only)", m.Name)
-			}
 			if !strings.HasPrefix(m.MountPath, "/run/") {
 				t.Fatalf("volume %s on %s: the lab mounts volumes under /run only", m.Name, m.MountPath)
 			}
-			src := filepath.Join(dir, "hostpath", hp)
-			if err := os.MkdirAll(src, 0o755); err != nil {
-				t.Fatal(err)
+			var src string
+			if sv, ok := secrets[m.Name]; ok {
+				src = secretVolume(t, ctx, l, ds.Namespace, sv, filepath.Join(dir, "secret-"+m.Name))
+			} else if hp, ok := hostPaths[m.Name]; ok {
+				src = filepath.Join(dir, "hostpath", hp)
+				if err := os.MkdirAll(src, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				t.Fatalf("volume %s: neither a hostPath nor a Secret volume (the lab models those only)", m.Name)
 			}
 			script = append(script, fmt.Sprintf("mkdir -p %q && mount --bind %q %q", m.MountPath, src, m.MountPath))
 		}
@@ -184,7 +193,48 @@ func TestGeneratedARPDaemonSet(t *testing.T) {
 	if err := l.WaitBound(ctx, addr, node); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s answers the client from %s (bound there only) under the generated DaemonSet", addr, node)
+	// The generator's default for this form is --liveness=link with the key
+	// Secret it printed: every agent publishes its link address.
+	for _, n := range l.Nodes {
+		hb, err := l.Env.AdminClient().CoordinationV1().Leases(ds.Namespace).Get(ctx, election.HeartbeatPrefix+n.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hb.Annotations[election.AnnotationLink] == "" {
+			t.Errorf("%s: heartbeat without %s: the agent does not run --liveness=link", n.Name, election.AnnotationLink)
+		}
+	}
+	t.Logf("%s answers the client from %s (bound there only) under the generated DaemonSet (link liveness)", addr, node)
+}
+
+// secretVolume writes a Secret volume's files into dir as the kubelet
+// does: the Secret read from the API server, its items (or every key) as
+// files.
+func secretVolume(t *testing.T, ctx context.Context, l *lab.Lab, ns string, sv *corev1.SecretVolumeSource, dir string) string {
+	t.Helper()
+	sec, err := l.Env.AdminClient().CoreV1().Secrets(ns).Get(ctx, sv.SecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("Secret volume %s: %v", sv.SecretName, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for k := range sec.Data {
+		files[k] = k
+	}
+	if len(sv.Items) > 0 {
+		files = map[string]string{}
+		for _, it := range sv.Items {
+			files[it.Key] = it.Path
+		}
+	}
+	for k, path := range files {
+		if err := os.WriteFile(filepath.Join(dir, path), sec.Data[k], 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // nodeAddrs lists the nodes' lab addresses.

@@ -73,7 +73,9 @@ func (l *linkLiveness) run(ctx context.Context, el *election.Elector) {
 }
 
 // linkAddress is --link-address, or the first address of the announcing
-// interface that is not a bound VIP.
+// interface that is not a bound VIP, or without an interface (addresses
+// announced on the interface whose subnet covers them) the node's address
+// (--node-address, NODE_IP: the Pod's status.hostIP).
 func linkAddress(c agentconfig.Config) (netip.Addr, error) {
 	if c.Liveness.Address != "" {
 		a, err := netip.ParseAddr(c.Liveness.Address)
@@ -87,7 +89,10 @@ func linkAddress(c agentconfig.Config) (netip.Addr, error) {
 		name = c.Interface
 	}
 	if name == "" {
-		return netip.Addr{}, configErr(fmt.Errorf("--liveness=link needs --interface or --link-address"))
+		if a, err := netip.ParseAddr(c.NodeAddress); err == nil {
+			return a, nil
+		}
+		return netip.Addr{}, configErr(fmt.Errorf("--liveness=link needs --interface, --link-address or --node-address (NODE_IP)"))
 	}
 	ifc, err := net.InterfaceByName(name)
 	if err != nil {

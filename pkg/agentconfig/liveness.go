@@ -31,7 +31,7 @@ func defaultLivenessConfig() LivenessConfig {
 func (l *LivenessConfig) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&l.Mode, "liveness", l.Mode, `ARP mode: how dead nodes are found. "lease": every agent renews a heartbeat Lease each --heartbeat-period and watches everyone's (API writes grow with the node count); "link": authenticated UDP heartbeats between neighbours on the announcing interface, the heartbeat Lease renewed only every 10s (docs/liveness.md). Switch every agent together.`)
 	fs.StringVar(&l.KeyFile, "link-key-file", l.KeyFile, "--liveness=link: file holding the cluster's heartbeat key (at least 16 bytes; mount it from a Secret).")
-	fs.StringVar(&l.Address, "link-address", l.Address, "--liveness=link: this node's address for heartbeats (default: the first address of --services-interface, else --interface).")
+	fs.StringVar(&l.Address, "link-address", l.Address, "--liveness=link: this node's address for heartbeats (default: the first address of --services-interface, else --interface, else --node-address).")
 	fs.IntVar(&l.Port, "link-port", l.Port, "--liveness=link: UDP port of the heartbeats.")
 	fs.DurationVar(&l.Interval, "link-interval", l.Interval, "--liveness=link: time between heartbeats.")
 	fs.DurationVar(&l.Timeout, "link-timeout", l.Timeout, "--liveness=link: silence after which a neighbour is suspected; it is dead a third of this later unless another member still hears it (at least 3 intervals).")

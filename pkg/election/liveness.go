@@ -1,6 +1,7 @@
 package election
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -27,6 +28,8 @@ type nodeState struct {
 	gone       bool           // its heartbeat Lease was deleted
 	ready      bool           // its heartbeat says the agent has synced (vip.io/ready)
 	link       netip.AddrPort // its link address (link mode)
+	linkPeer   bool           // its heartbeat carries AnnotationLink: it runs --liveness=link
+	mixWarned  bool           // the mode mismatch with this node was logged
 }
 
 // observeHeartbeat records a heartbeat from the informer. A heartbeat seen
@@ -51,6 +54,10 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 	st.ready = l.Annotations[lbsvc.AnnotationNodeReady] == "true"
 	st.macs = l.Annotations[lbsvc.AnnotationNodeMACs]
 	st.link = e.parseLink(l)
+	st.linkPeer = l.Annotations[AnnotationLink] != ""
+	if node != e.self {
+		e.warnMixedLocked(node, st)
+	}
 	if !changed {
 		return
 	}
@@ -175,7 +182,11 @@ func (e *Elector) ageLocked(node string, st *nodeState, now time.Time) time.Dura
 	return now.Sub(st.seen)
 }
 
-// judge returns a peer's liveness at now. e.mu must be held.
+// judge returns a peer's liveness at now by its heartbeat's freshness. A
+// peer running --liveness=link while this node runs lease renews only its
+// membership (every 10s+): it is judged by that renewal's timing, not
+// declared dead between two renewals (mixedTimingLocked). e.mu must be
+// held.
 func (e *Elector) judge(st *nodeState, now time.Time) bool {
 	switch {
 	case st.gone:
@@ -183,8 +194,55 @@ func (e *Elector) judge(st *nodeState, now time.Time) bool {
 	case !st.alive:
 		return !st.stale || st.changes > st.staleAfter
 	}
+	period, timeout := e.o.HeartbeatPeriod, e.o.HeartbeatTimeout
+	if st.linkPeer && !e.linkMode() {
+		period, timeout = e.mixedTimingLocked()
+	}
 	from := later(st.seen, e.epoch)
-	return now.Sub(from) < e.o.HeartbeatTimeout || e.selfSeen.Sub(from) < e.o.HeartbeatTimeout-e.o.HeartbeatPeriod
+	return now.Sub(from) < timeout || e.selfSeen.Sub(from) < timeout-period
+}
+
+// ErrMixedLiveness: agents of one cluster run different --liveness modes.
+var ErrMixedLiveness = errors.New("agents run different --liveness modes: run every agent with the same one")
+
+// mixedTimingLocked is how a lease-mode node judges a link-mode peer's
+// heartbeat: by the membership renewal period and timeout link-mode nodes
+// use (memberTimingLocked), counting the members this node sees. e.mu
+// must be held.
+func (e *Elector) mixedTimingLocked() (period, timeout time.Duration) {
+	n := 0
+	for _, st := range e.nodes {
+		if !st.gone {
+			n++
+		}
+	}
+	period = max(DefaultMemberPeriod, time.Duration(n)*MemberPeriodPerNode)
+	return period, period * (DefaultMemberTimeout / DefaultMemberPeriod)
+}
+
+// warnMixedLocked logs, once per peer and mismatch, a peer whose liveness
+// mode differs from this node's. A lease-mode node then judges the
+// link-mode peer by its membership renewals (judge), a link-mode node a
+// lease-mode peer by its heartbeat (linkJudge): neither takes the other's
+// addresses between two renewals, but a dead peer of the other mode is
+// found only when its renewals stop for a whole membership timeout.
+// e.mu must be held.
+func (e *Elector) warnMixedLocked(node string, st *nodeState) {
+	mixed := st.linkPeer != e.linkMode()
+	if mixed == st.mixWarned {
+		return
+	}
+	st.mixWarned = mixed
+	if !mixed {
+		e.log.Info("peer runs the same --liveness mode again", "node", node)
+		return
+	}
+	self, peer := "lease", "link"
+	if e.linkMode() {
+		self, peer = "link", "lease"
+	}
+	e.log.Error(ErrMixedLiveness, "peer runs another liveness mode; judging it by its heartbeat Lease renewals, so its failure is found late",
+		"node", node, "peerLiveness", peer, "liveness", self)
 }
 
 // selfAliveLocked reports whether this node may hold Leases: it has renewed

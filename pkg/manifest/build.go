@@ -51,6 +51,13 @@ func Objects(form Form, o Options) ([]runtime.Object, error) {
 		objs = append(objs, passwordSecret(o, pw))
 		mountPasswords(&ds.Spec.Template.Spec, o, true)
 	}
+	if o.linkMode() {
+		secret := o.LinkKeySecret
+		if secret == "" {
+			objs, secret = append(objs, linkKeySecret(o)), LinkKeySecret
+		}
+		mountLinkKey(&ds.Spec.Template.Spec, secret)
+	}
 	return append(objs, ds), nil
 }
 

@@ -95,6 +95,8 @@ func newManifestFlags(fs *pflag.FlagSet) *manifestFlags {
 	fs.StringVar(&o.LBClassName, "lbClassName", "", "loadBalancerClass served besides Services without a class (the agent's default: kube-vip.io/kube-vip-class).")
 	fs.StringVar(&m.metricsAddr, "prometheusHTTPServer", "", "Metrics and health server, :PORT (default :2112).")
 	fs.IntVar(&o.HealthCheckPort, "healthCheckPort", 0, "Also serve /healthz on this port (kube-vip's liveness port).")
+	fs.StringVar(&o.Liveness, "liveness", "", `ARP mode with --services: how dead nodes are found, "link" or "lease" (default: link for a DaemonSet, with the Secret `+LinkKeySecret+` holding a random key drawn now; lease for a static Pod). Every agent of a cluster must use the same mode (docs/liveness.md).`)
+	fs.StringVar(&o.LinkKeySecret, "link-key-secret", "", "--liveness=link: mount this existing Secret (key \"key\") instead of printing "+LinkKeySecret+" with a new key (regenerating then keeps the key).")
 	fs.BoolVar(&m.loadBalancer, "enableLoadBalancer", false, "kube-vip's IPVS control-plane balancer (not provided by vip).")
 	fs.BoolVar(&m.servicesElection, "servicesElection", false, "Accepted for kube-vip compatibility: vip always elects per address.")
 	fs.BoolVar(&m.slices, "enableEndpointSlices", false, "Accepted for kube-vip compatibility: vip always reads EndpointSlices.")

@@ -15,7 +15,7 @@ const (
 	AgentDaemonSetFile = "deploy/agent/daemonset.yaml"
 	CCMRBACFile        = "deploy/ccm/rbac.yaml"
 	CCMDeploymentFile  = "deploy/ccm/deployment.yaml"
-	// AgentBGPPatchFile (shipped.go) is rendered too.
+	// AgentBGPPatchFile and AgentLinkPatchFile (shipped.go) are rendered too.
 )
 
 // generated opens every rendered file.
@@ -47,6 +47,15 @@ deploy/agent/daemonset.yaml): --bgp instead of --arp, the router ID from the
 node's address, kube-vip's bgp_* variables from the ConfigMap vip-agent-bgp
 and the passwords Secret vip-agent-bgp mounted for --bgp-password-file. The
 Helm chart's mode bgp applies the same fields from this file.`
+
+const agentLinkPatchHeader = `Switch vip-agent's ARP mode to --liveness=link (a strategic merge patch
+of deploy/agent/daemonset.yaml, docs/liveness.md): heartbeats between the
+nodes on UDP port 7947, the heartbeat Lease renewed every 10s+ instead of 5
+times a second. The key is the Secret ` + LinkKeySecret + ` (item "` + LinkKeyItem + `"), mounted
+read-only for --link-key-file; it is not shipped (create it once, with a
+random key: deploy/overlays/link/kustomization.yaml). The Helm chart's
+agent.liveness=link (its default) applies the same fields from this file and
+creates the Secret.`
 
 const ccmRBACHeader = `vip-ccm: ServiceAccount and least-privilege RBAC.
 
@@ -118,6 +127,10 @@ func DeployFiles() (map[string][]byte, error) {
 		return nil, fmt.Errorf("rendering %s: %w", AgentBGPPatchFile, err)
 	}
 	out[AgentBGPPatchFile] = append([]byte(generated+comment(agentBGPPatchHeader)), patch...)
+	if patch, err = yaml.Marshal(shippedAgentLinkPatch()); err != nil {
+		return nil, fmt.Errorf("rendering %s: %w", AgentLinkPatchFile, err)
+	}
+	out[AgentLinkPatchFile] = append([]byte(generated+comment(agentLinkPatchHeader)), patch...)
 	for name, f := range files {
 		body, err := Marshal(f.objs)
 		if err != nil {

@@ -31,7 +31,7 @@ func TestDeployFilesAreRendered(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s differs from its rendering by pkg/manifest; edit the Go code, not the file, and run make manifests:\n%s", name, got)
 		}
-		if name == AgentBGPPatchFile {
+		if name == AgentBGPPatchFile || name == AgentLinkPatchFile {
 			// A strategic merge patch ($patch: delete) is no object.
 			var patch map[string]any
 			if err := yaml.UnmarshalStrict(got, &patch); err != nil {

@@ -87,7 +87,7 @@ func TestServerDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, data := range files {
-		if name == AgentBGPPatchFile {
+		if name == AgentBGPPatchFile || name == AgentLinkPatchFile {
 			continue // a patch, not an object: deploy's TestServerSideDryRun sends the patched DaemonSet
 		}
 		t.Run(name, func(t *testing.T) { dryRun(t, data) })

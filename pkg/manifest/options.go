@@ -121,6 +121,17 @@ type Options struct {
 	// Pod cannot mount Secrets, so without PasswordFile its passwords stay
 	// in the Pod spec (the agent warns).
 	PasswordFile string
+
+	// Liveness is how ARP mode finds dead nodes (docs/liveness.md): "link"
+	// (authenticated heartbeats on the link; the heartbeat Lease renewed
+	// every 10s+) or "lease" (a heartbeat Lease renewed 5 times a second).
+	// Default: link for a DaemonSet serving Services in ARP mode, with the
+	// Secret LinkKeySecret holding a key drawn at rendering; lease
+	// otherwise (a static Pod cannot mount the Secret).
+	Liveness string
+	// LinkKeySecret, in link mode, is an existing Secret holding the key
+	// under LinkKeyItem: the manifest mounts it and carries no key.
+	LinkKeySecret string
 }
 
 // withDefaults validates o for form and fills in defaults. Every error wraps
@@ -134,7 +145,7 @@ func (o Options) withDefaults(form Form) (Options, error) {
 		return o, fmt.Errorf("%w: unknown form %q (want pod, daemonset or k3s)", ErrInvalid, form)
 	}
 	o = o.defaults(form)
-	for _, check := range []func(Form) error{o.checkModes, o.checkPorts, o.checkCredentials, o.checkControlPlane, o.checkBGPFlags} {
+	for _, check := range []func(Form) error{o.checkModes, o.checkPorts, o.checkCredentials, o.checkControlPlane, o.checkBGPFlags, o.checkLiveness} {
 		if err := check(form); err != nil {
 			return o, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
@@ -155,6 +166,7 @@ func (o Options) defaults(form Form) Options {
 	if !o.InCluster {
 		o.KubeconfigPath = cmp.Or(o.KubeconfigPath, DefaultKubeconfigPath)
 	}
+	o.Liveness = cmp.Or(o.Liveness, defaultLiveness(form, o))
 	return o
 }
 

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
+
+	"github.com/vip-lb/vip/pkg/agentconfig"
 )
 
 // Render builds the manifest of form and writes it as YAML, one document per
@@ -102,16 +105,35 @@ func header(form Form, o Options) []string {
 		}
 		return h
 	case FormK3s:
-		return []string{
+		return append([]string{
 			"vip-agent DaemonSet and RBAC for k3s (" + what + "), image " + o.Image + ".",
 			"Save it as /var/lib/rancher/k3s/server/manifests/vip-agent.yaml on a server node;",
 			"k3s applies it. Add the control-plane address to the API certificate: k3s server --tls-san ADDRESS.",
-		}
+		}, linkHeader(o)...)
 	}
-	return []string{
+	return append([]string{
 		"vip-agent DaemonSet with its ServiceAccount and RBAC (" + what + "), image " + o.Image + ".",
 		"Apply it with kubectl apply -f.",
+	}, linkHeader(o)...)
+}
+
+// linkHeader explains a link-mode DaemonSet's key.
+func linkHeader(o Options) []string {
+	if !o.linkMode() {
+		return nil
 	}
+	h := []string{"",
+		"Liveness: --liveness=link (docs/liveness.md): heartbeats on UDP port " + strconv.Itoa(agentconfig.Default().Liveness.Port) + " between the nodes,",
+		"which must reach each other there on the announcing interface."}
+	if o.LinkKeySecret != "" {
+		return append(h, "The heartbeat key is read from the Secret "+o.LinkKeySecret+" (item \""+LinkKeyItem+"\"), which must exist.")
+	}
+	return append(h,
+		"The Secret "+LinkKeySecret+" holds a heartbeat key drawn at random for this file: keep it secret.",
+		"Every agent must hold the same key, and an agent reads it when it starts: applying another",
+		"rendering replaces the key, and agents with different keys judge each other dead. Keep this",
+		"file, or generate again with --link-key-secret="+LinkKeySecret+" to keep the Secret's key.",
+		"Two-node clusters: use --liveness=lease (docs/liveness.md, Limits).")
 }
 
 // RenderRBAC writes the agent's ServiceAccount and RBAC (what `vip-agent

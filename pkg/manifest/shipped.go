@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"slices"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -118,6 +120,34 @@ func shippedAgentBGPPatch() map[string]any {
 				"volumeMounts": c.VolumeMounts,
 			}},
 			"volumes": spec.Volumes,
+		}}},
+	}
+}
+
+// AgentLinkPatchFile is deploy/overlays/link's patch of the shipped
+// DaemonSet, relative to the repository root.
+const AgentLinkPatchFile = "deploy/overlays/link/agent-link.yaml"
+
+// shippedAgentLinkPatch is the strategic merge patch that switches the
+// shipped DaemonSet's ARP mode to --liveness=link: the flags, and the key
+// Secret LinkKeySecret mounted read-only where --link-key-file reads it
+// (the same mount as the `manifest daemonset` form's). The Secret itself
+// is not shipped (a committed key would be everyone's): the operator
+// creates it, or the Helm chart does, with a random key. The arguments
+// replace the base's list, so they repeat --arp.
+func shippedAgentLinkPatch() map[string]any {
+	v, m := linkKeyVolume(LinkKeySecret)
+	return map[string]any{
+		"apiVersion": "apps/v1",
+		"kind":       "DaemonSet",
+		"metadata":   map[string]any{"name": Name, "namespace": shippedNamespace},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+			"containers": []any{map[string]any{
+				"name":         Name,
+				"args":         append(slices.Clone(shippedAgent().Spec.Template.Spec.Containers[0].Args), linkArgs()...),
+				"volumeMounts": []corev1.VolumeMount{m},
+			}},
+			"volumes": []corev1.Volume{v},
 		}}},
 	}
 }
