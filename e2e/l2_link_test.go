@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,14 +24,6 @@ import (
 // but not from the link keeps them; the API server down moves nothing; a
 // split link never has one address answered from two MACs in one half.
 func TestL2Link(t *testing.T) {
-	// --liveness=link is opt-in and has a known start-up race: an address
-	// taken from a holder "no longer a candidate" while the cluster starts
-	// can stay bound on no node (Spread failed 2 runs of 3 on the final
-	// tree). Until that is fixed this suite runs only when asked for, so
-	// make test reports the default mode's results; see docs/liveness.md.
-	if os.Getenv("VIP_E2E_LINK") == "" {
-		t.Skip("link liveness suite: opt-in until it has passed repeatedly (docs/liveness.md, Known issues); run with VIP_E2E_LINK=1")
-	}
 	l := l2Lab(t, sharedLabOptions(lab.Options{Liveness: "link", AgentArgs: []string{"--settle-time=3s"}}))
 	s := &l2Suite{l: l}
 	for _, st := range []struct {
