@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vip-lb/vip/internal/listwatch"
 	"github.com/vip-lb/vip/pkg/agentconfig"
 )
 
@@ -159,7 +160,7 @@ type nodeAddresses struct {
 }
 
 func newNodeAddresses(client kubernetes.Interface) *nodeAddresses {
-	f := informers.NewSharedInformerFactory(client, 0)
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(listwatch.Slim))
 	n := &nodeAddresses{byNode: map[string][]netip.Addr{}, factory: f, informer: f.Core().V1().Nodes().Informer()}
 	set := func(obj any) {
 		if node, ok := obj.(*v1.Node); ok {

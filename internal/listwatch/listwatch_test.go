@@ -5,6 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 type flakyRT struct {
@@ -51,5 +56,40 @@ func TestRetryListWatchStopsWithContext(t *testing.T) {
 	_, err := Retry(&flakyRT{fails: 1 << 30}).RoundTrip(req)
 	if err == nil || ctx.Err() == nil {
 		t.Fatalf("err %v, context %v; want the error once the context ends", err, ctx.Err())
+	}
+}
+
+func TestSlim(t *testing.T) {
+	mf := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", ManagedFields: mf, Labels: map[string]string{"a": "b"}},
+		Status: v1.NodeStatus{Images: []v1.ContainerImage{{Names: []string{"x"}}}, Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.1"}}}}
+	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s", ManagedFields: mf, Annotations: map[string]string{"k": "v"}}}
+	for _, tc := range []struct {
+		name string
+		in   any
+	}{
+		{"node", node},
+		{"service", svc},
+		{"tombstone", cache.DeletedFinalStateUnknown{Key: "default/s", Obj: svc.DeepCopy()}},
+		{"not an object", "x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := Slim(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, ok := out.(cache.DeletedFinalStateUnknown); ok {
+				out = d.Obj
+			}
+			if m, err := meta.Accessor(out); err == nil && m.GetManagedFields() != nil {
+				t.Errorf("managedFields kept: %v", m.GetManagedFields())
+			}
+		})
+	}
+	if node.Status.Images != nil || len(node.Status.Addresses) != 1 || node.Labels["a"] != "b" {
+		t.Errorf("node after Slim: %+v", node)
+	}
+	if svc.Annotations["k"] != "v" {
+		t.Errorf("service after Slim: %+v", svc)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/vip-lb/vip/internal/listwatch"
 	"github.com/vip-lb/vip/pkg/announce"
 	"github.com/vip-lb/vip/pkg/ipam"
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -95,7 +96,8 @@ func New(o Options) (*Agent, error) {
 	if a.rec == nil {
 		a.rec = &record.FakeRecorder{}
 	}
-	a.factory = informers.NewSharedInformerFactoryWithOptions(o.Client, o.ResyncPeriod, informers.WithNamespace(o.ServicesNamespace))
+	a.factory = informers.NewSharedInformerFactoryWithOptions(o.Client, o.ResyncPeriod, informers.WithNamespace(o.ServicesNamespace),
+		informers.WithTransform(listwatch.Slim))
 	si := a.factory.Core().V1().Services()
 	es := a.factory.Discovery().V1().EndpointSlices()
 	ni := a.factory.Core().V1().Nodes()
@@ -126,7 +128,7 @@ func New(o Options) (*Agent, error) {
 		DeleteFunc: func(any) { a.EnqueueAll() },
 	})
 	a.cmFactory = informers.NewSharedInformerFactoryWithOptions(o.Client, 0,
-		informers.WithNamespace(o.ConfigMapNamespace),
+		informers.WithNamespace(o.ConfigMapNamespace), informers.WithTransform(listwatch.Slim),
 		informers.WithTweakListOptions(func(lo *metav1ListOptions) { lo.FieldSelector = "metadata.name=" + o.ConfigMapName }))
 	ci := a.cmFactory.Core().V1().ConfigMaps().Informer()
 	_, _ = ci.AddEventHandler(cache.ResourceEventHandlerFuncs{

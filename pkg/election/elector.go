@@ -18,6 +18,8 @@ import (
 	coordinformers "k8s.io/client-go/informers/coordination/v1"
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vip-lb/vip/internal/listwatch"
 )
 
 // holderIndex indexes Service Leases by holderIdentity.
@@ -113,6 +115,9 @@ func New(o Options) (*Elector, error) {
 	e.informer = coordinformers.NewFilteredLeaseInformer(o.Client, o.Namespace, 0,
 		cache.Indexers{holderIndex: indexByHolder},
 		func(lo *metav1.ListOptions) { lo.LabelSelector = LabelManagedBy + "=" + ManagedByValue })
+	if err := e.informer.SetTransform(listwatch.Slim); err != nil {
+		return nil, fmt.Errorf("slimming cached leases: %w", err)
+	}
 	e.store = cache.NewIntegerResourceVersionMutationCacheWithOptions(e.log, e.informer.GetIndexer(),
 		cache.MutationCacheOptions{Indexer: e.informer.GetIndexer(), TTL: overlayTTL, IncludeAdds: true, MaxCacheSize: 1000})
 	e.handler, err = e.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
