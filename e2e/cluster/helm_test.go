@@ -10,6 +10,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/pkg/election"
+	"github.com/vip-lb/vip/pkg/manifest"
 )
 
 // helmInstall replaces the kustomize install (folder kustomization) by
@@ -40,6 +43,26 @@ func helmInstall(t *testing.T, c *Cluster, kustomization, ns, app string, old ne
 	if got := ds.Annotations["meta.helm.sh/release-name"]; got != HelmRelease {
 		t.Fatalf("DaemonSet vip-agent: release annotation %q, want %q (not the chart's)", got, HelmRelease)
 	}
+	// The chart's default is --liveness=link with the key Secret it drew:
+	// every ready agent read the mounted key and publishes its link address.
+	if _, err := c.Admin.CoreV1().Secrets(AgentNamespace).Get(ctx, manifest.LinkKeySecret, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the chart's key Secret: %v", err)
+	}
+	leases, err := c.Admin.CoordinationV1().Leases(AgentNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := 0
+	for _, l := range leases.Items {
+		if strings.HasPrefix(l.Name, election.HeartbeatPrefix) && l.Annotations[election.AnnotationLink] != "" {
+			linked++
+		}
+	}
+	if linked < int(ds.Status.DesiredNumberScheduled) {
+		t.Fatalf("%d heartbeat Leases carry %s, want one per agent (%d): the agents do not run --liveness=link",
+			linked, election.AnnotationLink, ds.Status.DesiredNumberScheduled)
+	}
+	t.Logf("helm install: %d agents run --liveness=link", linked)
 	addr, err := c.ExposeLB(ctx, ns, app+"-helm", app, false)
 	if err != nil {
 		t.Fatal(err)
