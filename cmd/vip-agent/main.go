@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -35,24 +34,6 @@ func main() {
 		}
 		os.Exit(1)
 	}
-}
-
-// agentGOGC is the agent's garbage-collection target when GOGC is not set:
-// a collection when the heap has grown by 50% since the last one, instead
-// of Go's 100%. The agent's heap is mostly informer caches that change
-// slowly, so collections stay rare while the heap's high-water mark (and
-// the resident memory it leaves) shrinks by about a quarter: 4-5 MB less
-// RssAnon with 1000 Services (docs/benchmarks.md).
-const agentGOGC = 50
-
-// gcPercent applies agentGOGC unless the environment sets GOGC, and
-// reports whether it did.
-func gcPercent(lookup func(string) (string, bool)) bool {
-	if _, set := lookup("GOGC"); set {
-		return false
-	}
-	debug.SetGCPercent(agentGOGC)
-	return true
 }
 
 func run(args []string, env agentconfig.Environment, stdout io.Writer) error {
@@ -103,9 +84,6 @@ func run(args []string, env agentconfig.Environment, stdout io.Writer) error {
 		cfg.RenewDeadline != def.RenewDeadline || cfg.RetryPeriod != def.RetryPeriod) {
 		log.Info("kube-vip lease timings accepted but unused: they time the control-plane Lease, and vip detects dead nodes by heartbeat",
 			"heartbeatPeriod", cfg.HeartbeatPeriod, "heartbeatTimeout", cfg.HeartbeatTimeout)
-	}
-	if gcPercent(env.Lookup) {
-		log.V(1).Info("GOGC not set: garbage collection at 50% heap growth", "GOGC", agentGOGC)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

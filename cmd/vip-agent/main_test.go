@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -49,22 +48,5 @@ func TestRun(t *testing.T) {
 				t.Fatalf("err %v; want one containing %q (configuration error: %v)", err, tc.err, tc.configErr)
 			}
 		})
-	}
-}
-
-func TestGCPercent(t *testing.T) {
-	old := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(old)
-	if gcPercent(func(k string) (string, bool) { return "200", k == "GOGC" }) {
-		t.Error("GOGC set in the environment, yet the agent chose its own")
-	}
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("GC percent %d with GOGC set, want the environment's", got)
-	}
-	if !gcPercent(func(string) (string, bool) { return "", false }) {
-		t.Error("GOGC unset, yet the agent's default was not applied")
-	}
-	if got := debug.SetGCPercent(100); got != agentGOGC {
-		t.Errorf("GC percent %d, want %d", got, agentGOGC)
 	}
 }
