@@ -30,8 +30,8 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// ErrLeaderMigration: vip-ccm has no in-tree predecessor to migrate from.
-var ErrLeaderMigration = errors.New("leader migration is not supported: vip-ccm replaces no in-tree cloud provider")
+// errLeaderMigration: vip-ccm has no in-tree predecessor to migrate from.
+var errLeaderMigration = errors.New("leader migration is not supported: vip-ccm replaces no in-tree cloud provider")
 
 // run is the library's app.Run (Events, /configz, the secure server with
 // /healthz and /metrics, leader election, the controllers) built from the
@@ -45,7 +45,7 @@ func run(ctx context.Context, c *config.CompletedConfig, cloud cloudprovider.Int
 
 	gen := &c.ComponentConfig.Generic
 	if leadermigration.Enabled(gen) {
-		return ErrLeaderMigration
+		return errLeaderMigration
 	}
 	if err := installConfigz(c); err != nil {
 		return err
