@@ -32,6 +32,8 @@ type cluster interface {
 	streamCost(t *testing.T) (bytes uint64, every time.Duration)
 	// settings describes the configuration, for the report.
 	settings() string
+	// status tells how far from converged the cluster is.
+	status() string
 	close()
 }
 
@@ -304,11 +306,19 @@ func measure(t *testing.T, out report, mode string, n int, rest, hogFor time.Dur
 	rec := newRecorder(names)
 	c := newCluster(t, mode, names, rec)
 	defer c.close()
-	waitFor(t, 3*time.Minute, "every member sees every member alive", c.converged)
+	if !eventually(3*time.Minute, c.converged) {
+		out.printf("%-8s N=%-3d did not converge: after 3 min not every member saw every member alive: %s", mode, n, c.status())
+		t.FailNow()
+	}
 	// Let the joins settle (pkg/liveness judges a new member after 2 s).
 	time.Sleep(5 * time.Second)
 
 	load0 := loadavg()
+	st, hasStalls := c.(interface{ stalls() (behind, ticks uint64) })
+	var behind0, ticks0 uint64
+	if hasStalls {
+		behind0, ticks0 = st.stalls()
+	}
 	tr0, cpu0, t0, susp0 := c.traffic(), cpuTime(t), time.Now(), c.suspicions()
 	time.Sleep(rest)
 	tr, cpu, el := c.traffic().minus(tr0), cpuTime(t)-cpu0, time.Since(t0)
@@ -326,6 +336,11 @@ func measure(t *testing.T, out report, mode string, n int, rest, hogFor time.Dur
 	out.printf("%-8s N=%-3d at rest %v (load %s): CPU %.2f %% of a core per member (%.1f %% in all), UDP %.1f packets/s and %.0f B/s sent per member, TCP in the window %.0f B/s per member; push-pull %d B per exchange every %v per member = %.0f B/s per member; suspicions %d, marked dead while running %d",
 		mode, n, el.Round(time.Second), load0, 100*cpu.Seconds()/el.Seconds()/float64(n), 100*cpu.Seconds()/el.Seconds(),
 		per(tr.udpPackets), per(tr.udpBytes), per(tr.tcpBytes), xb, every, tcp, susp, len(falseRest))
+	if hasStalls {
+		b, k := st.stalls()
+		out.printf("%-8s N=%-3d at rest: ticks at which a monitor was behind (late, or datagrams unread) and judged nobody: %d of %d",
+			mode, n, b-behind0, k-ticks0)
+	}
 	if len(falseRest) > 0 {
 		t.Errorf("%s N=%d: members marked dead at rest although running: %s", mode, n, brief(falseRest))
 	}
@@ -383,6 +398,17 @@ func measure(t *testing.T, out report, mode string, n int, rest, hogFor time.Dur
 		mode, n, load0, 100*cpu.Seconds()/el.Seconds()/float64(n), per(tr.udpPackets), per(tr.udpBytes), tcp,
 		medians[(len(medians)-1)/2].Round(10*time.Millisecond), medians[len(medians)-1].Round(10*time.Millisecond),
 		lasts[(len(lasts)-1)/2].Round(10*time.Millisecond), lasts[len(lasts)-1].Round(10*time.Millisecond), len(falseRest), susp, len(fDet))
+}
+
+func eventually(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
 }
 
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {

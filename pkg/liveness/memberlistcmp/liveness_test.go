@@ -39,6 +39,8 @@ type lvMember struct {
 	mon  *liveness.Monitor // nil: stopped
 	stop context.CancelFunc
 	done chan struct{}
+	// started is when the current monitor started.
+	started time.Time
 
 	mu   sync.Mutex
 	dead map[string]bool // peers this member believes dead
@@ -106,7 +108,7 @@ func (c *livenessCluster) run(t *testing.T, m *lvMember, udp *net.UDPConn) {
 	mon.Store(lm)
 	lm.SetMembers(c.all)
 	ctx, cancel := context.WithCancel(context.Background())
-	m.mon, m.stop, m.done = lm, cancel, make(chan struct{})
+	m.mon, m.stop, m.done, m.started = lm, cancel, make(chan struct{}), time.Now()
 	go func(done chan struct{}) {
 		defer close(done)
 		_ = lm.Run(ctx)
@@ -132,6 +134,25 @@ func (c *livenessCluster) restart(t *testing.T, i int) {
 	c.run(t, m, udp)
 }
 
+// status tells how far from converged the cluster is.
+func (c *livenessCluster) status() string {
+	lo, hi := len(c.names), 0
+	for _, m := range c.members {
+		if m.mon == nil {
+			continue
+		}
+		alive := 1
+		for _, o := range c.members {
+			if o != m && m.mon.Alive(o.name) {
+				alive++
+			}
+		}
+		lo, hi = min(lo, alive), max(hi, alive)
+	}
+	return fmt.Sprintf("members see %d to %d members alive; %d suspicions, %d marked dead while running",
+		lo, hi, c.suspicions(), len(c.rec.falseDeaths()))
+}
+
 func (c *livenessCluster) converged() bool {
 	for _, m := range c.members {
 		if m.mon == nil {
@@ -151,6 +172,18 @@ func (c *livenessCluster) converged() bool {
 
 func (c *livenessCluster) traffic() traffic {
 	return traffic{udpPackets: c.n.udpPackets.Load(), udpBytes: c.n.udpBytes.Load()}
+}
+
+// stalls counts the ticks at which a running monitor was behind (its
+// Stats.Stalls) and, approximately, all its ticks (elapsed / Interval).
+func (c *livenessCluster) stalls() (behind, ticks uint64) {
+	for _, m := range c.members {
+		if m.mon != nil {
+			behind += m.mon.Stats().Stalls
+			ticks += uint64(time.Since(m.started) / liveness.DefaultInterval)
+		}
+	}
+	return behind, ticks
 }
 
 // streamCost: pkg/liveness has no stream; all its traffic is in the window.

@@ -52,7 +52,8 @@ type countingTransport struct {
 	*memberlist.NetTransport
 	n       *counters
 	streams chan net.Conn
-	stop    chan struct{}
+	stop    chan struct{} // closed at Shutdown: incoming streams are closed
+	done    chan struct{} // closed once the NetTransport is shut down
 }
 
 func newCountingTransport(port int, n *counters) (*countingTransport, error) {
@@ -61,7 +62,9 @@ func newCountingTransport(port int, n *counters) (*countingTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	ct := &countingTransport{NetTransport: nt, n: n, streams: make(chan net.Conn), stop: make(chan struct{})}
+	ct := &countingTransport{NetTransport: nt, n: n, streams: make(chan net.Conn), stop: make(chan struct{}), done: make(chan struct{})}
+	// Forward incoming streams, counted; after Shutdown keep draining them
+	// until the NetTransport's listener has stopped (it waits for its sends).
 	go func() {
 		for {
 			select {
@@ -70,9 +73,8 @@ func newCountingTransport(port int, n *counters) (*countingTransport, error) {
 				case ct.streams <- countingConn{c, n}:
 				case <-ct.stop:
 					_ = c.Close()
-					return
 				}
-			case <-ct.stop:
+			case <-ct.done:
 				return
 			}
 		}
@@ -110,7 +112,9 @@ func (t *countingTransport) StreamCh() <-chan net.Conn { return t.streams }
 
 func (t *countingTransport) Shutdown() error {
 	close(t.stop)
-	return t.NetTransport.Shutdown()
+	err := t.NetTransport.Shutdown()
+	close(t.done)
+	return err
 }
 
 // countingConn counts the bytes a stream (push-pull, TCP ping) sends.
@@ -161,7 +165,9 @@ func useMetrics(t *testing.T, suspect *atomic.Uint64) {
 // per member that accepts a suspicion) for the cluster being measured.
 type forwardSink struct{ *metrics.BlackholeSink }
 
-func (forwardSink) IncrCounter(key []string, v float32) { forwardSink{}.IncrCounterWithLabels(key, v, nil) }
+func (forwardSink) IncrCounter(key []string, v float32) {
+	forwardSink{}.IncrCounterWithLabels(key, v, nil)
+}
 func (forwardSink) IncrCounterWithLabels(key []string, _ float32, _ []metrics.Label) {
 	if n := metricsRec.Load(); n != nil && strings.HasSuffix(strings.Join(key, "."), "memberlist.msg.suspect") {
 		n.Add(1)
@@ -179,7 +185,7 @@ type memberlistCluster struct {
 	rec     *recorder
 	n       counters
 	suspect atomic.Uint64 // memberlist.msg.suspect: one per member that accepts a suspicion
-	members []*mlMember // nil ml: stopped
+	members []*mlMember   // nil ml: stopped
 }
 
 func newMemberlistCluster(t *testing.T, mode string, names []string, rec *recorder) *memberlistCluster {
@@ -239,6 +245,25 @@ func (c *memberlistCluster) kill(t *testing.T, i int) {
 }
 
 func (c *memberlistCluster) restart(t *testing.T, i int) { c.start(t, i) }
+
+// status tells how far from converged the cluster is.
+func (c *memberlistCluster) status() string {
+	lo, hi := len(c.names), 0
+	for _, m := range c.members {
+		if m.ml == nil {
+			continue
+		}
+		alive := 0
+		for _, n := range m.ml.Members() {
+			if n.State == memberlist.StateAlive {
+				alive++
+			}
+		}
+		lo, hi = min(lo, alive), max(hi, alive)
+	}
+	return fmt.Sprintf("members see %d to %d members alive; %d suspicions, %d marked dead while running",
+		lo, hi, c.suspect.Load(), len(c.rec.falseDeaths()))
+}
 
 func (c *memberlistCluster) converged() bool {
 	running := 0
