@@ -137,6 +137,7 @@ type peer struct {
 	ring      uint64    // position on the ring
 	last      stamp     // newest packet accepted from it (replay guard)
 	heard     time.Time // when we last accepted a packet from it
+	asked     time.Time // when it last sent us a KindBeat (it watches us and waits for our answer)
 	watching  bool      // it is our ring neighbour
 	watchFrom time.Time // when it became our neighbour
 	belief    belief    // alive unless told or seen otherwise
@@ -289,15 +290,22 @@ func (m *Monitor) tick() {
 	backlog := m.backlog()
 	m.mu.Lock()
 	behind := m.checkStallLocked(now, backlog)
-	var to []netip.AddrPort
+	var watched, asking []netip.AddrPort
 	for _, p := range m.peers {
-		// Neighbours, and whoever sends to us (it counts on our answer).
-		if p.watching || (!p.heard.IsZero() && now.Sub(p.heard) < 2*m.o.Timeout) {
-			to = append(to, p.addr)
+		// Our neighbours, and whoever watches us (it counts on our
+		// answer). Only a KindBeat asks: a reply, suspect or notice does
+		// not, or any broadcast would leave every member and its sender
+		// answering each other for good.
+		switch {
+		case p.watching:
+			watched = append(watched, p.addr)
+		case !p.asked.IsZero() && now.Sub(p.asked) < 2*m.o.Timeout:
+			asking = append(asking, p.addr)
 		}
 	}
 	m.mu.Unlock()
-	m.send(Packet{Kind: KindBeat}, to)
+	m.send(Packet{Kind: KindBeat}, watched)
+	m.send(Packet{Kind: KindReply}, asking)
 	m.judge(now, behind, backlog)
 }
 
@@ -479,6 +487,9 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 		}
 		m.clearSuspicionLocked(peer)
 		if p.Kind == KindBeat {
+			peer.asked = now
+		}
+		if p.Kind.beat() {
 			return nil
 		}
 		if p.Kind == KindSuspect && p.Subject != m.o.Self {

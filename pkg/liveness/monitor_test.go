@@ -160,6 +160,39 @@ func TestSteadyStateCostIsConstant(t *testing.T) {
 	}
 }
 
+// TestCostReturnsAfterBroadcasts: suspicions, death notices and a
+// refutation go to every member; afterwards each node talks to its
+// neighbours only again (a broadcast used to leave every member and its
+// sender answering each other for good).
+func TestCostReturnsAfterBroadcasts(t *testing.T) {
+	c := newCluster(t, 20)
+	c.run(time.Second)
+	c.kill("node7")
+	c.run(time.Second) // suspected, declared dead: broadcasts to all
+	c.start("node7")
+	c.run(time.Second) // heard again: more broadcasts
+	c.run(2 * DefaultTimeout)
+	c.net.mu.Lock()
+	c.net.sent = nil
+	c.net.mu.Unlock()
+	c.run(time.Second)
+	c.net.mu.Lock()
+	per := map[netip.AddrPort]int{}
+	for _, s := range c.net.sent {
+		per[s.from]++
+	}
+	c.net.mu.Unlock()
+	for name, a := range c.addrs {
+		// 2 neighbours each side, 20 intervals: at most 4×20 packets.
+		if per[a] > 4*20 {
+			t.Errorf("%s sent %d packets in the second after the broadcasts, want ≤ 80", name, per[a])
+		}
+	}
+	if _, dead := c.aliveEverywhere("node7"); len(dead) != 0 {
+		t.Fatalf("restarted node7 still dead for %v", dead)
+	}
+}
+
 func TestDeathReachesEveryNode(t *testing.T) {
 	c := newCluster(t, 20)
 	c.run(time.Second)

@@ -13,7 +13,9 @@ type Kind uint8
 
 // Packet kinds.
 const (
-	// KindBeat is a heartbeat: the sender is alive.
+	// KindBeat is a heartbeat: the sender is alive and watches the
+	// receiver, which answers with heartbeats (KindReply unless it watches
+	// the sender too).
 	KindBeat Kind = 1
 	// KindNotice tells the receiver what the sender believes about Subject.
 	KindNotice Kind = 2
@@ -22,6 +24,10 @@ const (
 	// Subject refutes it; a member that heard Subject since answers with an
 	// alive notice.
 	KindSuspect Kind = 3
+	// KindReply is a heartbeat answering KindBeats: the sender is alive; it
+	// asks for no answer, so two nodes never keep each other talking once
+	// neither watches the other.
+	KindReply Kind = 4
 )
 
 // Wire format (big endian):
@@ -77,7 +83,7 @@ func (p Packet) Marshal(key []byte) ([]byte, error) {
 	if p.From == "" || len(p.From) > maxName || len(p.Subject) > maxName {
 		return nil, fmt.Errorf("%w: name length", ErrMalformed)
 	}
-	if p.Kind != KindBeat && !p.Kind.aboutSubject() {
+	if !p.Kind.beat() && !p.Kind.aboutSubject() {
 		return nil, fmt.Errorf("%w: kind %d", ErrMalformed, p.Kind)
 	}
 	if p.Kind.aboutSubject() && p.Subject == "" {
@@ -103,6 +109,9 @@ func (p Packet) Marshal(key []byte) ([]byte, error) {
 	}
 	return append(b, sign(key, b)...), nil
 }
+
+// beat reports whether packets of kind k are heartbeats.
+func (k Kind) beat() bool { return k == KindBeat || k == KindReply }
 
 // aboutSubject reports whether packets of kind k name a subject.
 func (k Kind) aboutSubject() bool { return k == KindNotice || k == KindSuspect }
@@ -142,7 +151,7 @@ func Parse(b, key []byte) (Packet, error) {
 	p.SentUnixMilli = int64(binary.BigEndian.Uint64(r[16:]))
 	r = r[fixedLen:]
 	switch p.Kind {
-	case KindBeat:
+	case KindBeat, KindReply:
 	case KindNotice, KindSuspect:
 		if p.Subject, r, ok = name(r); !ok || p.Subject == "" || len(r) < noticeLen || r[0] > 1 {
 			return Packet{}, fmt.Errorf("%w: notice", ErrMalformed)

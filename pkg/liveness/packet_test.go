@@ -11,6 +11,7 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 func TestPacketRoundTrip(t *testing.T) {
 	for _, p := range []Packet{
 		{Kind: KindBeat, From: "node1", Incarnation: 7, Seq: 9, SentUnixMilli: 1234},
+		{Kind: KindReply, From: "node2", Incarnation: 7, Seq: 10, SentUnixMilli: 1235},
 		{Kind: KindNotice, From: "node2", Incarnation: 1, Seq: 2, SentUnixMilli: -5, Subject: "node3", Alive: true, SubjectInc: 3, SubjectSeq: 4},
 		{Kind: KindSuspect, From: "node1", Incarnation: 5, Seq: 6, SentUnixMilli: 7, Subject: "node2", SubjectInc: 8, SubjectSeq: 9},
 		{Kind: KindNotice, From: string(bytes.Repeat([]byte("a"), maxName)), Subject: string(bytes.Repeat([]byte("b"), maxName))},
