@@ -5,10 +5,10 @@ import (
 	"testing"
 )
 
-// BenchmarkAssign measures n single-stack assignments from one /16 on a fresh
+// BenchmarkAssign measures n single-stack assignments from the namespace's /16 on a fresh
 // allocator; ns/assign should stay flat as n grows.
 func BenchmarkAssign(b *testing.B) {
-	cfg, errs := ParseConfig(map[string]string{"cidr-global": "10.0.0.0/16", "cidr-dev": "10.1.0.0/24"})
+	cfg, errs := ParseConfig(map[string]string{"cidr-global": "10.0.0.0/24", "cidr-dev": "10.1.0.0/16"})
 	if len(errs) > 0 {
 		b.Fatal(errs)
 	}
