@@ -103,23 +103,29 @@ func shippedAgentBGPPatch() map[string]any {
 	mountPasswords(&spec, Options{}, true)
 	c := spec.Containers[0]
 	routerID := fieldEnv("bgp_routerid", "status.hostIP")
+	return agentPatch(map[string]any{
+		"name": Name,
+		"args": append([]string{"--bgp"}, c.Args...),
+		"env": []any{
+			map[string]any{"name": "vip_arp", "$patch": "delete"},
+			corev1.EnvVar{Name: "bgp_enable", Value: "true"},
+			routerID,
+		},
+		"envFrom":      []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: BGPConfigMap}}}},
+		"volumeMounts": c.VolumeMounts,
+	}, spec.Volumes)
+}
+
+// agentPatch is a strategic merge patch of the shipped DaemonSet: one
+// container entry (merged by name) and the Pod's volumes.
+func agentPatch(container map[string]any, volumes any) map[string]any {
 	return map[string]any{
 		"apiVersion": "apps/v1",
 		"kind":       "DaemonSet",
 		"metadata":   map[string]any{"name": Name, "namespace": shippedNamespace},
 		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
-			"containers": []any{map[string]any{
-				"name": Name,
-				"args": append([]string{"--bgp"}, c.Args...),
-				"env": []any{
-					map[string]any{"name": "vip_arp", "$patch": "delete"},
-					corev1.EnvVar{Name: "bgp_enable", Value: "true"},
-					routerID,
-				},
-				"envFrom":      []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: BGPConfigMap}}}},
-				"volumeMounts": c.VolumeMounts,
-			}},
-			"volumes": spec.Volumes,
+			"containers": []any{container},
+			"volumes":    volumes,
 		}}},
 	}
 }
@@ -137,17 +143,9 @@ const AgentLinkPatchFile = "deploy/overlays/link/agent-link.yaml"
 // replace the base's list, so they repeat --arp.
 func shippedAgentLinkPatch() map[string]any {
 	v, m := linkKeyVolume(LinkKeySecret)
-	return map[string]any{
-		"apiVersion": "apps/v1",
-		"kind":       "DaemonSet",
-		"metadata":   map[string]any{"name": Name, "namespace": shippedNamespace},
-		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
-			"containers": []any{map[string]any{
-				"name":         Name,
-				"args":         append(slices.Clone(shippedAgent().Spec.Template.Spec.Containers[0].Args), linkArgs()...),
-				"volumeMounts": []corev1.VolumeMount{m},
-			}},
-			"volumes": []corev1.Volume{v},
-		}}},
-	}
+	return agentPatch(map[string]any{
+		"name":         Name,
+		"args":         append(slices.Clone(shippedAgent().Spec.Template.Spec.Containers[0].Args), linkArgs()...),
+		"volumeMounts": []corev1.VolumeMount{m},
+	}, []corev1.Volume{v})
 }
