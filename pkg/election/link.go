@@ -125,14 +125,21 @@ func (e *Elector) memberTimingLocked() (period, timeout time.Duration) {
 	if !e.linkMode() {
 		return e.o.HeartbeatPeriod, e.o.HeartbeatTimeout
 	}
+	return e.scaledMemberTimingLocked(e.o.HeartbeatPeriod, e.o.HeartbeatTimeout)
+}
+
+// scaledMemberTimingLocked is a membership renewal period of at least
+// base, and at least MemberPeriodPerNode per member this node sees, with
+// a timeout in baseTimeout's ratio to base. e.mu must be held.
+func (e *Elector) scaledMemberTimingLocked(base, baseTimeout time.Duration) (period, timeout time.Duration) {
 	n := 0
 	for _, st := range e.nodes {
 		if !st.gone {
 			n++
 		}
 	}
-	period = max(e.o.HeartbeatPeriod, time.Duration(n)*MemberPeriodPerNode)
-	ratio := float64(e.o.HeartbeatTimeout) / float64(e.o.HeartbeatPeriod)
+	period = max(base, time.Duration(n)*MemberPeriodPerNode)
+	ratio := float64(baseTimeout) / float64(base)
 	return period, time.Duration(float64(period) * ratio)
 }
 

@@ -210,14 +210,7 @@ var ErrMixedLiveness = errors.New("agents run different --liveness modes: run ev
 // use (memberTimingLocked), counting the members this node sees. e.mu
 // must be held.
 func (e *Elector) mixedTimingLocked() (period, timeout time.Duration) {
-	n := 0
-	for _, st := range e.nodes {
-		if !st.gone {
-			n++
-		}
-	}
-	period = max(DefaultMemberPeriod, time.Duration(n)*MemberPeriodPerNode)
-	return period, period * (DefaultMemberTimeout / DefaultMemberPeriod)
+	return e.scaledMemberTimingLocked(DefaultMemberPeriod, DefaultMemberTimeout)
 }
 
 // warnMixedLocked logs, once per peer and mismatch, a peer whose liveness
