@@ -164,12 +164,15 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 		a.mu.Lock()
 		mark := probed || a.unmarked[addr]
 		a.mu.Unlock()
-		if !mark {
-			// Handed over or taken over: the node it came from may
-			// still serve until told (handoff.go).
+		if !mark && !d.Changed {
+			// Handed over: the node it came from serves until told
+			// (handoff.go).
 			l, err := a.agentLease(ctx, lease)
-			mark = d.Changed || (err == nil && a.handedToUs(l))
+			mark = err == nil && a.handedToUs(l)
 		}
+		// Taken over (d.Changed): marked too, for a stopping holder
+		// that waits (AwaitSuccessors).
+		mark = mark || d.Changed
 		if mark {
 			// Announced after asking the link: a takeover or restart
 			// need not ask again (unless a conflict is recorded later).
