@@ -152,7 +152,7 @@ func (a *Agent) syncAddr(ctx context.Context, addr netip.Addr) error {
 	case d.Announce:
 		probed, err := a.probeFirst(ctx, addr, all, d.Fresh)
 		if err != nil {
-			if errors.Is(err, errInUse) {
+			if errors.Is(err, errInUse) || errors.Is(err, errProbing) {
 				return nil
 			}
 			return err

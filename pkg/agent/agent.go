@@ -62,6 +62,7 @@ type Agent struct {
 	unprobed  map[netip.Addr]bool      // acquired fresh, not probed yet
 	unmarked  map[netip.Addr]bool      // announced after a probe, mark not written yet
 	handing   map[netip.Addr]time.Time // handed off while bound here -> end of the grace (handoff.go)
+	probing   *probes                  // probes running beside the workers (probing.go)
 	ifaces    *ipam.Config             // interface-<ns> settings
 	consent   consent                  // interface-* (tenant.go)
 	warned    map[string]string        // one-time Warnings (tenant.go)
@@ -88,6 +89,7 @@ func New(o Options) (*Agent, error) {
 		unprobed:  map[netip.Addr]bool{},
 		unmarked:  map[netip.Addr]bool{},
 		handing:   map[netip.Addr]time.Time{},
+		probing:   newProbes(),
 
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](20*time.Millisecond, 10*time.Second),
@@ -165,6 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-ctx.Done()
 	a.queue.ShutDown()
 	wg.Wait()
+	a.probing.stop()
 	return nil
 }
 

@@ -56,7 +56,9 @@ const (
 // conflict record newer than the mark, or a conflict this process saw all
 // force a probe.
 //
-// It returns errInUse when another host answers (the address is then not
+// The probe runs beside the workers (probing.go): while it runs,
+// probeFirst returns errProbing and the probe's end reconciles the address
+// again. It returns errInUse when another host answers (the address is then not
 // announced), and probed=true when the link was asked and nobody answered:
 // the caller then marks the Lease once the address is announced. A probe
 // that cannot run does not hold the address back; a Lease or record that
@@ -93,9 +95,10 @@ func (a *Agent) probeFirst(ctx context.Context, addr netip.Addr, svcs []*v1.Serv
 			return false, nil
 		}
 	}
-	t0 := a.o.Clock.Now()
-	mac, err := a.o.Prober.Probe(ctx, addr, a.interfaceFor(svcs[0]))
-	a.metrics.probe(a.o.Clock.Since(t0))
+	mac, err, ok := a.probeResult(addr, a.interfaceFor(svcs[0]))
+	if !ok {
+		return false, errProbing
+	}
 	if err != nil {
 		a.log.Info("could not probe the address before announcing it; announcing", "vip", addr, "why", why, "err", err)
 		a.mu.Lock()
@@ -287,4 +290,5 @@ func (a *Agent) forgetProbe(addr netip.Addr) {
 	delete(a.unmarked, addr)
 	delete(a.conflicts, addr)
 	a.mu.Unlock()
+	a.probing.forget(addr)
 }

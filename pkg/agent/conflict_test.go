@@ -48,7 +48,7 @@ func TestProbeBeforeFirstAnnouncement(t *testing.T) {
 	a.o.Prober = pr
 	rec := a.rec.(*record.FakeRecorder)
 	ctx := context.Background()
-	if err := a.syncAddr(ctx, vip); err != nil {
+	if err := syncAddrProbed(ctx, a, vip); err != nil {
 		t.Fatal(err)
 	}
 	if len(ann.Held()) != 0 || pr.calls != 1 {
@@ -69,14 +69,14 @@ func TestProbeBeforeFirstAnnouncement(t *testing.T) {
 	// other host is gone now.
 	el.d.Fresh = false
 	pr.mac = nil
-	if err := a.syncAddr(ctx, vip); err != nil {
+	if err := syncAddrProbed(ctx, a, vip); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(ann.Held(), []netip.Addr{vip}) || pr.calls != 2 {
 		t.Fatalf("free again: announced %v after %d probes", ann.Held(), pr.calls)
 	}
 	// Held: no more probes.
-	if err := a.syncAddr(ctx, vip); err != nil || pr.calls != 2 {
+	if err := syncAddrProbed(ctx, a, vip); err != nil || pr.calls != 2 {
 		t.Fatalf("held address probed again (%d probes, %v)", pr.calls, err)
 	}
 
@@ -95,7 +95,7 @@ func TestProbeBeforeFirstAnnouncement(t *testing.T) {
 	}
 	waitFor(t, func() bool { s := sharedSvcKey(a, "other"); return s != nil && len(a.readyEndpoints(s)) > 0 })
 	pr.mac = foreign
-	if err := a.syncAddr(ctx, vip2); err != nil {
+	if err := syncAddrProbed(ctx, a, vip2); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(ann.Held(), vip2) || pr.calls != 2 {
@@ -116,7 +116,7 @@ func TestProbeAnsweredByNewHolder(t *testing.T) {
 	a.o.Prober = pr
 	rec := a.rec.(*record.FakeRecorder)
 	ctx := context.Background()
-	if err := a.syncAddr(ctx, vip); err != nil {
+	if err := syncAddrProbed(ctx, a, vip); err != nil {
 		t.Fatal(err)
 	}
 	if len(ann.Held()) != 0 || pr.calls != 1 {
@@ -227,7 +227,7 @@ func testProbeAfterRestart(t *testing.T, cached bool) {
 				putConflict(t, client, vip, tc.conflict)
 			}
 			ctx := context.Background()
-			if err := a.syncAddr(ctx, vip); err != nil {
+			if err := syncAddrProbed(ctx, a, vip); err != nil {
 				t.Fatal(err)
 			}
 			if got := pr.calls == 1; got != tc.wantProbe {
@@ -260,7 +260,7 @@ func testProbeAfterRestart(t *testing.T, cached bool) {
 			// The next restart (a new agent process) does not probe again.
 			b, _, ann2 := restartTestAgent(t, ModeARP, client, el)
 			b.o.Prober = pr
-			if err := b.syncAddr(ctx, vip); err != nil {
+			if err := syncAddrProbed(ctx, b, vip); err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Contains(ann2.Held(), vip) || pr.calls > 1 {
@@ -292,7 +292,7 @@ func TestProbeAnsweredByVipNode(t *testing.T) {
 	a.o.Prober = pr
 	rec := a.rec.(*record.FakeRecorder)
 	ctx := context.Background()
-	if err := a.syncAddr(ctx, vip); err != nil {
+	if err := syncAddrProbed(ctx, a, vip); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(ann.Held(), []netip.Addr{vip}) || pr.calls != 1 {
@@ -328,7 +328,7 @@ func TestMarkRetried(t *testing.T) {
 		return false, nil, nil
 	})
 	ctx := context.Background()
-	if err := a.syncAddr(ctx, vip); err == nil {
+	if err := syncAddrProbed(ctx, a, vip); err == nil {
 		t.Fatal("mark failed, but the reconcile reported success (it would not be retried)")
 	}
 	if !slices.Equal(ann.Held(), []netip.Addr{vip}) {
@@ -336,7 +336,7 @@ func TestMarkRetried(t *testing.T) {
 	}
 	fail.Store(false)
 	el.d.Fresh, el.d.Changed = false, false
-	if err := a.syncAddr(ctx, vip); err != nil {
+	if err := syncAddrProbed(ctx, a, vip); err != nil {
 		t.Fatal(err)
 	}
 	l, err := client.CoordinationV1().Leases("kube-system").Get(ctx, lbsvc.AddressLeaseName(vip), metav1.GetOptions{})
