@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	rtmetrics "runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vip-lb/vip/pkg/liveness"
@@ -36,7 +37,10 @@ import (
 // (all Electors; per Elector = total / N); then VIP_BENCH_LINK_RUNS
 // (default 5, at most N-2: three nodes stay) times the holder of svc-0
 // crashes (Elector and monitor stop, no hand-off) and the time until every
-// one of its Services is announced by another node is measured.
+// one of its Services is announced by another node is measured, with a
+// trace of where that time went (scaleTrace). VIP_BENCH_LINK_REST=0 skips
+// the at-rest window (failover only); VIP_BENCH_LINK_CPUPROFILE=file writes
+// a CPU profile of everything after the start-up.
 func TestLinkScale(t *testing.T) {
 	spec := os.Getenv("VIP_BENCH_LINK_NODES")
 	if spec == "" {
@@ -49,6 +53,9 @@ func TestLinkScale(t *testing.T) {
 			t.Fatal(err)
 		}
 		rest = d
+		if d == 0 {
+			rest = -1 // failover only, no at-rest window
+		}
 	}
 	runs := 5
 	if v := os.Getenv("VIP_BENCH_LINK_RUNS"); v != "" {
@@ -76,9 +83,9 @@ func TestLinkScale(t *testing.T) {
 
 // scaleOpts is the cluster's Options hook for the scale benchmark: quiet
 // logs, and in link mode a monitor on its own loopback socket.
-func scaleOpts(t *testing.T, mode string, mons *atomic.Int64, links *sync.Map) func(*Options) {
+func scaleOpts(t *testing.T, mode string, mons *atomic.Int64, links *sync.Map, tr *scaleTrace) func(*Options) {
 	return func(o *Options) {
-		o.Logger = logr.Discard()
+		o.Logger = tr.logger(o.NodeName)
 		o.SettleTime = 5 * time.Second
 		if mode != "link" {
 			return
@@ -89,7 +96,7 @@ func scaleOpts(t *testing.T, mode string, mons *atomic.Int64, links *sync.Map) f
 		}
 		el := &atomic.Pointer[Elector]{}
 		fresh, changed := LinkHooks(el)
-		m, err := liveness.New(liveness.Options{Self: o.NodeName, Key: linkKey, Conn: udp, Logger: logr.Discard(),
+		m, err := liveness.New(liveness.Options{Self: o.NodeName, Key: linkKey, Conn: udp, Logger: tr.logger(o.NodeName),
 			MemberFresh: fresh, OnChange: changed})
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +114,8 @@ func scaleOpts(t *testing.T, mode string, mons *atomic.Int64, links *sync.Map) f
 func linkScale(t *testing.T, env *testbed.Env, mode string, n int, rest time.Duration, runs int) {
 	var mons atomic.Int64
 	var links sync.Map // node name -> scaleLink
-	c := newCluster(t, env, fmt.Sprintf("scale-%s-%d", mode, n), 10, scaleOpts(t, mode, &mons, &links))
+	tr := &scaleTrace{}
+	c := newCluster(t, env, fmt.Sprintf("scale-%s-%d", mode, n), 10, scaleOpts(t, mode, &mons, &links, tr))
 	t0 := time.Now()
 	for i := range n {
 		name := fmt.Sprintf("node-%03d", i)
@@ -131,26 +139,24 @@ func linkScale(t *testing.T, env *testbed.Env, mode string, n int, rest time.Dur
 	// Let the start-up writes pass: every node's first renewals.
 	time.Sleep(15 * time.Second)
 
-	api, etcd := childPID(t, "kube-apiserver"), childPID(t, "etcd")
 	t.Logf("after start-up: %s", scaleCounters(c, &links))
-	w0 := scaleAPIWrites(t, env)
-	api0, etcd0, self0 := pidCPU(api), pidCPU(etcd), pidCPU(os.Getpid())
-	// At least one whole membership period, so each node renews once.
-	if period := max(DefaultMemberPeriod, time.Duration(n)*MemberPeriodPerNode) + 10*time.Second; mode == "link" && rest < period {
-		rest = period
+	if path := os.Getenv("VIP_BENCH_LINK_CPUPROFILE"); path != "" {
+		// From here on: at rest and the failovers, without the start-up.
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
 	}
-	start := time.Now()
-	time.Sleep(rest)
-	el := time.Since(start)
-	w1 := scaleAPIWrites(t, env)
-	pc := func(d time.Duration) float64 { return 100 * d.Seconds() / el.Seconds() }
-	apiPct, etcdPct, selfPct := pc(pidCPU(api)-api0), pc(pidCPU(etcd)-etcd0), pc(pidCPU(os.Getpid())-self0)
-	t.Logf("RESULT %s %d electors in one process (link monitors %d, UDP on 127.0.0.1), real kube-apiserver + etcd, 10 Services; up in %v",
-		mode, n, mons.Load(), up.Round(time.Second))
-	t.Logf("RESULT at rest over %v (load %s): API writes %.2f/s cluster-wide (apiserver_request_total POST/PUT/PATCH/DELETE); CPU %% of a core: kube-apiserver %.1f, etcd %.1f, all electors %.1f (%.2f each)",
-		el.Round(time.Second), scaleLoad(), float64(w1-w0)/el.Seconds(), apiPct, etcdPct, selfPct, selfPct/float64(n))
-
-	t.Logf("RESULT counters after the rest: %s", scaleCounters(c, &links))
+	if rest > 0 {
+		scaleRest(t, env, c, &links, mode, n, rest, mons.Load(), up)
+	}
 	var lat []time.Duration
 	// Two survivors cannot tell a dead peer from being cut off (see
 	// docs/liveness.md): keep three.
@@ -162,6 +168,9 @@ func linkScale(t *testing.T, env *testbed.Env, mode string, n int, rest time.Dur
 				moved = append(moved, s)
 			}
 		}
+		tr.take()
+		tr.armed.Store(true)
+		cpu0, gc0 := pidCPU(os.Getpid()), gcCycles()
 		died := time.Now()
 		if v, ok := links.Load(victim); ok {
 			v.(scaleLink).stop()
@@ -184,12 +193,16 @@ func linkScale(t *testing.T, env *testbed.Env, mode string, n int, rest time.Dur
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		cpu, gcs := pidCPU(os.Getpid())-cpu0, gcCycles()-gc0
 		var worst time.Duration
 		for _, s := range moved {
 			worst = max(worst, c.announcedSince(s).Sub(died))
 		}
+		time.Sleep(100 * time.Millisecond) // the last nodes' liveness changes
+		tr.armed.Store(false)
 		lat = append(lat, worst)
-		t.Logf("run %d: %s crashed, its %d Services announced elsewhere after %v", r+1, victim, len(moved), worst.Round(time.Millisecond))
+		t.Logf("run %d: %s crashed, its %d Services announced elsewhere after %v; %s; this process used %v of CPU, %d GC cycles until then",
+			r+1, victim, len(moved), worst.Round(time.Millisecond), traceSummary(tr.take(), victim, died), cpu, gcs)
 		owners = after
 	}
 	if len(lat) > 0 {
@@ -198,6 +211,31 @@ func linkScale(t *testing.T, env *testbed.Env, mode string, n int, rest time.Dur
 			n, mode, len(lat), med.Round(time.Millisecond), worst.Round(time.Millisecond), scaleLoad(), lat)
 	}
 	c.checkNoOverlap()
+}
+
+// scaleRest measures the cluster at rest: API writes/s, CPU of
+// kube-apiserver, etcd and this process over rest (in link mode at least
+// one membership period + 10s).
+func scaleRest(t *testing.T, env *testbed.Env, c *cluster, links *sync.Map, mode string, n int, rest time.Duration, mons int64, up time.Duration) {
+	api, etcd := childPID(t, "kube-apiserver"), childPID(t, "etcd")
+	w0 := scaleAPIWrites(t, env)
+	api0, etcd0, self0 := pidCPU(api), pidCPU(etcd), pidCPU(os.Getpid())
+	// At least one whole membership period, so each node renews once.
+	if period := max(DefaultMemberPeriod, time.Duration(n)*MemberPeriodPerNode) + 10*time.Second; mode == "link" && rest < period {
+		rest = period
+	}
+	start := time.Now()
+	time.Sleep(rest)
+	el := time.Since(start)
+	w1 := scaleAPIWrites(t, env)
+	pc := func(d time.Duration) float64 { return 100 * d.Seconds() / el.Seconds() }
+	apiPct, etcdPct, selfPct := pc(pidCPU(api)-api0), pc(pidCPU(etcd)-etcd0), pc(pidCPU(os.Getpid())-self0)
+	t.Logf("RESULT %s %d electors in one process (link monitors %d, UDP on 127.0.0.1), real kube-apiserver + etcd, 10 Services; up in %v",
+		mode, n, mons, up.Round(time.Second))
+	t.Logf("RESULT at rest over %v (load %s): API writes %.2f/s cluster-wide (apiserver_request_total POST/PUT/PATCH/DELETE); CPU %% of a core: kube-apiserver %.1f, etcd %.1f, all electors %.1f (%.2f each)",
+		el.Round(time.Second), scaleLoad(), float64(w1-w0)/el.Seconds(), apiPct, etcdPct, selfPct, selfPct/float64(n))
+
+	t.Logf("RESULT counters after the rest: %s", scaleCounters(c, links))
 }
 
 // scaleLink is a scale-benchmark node's monitor hook-up.
@@ -297,6 +335,16 @@ func pidCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// gcCycles is the number of GC cycles this process completed.
+func gcCycles() uint64 {
+	s := []rtmetrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 func scaleLoad() string {

@@ -274,22 +274,33 @@ func (m *Monitor) Run(ctx context.Context) error {
 		_ = m.o.Conn.Close()
 		wg.Wait()
 	}()
+	again, retries := m.tick(), 0
 	for {
-		m.tick()
+		// A tick that found datagrams unread judges again shortly, once
+		// they are read, instead of a whole interval later (rejudge).
+		var retry <-chan time.Time
+		if again && retries < maxRejudges {
+			retry = m.o.Clock.After(m.o.Interval / rejudgeDivisor)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C():
+			again, retries = m.tick(), 0
+		case <-retry:
+			again, retries = m.rejudge(), retries+1
 		}
 	}
 }
 
-// tick sends this interval's heartbeats and judges the neighbours.
-func (m *Monitor) tick() {
+// tick sends this interval's heartbeats and judges the neighbours. It
+// reports whether the judgements were put off only because datagrams
+// waited unread (the caller may rejudge once they are read).
+func (m *Monitor) tick() bool {
 	now := m.o.Clock.Now()
 	backlog := m.backlog()
 	m.mu.Lock()
-	behind := m.checkStallLocked(now, backlog)
+	behind, late := m.checkStallLocked(now, backlog)
 	var watched, asking []netip.AddrPort
 	for _, p := range m.peers {
 		// Our neighbours, and whoever watches us (it counts on our
@@ -307,6 +318,7 @@ func (m *Monitor) tick() {
 	m.send(Packet{Kind: KindBeat}, watched)
 	m.send(Packet{Kind: KindReply}, asking)
 	m.judge(now, behind, backlog)
+	return backlog && !late
 }
 
 // judge declares silent neighbours dead, or this node cut off.
@@ -333,7 +345,7 @@ func (m *Monitor) judge(now time.Time, behind, backlog bool) {
 		}
 		if sp, ok := m.suspectLocked(node, p, now, behind); ok {
 			suspects = append(suspects, sp)
-		} else if !behind && !p.suspectAt.IsZero() && now.Sub(p.suspectAt) >= m.o.SuspectFor {
+		} else if !behind && !p.suspectAt.IsZero() && now.Sub(p.suspectAt) >= m.o.SuspectFor-m.o.Interval/tickSlackDivisor {
 			silent = append(silent, node)
 		}
 	}
