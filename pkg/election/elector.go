@@ -95,7 +95,8 @@ func New(o Options) (*Elector, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(o.Registerer)
+	age := newAgeCollector()
+	m, err := newMetrics(o.Registerer, age)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +111,7 @@ func New(o Options) (*Elector, error) {
 		outgoing: map[string]outgoing{},
 		kick:     make(chan struct{}, 1),
 	}
+	age.e.Store(e)
 	// Every vip Lease lives in the agent's namespace: the agent needs no
 	// read access elsewhere, and tenants cannot plant Leases it trusts.
 	e.informer = coordinformers.NewFilteredLeaseInformer(o.Client, o.Namespace, 0,

@@ -118,9 +118,6 @@ func (e *Elector) evaluate() {
 		}
 		if st.gone {
 			delete(e.nodes, node)
-			e.metrics.heartbeatAge.DeleteLabelValues(node)
-		} else {
-			e.metrics.heartbeatAge.WithLabelValues(node).Set(e.ageLocked(node, st, now).Seconds())
 		}
 	}
 	// This node's liveness as a candidate: renewing, synced and seen ready

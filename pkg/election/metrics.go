@@ -26,17 +26,17 @@ const (
 // metrics are the Elector's collectors; they are registered only when a
 // Registerer is given.
 type metrics struct {
-	leasesHeld   prometheus.Gauge
-	takeovers    prometheus.Counter
-	errors       *prometheus.CounterVec
-	heartbeatAge *prometheus.GaugeVec
-	fenced       prometheus.Gauge
-	fences       prometheus.Counter
-	writes       *prometheus.CounterVec
+	leasesHeld prometheus.Gauge
+	takeovers  prometheus.Counter
+	errors     *prometheus.CounterVec
+	fenced     prometheus.Gauge
+	fences     prometheus.Counter
+	writes     *prometheus.CounterVec
 }
 
-// newMetrics builds the collectors and registers them with reg (nil = none).
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics builds the collectors and registers them, and extra ones,
+// with reg (nil = none).
+func newMetrics(reg prometheus.Registerer, extra ...prometheus.Collector) (*metrics, error) {
 	m := &metrics{
 		leasesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vip_agent_leases_held", Help: "Service Leases held by this node."}),
@@ -44,9 +44,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vip_agent_lease_takeovers_total", Help: "Service Leases taken over from a node whose heartbeat went stale."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vip_agent_election_errors_total", Help: "Failed election operations by operation."}, []string{"op"}),
-		heartbeatAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "vip_agent_heartbeat_age_seconds",
-			Help: "Time since this observer last saw each node's heartbeat change, on its own clock."}, []string{"node"}),
 		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vip_agent_fenced", Help: "1 while this node has fenced itself (cannot renew its heartbeat)."}),
 		fences: prometheus.NewCounter(prometheus.CounterOpts{
@@ -57,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leasesHeld, m.takeovers, m.errors, m.heartbeatAge, m.fenced, m.fences, m.writes} {
+	for _, c := range append([]prometheus.Collector{m.leasesHeld, m.takeovers, m.errors, m.fenced, m.fences, m.writes}, extra...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering election metrics: %w", err)
 		}
