@@ -29,6 +29,10 @@ type heartbeat struct {
 	inflight      time.Time // start of the renewal in progress (zero: none)
 	oks           uint64    // successful renewals, to notice one during a probe round
 	lastErr       error     // the last renewal's error (nil after a success)
+	// recheck: the heartbeat may have looked stale to peers, so the
+	// ownership Leases must be re-read (recheckHeld); rechecking: a
+	// re-read is running.
+	recheck, rechecking bool
 }
 
 // heartbeatName is this node's heartbeat Lease name.
@@ -70,6 +74,12 @@ func (e *Elector) renew(ctx context.Context) {
 	first, recovered := false, false
 	if err == nil {
 		first, recovered = !e.hb.everOK, !e.hb.failingSince.IsZero()
+		if e.hb.everOK && !e.linkMode() && e.o.Clock.Now().Sub(e.hb.lastOK) >= e.o.HeartbeatTimeout-e.o.HeartbeatPeriod {
+			// Between the previous renewal's start and this one's end
+			// the heartbeat may have stood still long enough for peers
+			// to take this node's Leases over (judge): re-read them.
+			e.hb.recheck = true
+		}
 		e.hb.lease, e.hb.everOK, e.hb.lastOK, e.hb.lastAttemptOK = l, true, start, true
 		e.hb.failingSince, e.hb.silentRounds, e.hb.lastErr = time.Time{}, 0, nil
 		e.hb.oks++
@@ -96,6 +106,9 @@ func (e *Elector) renew(ctx context.Context) {
 	}
 	if first {
 		e.evaluate()
+	}
+	if err == nil {
+		e.startRecheck(ctx)
 	}
 }
 
