@@ -66,6 +66,8 @@ type Agent struct {
 	ifaces    *ipam.Config             // interface-<ns> settings
 	consent   consent                  // interface-* (tenant.go)
 	warned    map[string]string        // one-time Warnings (tenant.go)
+	taken     chan pendingWithdrawal   // addresses to withdraw or bind again at once (taken.go)
+	fencedOff map[netip.Addr]string    // withdrawn at once by a fence -> interface asked (taken.go)
 }
 
 // New builds an agent; Run starts it.
@@ -90,6 +92,8 @@ func New(o Options) (*Agent, error) {
 		unmarked:  map[netip.Addr]bool{},
 		handing:   map[netip.Addr]time.Time{},
 		probing:   newProbes(),
+		taken:     make(chan pendingWithdrawal, takenBuffer),
+		fencedOff: map[netip.Addr]string{},
 
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](20*time.Millisecond, 10*time.Second),
@@ -155,7 +159,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("waiting for informers to sync: %w", ctx.Err())
 	}
 	a.log.Info("informers synced; reconciling Services", "mode", a.o.Mode, "workers", a.o.Workers)
-	go a.watchIPVS(ctx) // ipvs.go: kube-ipvs0 holding LoadBalancer addresses without strict ARP is reported
+	go a.watchIPVS(ctx)         // ipvs.go: kube-ipvs0 holding LoadBalancer addresses without strict ARP is reported
+	go a.runFastWithdrawal(ctx) // taken.go: addresses another node took, or all when fenced, go at once
 	var wg sync.WaitGroup
 	for i := 0; i < a.o.Workers; i++ {
 		wg.Add(1)
@@ -201,6 +206,9 @@ func (a *Agent) EnqueueAll() {
 // OnNodeChange re-reconciles after a node's liveness changed: the Services
 // that node held first, so a takeover is not queued behind the others.
 func (a *Agent) OnNodeChange(node string, alive bool) {
+	if node == a.o.NodeName && a.o.Mode == ModeARP {
+		a.fenceChanged(alive)
+	}
 	a.mu.Lock()
 	var first []string
 	for k, h := range a.holders {
@@ -222,6 +230,7 @@ func (a *Agent) OnServiceLeaseChange(namespace, leaseName string) {
 		return
 	}
 	if addr, ok := lbsvc.AddressFromLeaseName(leaseName); ok {
+		a.withdrawSoon(addr)
 		a.queue.Add(addrKey(addr))
 		return
 	}
