@@ -547,7 +547,9 @@ func (s *resSuite) flapping(t *testing.T, row *resRow) {
 	f := lab.Failures(rs)
 	worst, _ := l2Gaps(rs)
 	row.outage = fmt.Sprintf("%d of %d probes failed (longest gap %v)", f, len(rs), worst.Round(time.Millisecond))
-	row.note("%s", dual.stop())
+	twice := dual.stop()
+	row.note("%s", twice)
+	t.Logf("flapping: %s; %s", row.outage, twice)
 	var more float64
 	for node, v := range s.agentMetrics(t, "vip_agent_lease_takeovers_total", nil) {
 		more += v - takeovers[node]
