@@ -89,7 +89,7 @@ func (a *app) layer2Services(ctx context.Context, p *layer2Part) (*services, err
 		PeerAddressAllowed: nodes.Allowed,
 		Client:             a.client, Namespace: c.Namespace, NodeName: c.NodeName,
 		HeartbeatPeriod: c.HeartbeatPeriod, HeartbeatTimeout: c.HeartbeatTimeout,
-		Logger: log.WithName("election"), Registerer: a.reg,
+		Logger: log.WithName("election"), Registerer: a.reg, Recorder: a.rec,
 		OnServiceLeaseChange: func(ns, name string) {
 			if ag != nil {
 				ag.OnServiceLeaseChange(ns, name)

@@ -18,9 +18,10 @@ import (
 
 // linkLiveness is a link monitor (--liveness=link) and its Elector.
 type linkLiveness struct {
-	mon  *liveness.Monitor
-	addr string
-	el   atomic.Pointer[election.Elector]
+	mon   *liveness.Monitor
+	addr  string
+	iface string // the interface addr is on ("" = not known)
+	el    atomic.Pointer[election.Elector]
 }
 
 // startLink opens the heartbeat socket for --liveness=link (nil for lease).
@@ -43,7 +44,7 @@ func startLink(c agentconfig.Config, log logr.Logger) (*linkLiveness, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for link heartbeats: %w", err)
 	}
-	l := &linkLiveness{addr: ap.String()}
+	l := &linkLiveness{addr: ap.String(), iface: linkInterface(c)}
 	fresh, changed := election.LinkHooks(&l.el)
 	l.mon, err = liveness.New(liveness.Options{Self: c.NodeName, Key: key, Conn: udp,
 		Interval: lc.Interval, Timeout: lc.Timeout, Logger: log, MemberFresh: fresh, OnChange: changed})
@@ -59,7 +60,7 @@ func (l *linkLiveness) options(o *election.Options) {
 	if l == nil {
 		return
 	}
-	o.Link, o.LinkAddress = l.mon, l.addr
+	o.Link, o.LinkAddress, o.LinkInterface = l.mon, l.addr, l.iface
 	o.HeartbeatPeriod, o.HeartbeatTimeout = 0, 0 // membership: the link-mode defaults
 }
 
@@ -70,6 +71,18 @@ func (l *linkLiveness) run(ctx context.Context, el *election.Elector) {
 	}
 	l.el.Store(el)
 	go func() { _ = l.mon.Run(ctx) }()
+}
+
+// linkInterface names the interface of the link address, for messages
+// ("" when it is given as an address).
+func linkInterface(c agentconfig.Config) string {
+	switch {
+	case c.Liveness.Address != "":
+		return ""
+	case c.ServicesInterface != "":
+		return c.ServicesInterface
+	}
+	return c.Interface
 }
 
 // linkAddress is --link-address, or the first address of the announcing

@@ -68,6 +68,7 @@ type Elector struct {
 	kick        chan struct{}
 	linkMembers map[string]netip.AddrPort
 	linkRetryAt time.Time // link mode: no renewal before this after a failure
+	silence     silence   // link mode: whether the link is silent for every node (silent.go)
 	hbStop      context.CancelFunc
 	hbDone      chan struct{}
 }
@@ -131,6 +132,7 @@ func New(o Options) (*Elector, error) {
 		return nil, fmt.Errorf("watching leases: %w", err)
 	}
 	e.synced = e.handler.HasSynced
+	e.wrapLink()
 	return e, nil
 }
 
@@ -166,6 +168,7 @@ func (e *Elector) Run(ctx context.Context) error {
 	if e.linkMode() {
 		wg.Go(func() { e.kickLoop(ctx) })
 		wg.Go(func() { e.linkFenceLoop(ctx) })
+		wg.Go(func() { e.silenceLoop(ctx) })
 	} else {
 		wg.Go(func() { e.every(ctx, checkInterval, func() { e.checkFence(ctx) }) })
 	}

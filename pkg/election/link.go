@@ -192,10 +192,10 @@ func (e *Elector) parseLink(l *coordv1.Lease) netip.AddrPort {
 // liveness by heartbeat Leases, during a rollout) is judged by its
 // heartbeat's freshness as before.
 func (e *Elector) linkJudge(node string, st *nodeState, now time.Time) bool {
-	if !st.link.IsValid() {
-		return e.judge(st, now)
+	if !st.link.IsValid() || e.silence.all.Load() {
+		return e.judge(st, now) // or the link is silent for every node (silent.go)
 	}
-	return !st.gone && e.o.Link.Alive(node)
+	return !st.gone && e.o.Link.Alive(node) && !e.reportsCutLocked(st, now)
 }
 
 // linkFenceLoop fences this node while it is cut off the link, unless the

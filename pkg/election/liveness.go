@@ -30,6 +30,7 @@ type nodeState struct {
 	link       netip.AddrPort // its link address (link mode)
 	linkPeer   bool           // its heartbeat carries AnnotationLink: it runs --liveness=link
 	mixWarned  bool           // the mode mismatch with this node was logged
+	linkSilent bool           // its heartbeat says it hears none of its peers on the link (silent.go)
 }
 
 // observeHeartbeat records a heartbeat from the informer. A heartbeat seen
@@ -55,6 +56,7 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 	st.macs = l.Annotations[lbsvc.AnnotationNodeMACs]
 	st.link = e.parseLink(l)
 	st.linkPeer = l.Annotations[AnnotationLink] != ""
+	st.linkSilent = l.Annotations[AnnotationLinkSilent] == "true"
 	if node != e.self {
 		e.warnMixedLocked(node, st)
 	}
@@ -192,8 +194,8 @@ func (e *Elector) judge(st *nodeState, now time.Time) bool {
 		return !st.stale || st.changes > st.staleAfter
 	}
 	period, timeout := e.o.HeartbeatPeriod, e.o.HeartbeatTimeout
-	if st.linkPeer && !e.linkMode() {
-		period, timeout = e.mixedTimingLocked()
+	if st.linkPeer && (!e.linkMode() || e.silence.all.Load()) {
+		period, timeout = e.mixedTimingLocked() // or the link is silent for every node (silent.go)
 	}
 	from := later(st.seen, e.epoch)
 	return now.Sub(from) < timeout || e.selfSeen.Sub(from) < timeout-period

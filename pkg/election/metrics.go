@@ -32,6 +32,8 @@ type metrics struct {
 	fenced     prometheus.Gauge
 	fences     prometheus.Counter
 	writes     *prometheus.CounterVec
+	linkSilent prometheus.Gauge
+	linkBadKey prometheus.Counter
 }
 
 // newMetrics builds the collectors and registers them, and extra ones,
@@ -50,11 +52,15 @@ func newMetrics(reg prometheus.Registerer, extra ...prometheus.Collector) (*metr
 			Name: "vip_agent_fences_total", Help: "Times this node fenced itself (stopped announcing because it could not renew its heartbeat)."}),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vip_agent_lease_writes_total", Help: "Lease writes sent to the API server by kind (heartbeat, service)."}, []string{"kind"}),
+		linkSilent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vip_agent_link_silent", Help: "1 while no node hears its peers on the link (--liveness=link): nodes are judged by their heartbeat Lease renewals and none fences for silence."}),
+		linkBadKey: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vip_agent_link_auth_failures_total", Help: "Datagrams on the link port from a member's link address that failed authentication (agents holding different keys); ignored."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range append([]prometheus.Collector{m.leasesHeld, m.takeovers, m.errors, m.fenced, m.fences, m.writes}, extra...) {
+	for _, c := range append([]prometheus.Collector{m.leasesHeld, m.takeovers, m.errors, m.fenced, m.fences, m.writes, m.linkSilent, m.linkBadKey}, extra...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering election metrics: %w", err)
 		}

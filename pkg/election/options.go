@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	"github.com/vip-lb/vip/pkg/lbsvc"
@@ -138,6 +139,12 @@ type Options struct {
 	// LinkAddress is this node's link address (ip:port), published on its
 	// heartbeat for the peers' link monitors.
 	LinkAddress string
+	// LinkInterface names the interface LinkAddress is on ("" = unknown),
+	// for the messages about a silent link.
+	LinkInterface string
+	// Recorder, when set, receives the Node Events of link mode (a link
+	// silent for every node, datagrams signed with another key).
+	Recorder record.EventRecorder
 }
 
 // withDefaults returns a validated copy of o with defaults filled in.

@@ -154,6 +154,10 @@ type Stats struct {
 	// cleared, Stalls the times this node's own loop ran late and its
 	// judgements were put off.
 	Suspicions, Cleared, Stalls uint64
+	// BadKey counts datagrams failing authentication that came from a
+	// member's link address: most likely that member holds another key.
+	// They are ignored like any other forgery.
+	BadKey uint64
 }
 
 // Monitor runs this node's heartbeats and judges its peers'.
@@ -470,6 +474,9 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 	m.mu.Lock()
 	if err != nil {
 		m.stats.Rejected++
+		if errors.Is(err, ErrBadMAC) && m.memberAddrLocked(src) {
+			m.stats.BadKey++
+		}
 		m.mu.Unlock()
 		return err
 	}
@@ -562,6 +569,17 @@ func (m *Monitor) Receive(b []byte, src netip.AddrPort) error {
 		m.o.OnChange()
 	}
 	return err
+}
+
+// memberAddrLocked reports whether src is a member's link address. m.mu
+// must be held.
+func (m *Monitor) memberAddrLocked(src netip.AddrPort) bool {
+	for _, p := range m.peers {
+		if p.addr.Addr().Unmap() == src.Addr().Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrRejected marks authenticated packets ignored for their content.
