@@ -163,8 +163,8 @@ func (e *Elector) judgeNode(node string, st *nodeState, now time.Time) bool {
 // the link (0 for this node while connected, and for a peer alive on the
 // link that this node does not watch). e.mu must be held.
 func (e *Elector) ageLocked(node string, st *nodeState, now time.Time) time.Duration {
-	if !e.linkMode() {
-		return now.Sub(st.seen)
+	if !e.linkMode() || e.silence.all.Load() {
+		return now.Sub(st.seen) // or judged by membership: the link is silent (silent.go)
 	}
 	if node == e.self {
 		if e.o.Link.Connected() {

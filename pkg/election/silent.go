@@ -176,10 +176,32 @@ func (e *Elector) checkSilence() {
 		e.log.Info("link silence of this node changed", "hearsNoPeer", self, "peers", len(peers), "port", e.linkPort())
 	}
 	e.checkAuthFailures(now)
+	e.recoverSeen()
 	if all == was {
 		return
 	}
 	e.sayLinkSilent(all, members, hearing)
+	e.evaluate()
+}
+
+// recoverSeen unfences a fenced node whose recovery renewal the watch has
+// already delivered, as observeHeartbeat does when that renewal arrives:
+// the watch may deliver it before renew has recorded its version, and the
+// next chance would then be the next membership renewal, 10 s or more
+// later (seen when the link fell silent for every node).
+func (e *Elector) recoverSeen() {
+	e.mu.Lock()
+	st := e.nodes[e.self]
+	ok := e.hb.fenced && e.hb.recoverRV != "" && st != nil && rvAtLeast(st.rv, e.hb.recoverRV) && e.o.Link.Connected()
+	if ok {
+		e.hb.fenced, e.hb.recoverRV = false, ""
+	}
+	e.mu.Unlock()
+	if !ok {
+		return
+	}
+	e.metrics.fenced.Set(0)
+	e.log.Info("heartbeat renewal seen through the watch, unfencing")
 	e.evaluate()
 }
 

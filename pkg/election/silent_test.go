@@ -202,9 +202,16 @@ func TestLinkSilentEverywhere(t *testing.T) {
 	if !u.heartbeatDue(u.clk.Now()) {
 		t.Error("fenced while the link is silent for everyone: no renewal due to unfence")
 	}
+	// Its recovery renewal came through the watch before renew recorded
+	// its version: unfenced at the next check all the same.
+	u.beat(u.self)
 	u.mu.Lock()
-	u.hb.fenced = false
+	u.hb.recoverRV = u.nodes[u.self].rv
 	u.mu.Unlock()
+	u.step(silentCheck, nil)
+	if u.Fenced() {
+		t.Error("recovery renewal already seen through the watch: still fenced")
+	}
 
 	// The link says b and c are dead: it is silent, nobody listens to it.
 	u.link.set(func(l *quietLink) { l.dead["b"], l.dead["c"] = true, true })
