@@ -195,7 +195,7 @@ func (e *Elector) linkJudge(node string, st *nodeState, now time.Time) bool {
 	if !st.link.IsValid() || e.silence.all.Load() {
 		return e.judge(st, now) // or the link is silent for every node (silent.go)
 	}
-	return !st.gone && e.o.Link.Alive(node) && !e.reportsCutLocked(st, now)
+	return !st.gone && e.o.Link.Alive(node) && !e.reportsCutLocked(node, st, now)
 }
 
 // linkFenceLoop fences this node while it is cut off the link, unless the

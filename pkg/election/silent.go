@@ -59,6 +59,11 @@ const (
 	// start), a peer's silence report counts only this much later; the
 	// reports of nodes that hear again are being written meanwhile.
 	silentGrace = 2 * time.Second
+	// silentHold: a peer's silence report counts once this node has seen
+	// it for this long: a node that hears again clears its report within
+	// a renewal check (a starting node may report silence until the
+	// others' first heartbeats arrive).
+	silentHold = time.Second
 	// authWarnEvery rate-limits the Warning about datagrams signed with
 	// another key.
 	authWarnEvery = 5 * time.Minute
@@ -67,14 +72,15 @@ const (
 // silence is the state of the silent-link rule. all is read under e.mu
 // and without it (silentLink); the other fields are guarded by e.mu.
 type silence struct {
-	all       atomic.Bool // at most one alive member hears anyone: judge by the API
-	inner     Link        // the link itself (Options.Link before wrapLink)
-	self      bool        // this node's report: it hears none of its peers
-	start     time.Time   // when the check started
-	linkSince time.Time   // when the link last started working for the cluster
-	badKey    uint64      // the link's BadKey count last seen
-	warnedKey time.Time   // when datagrams with another key were last warned about
-	warnedAt  uint64      // the BadKey count then
+	all       atomic.Bool          // at most one alive member hears anyone: judge by the API
+	inner     Link                 // the link itself (Options.Link before wrapLink)
+	self      bool                 // this node's report: it hears none of its peers
+	start     time.Time            // when the check started
+	linkSince time.Time            // when the link last started working for the cluster
+	reported  map[string]time.Time // peers reporting silence: since when this node sees it
+	badKey    uint64               // the link's BadKey count last seen
+	warnedKey time.Time            // when datagrams with another key were last warned about
+	warnedAt  uint64               // the BadKey count then
 }
 
 // silentLink is the Elector's view of the link: connected while the link
@@ -100,9 +106,11 @@ func (e *Elector) wrapLink() {
 // link works for the cluster and this node hears someone (a node that
 // hears nobody cannot tell who is cut), long enough after the link started
 // working that the report is not one being cleared. e.mu must be held.
-func (e *Elector) reportsCutLocked(st *nodeState, now time.Time) bool {
+func (e *Elector) reportsCutLocked(node string, st *nodeState, now time.Time) bool {
 	s := &e.silence
-	return st.linkSilent && !s.self && !s.linkSince.IsZero() && now.Sub(s.linkSince) >= silentGrace
+	since, ok := s.reported[node]
+	return st.linkSilent && ok && now.Sub(since) >= silentHold &&
+		!s.self && !s.linkSince.IsZero() && now.Sub(s.linkSince) >= silentGrace
 }
 
 // silenceLoop checks the link's silence until ctx is done.
@@ -132,12 +140,20 @@ func (e *Elector) checkSilence() {
 	start := s.start
 	var peers []string
 	reports := map[string]bool{}
+	seen := map[string]time.Time{}
 	for node, st := range e.nodes {
 		if node != e.self && !st.gone && st.link.IsValid() {
 			peers = append(peers, node)
 			reports[node] = st.linkSilent
+			if st.linkSilent {
+				seen[node] = now
+				if t, ok := s.reported[node]; ok {
+					seen[node] = t
+				}
+			}
 		}
 	}
+	s.reported = seen
 	e.mu.Unlock()
 
 	self := now.Sub(start) >= silentAfter && e.hearsNobody(peers)

@@ -291,6 +291,10 @@ func TestLinkSilentOneCut(t *testing.T) {
 			t.Fatal("c not alive")
 		}
 		u.member("c", true) // c reports it hears nobody; we still hear it
+		u.step(silentHold, nil)
+		if !u.Alive("c") {
+			t.Fatalf("c dead before its report was seen for %v", silentHold)
+		}
 		u.step(silentCheck, nil)
 		if u.Alive("c") || !u.Alive("b") || u.silence.all.Load() {
 			t.Fatalf("c reports silence while a and b hear: alive %v, want b only", u.AliveNodes())
