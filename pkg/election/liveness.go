@@ -297,7 +297,10 @@ type view struct {
 func (e *Elector) snapshot(candidates []string) view {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	v := view{selfAlive: e.selfAliveLocked(), selfReady: e.aliveLocked(e.self), fenced: e.hb.fenced, since: map[string]time.Time{}}
+	// Sized for every candidate: this runs for every Service each time a
+	// node's liveness changes, and growing the map was most of its cost.
+	v := view{selfAlive: e.selfAliveLocked(), selfReady: e.aliveLocked(e.self), fenced: e.hb.fenced,
+		alive: make([]string, 0, len(candidates)), since: make(map[string]time.Time, len(candidates))}
 	for _, c := range candidates {
 		if _, dup := v.since[c]; dup || !e.aliveLocked(c) {
 			continue
