@@ -9,8 +9,12 @@
 // leaves a node expecting packets nobody sends). Its cost at rest is 2×
 // Neighbours packets sent and received per Interval, whatever the number of
 // nodes. A neighbour silent for Timeout, while another one is heard, is
-// dead: the observer tells every member at once with a notice (a few
-// packets per node death, none at rest). A node told it is dead while it is
+// suspected: the observer asks every member, and one that heard it since
+// (or the neighbour itself) clears the suspicion; one nobody clears within
+// SuspectFor is dead, and the observer tells every member at once with a
+// notice (a few packets per node death, none at rest). An observer whose
+// loop ran late or whose socket holds unread datagrams judges nobody until
+// it has caught up (suspect.go). A node told it is dead while it is
 // alive refutes it; a dead node heard again revives everywhere by a notice
 // from whoever hears it first.
 //
