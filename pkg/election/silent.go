@@ -78,9 +78,16 @@ type silence struct {
 	start     time.Time            // when the check started
 	linkSince time.Time            // when the link last started working for the cluster
 	reported  map[string]time.Time // peers reporting silence: since when this node sees it
+	buf       []peerReport         // checkSilence's, reused
 	badKey    uint64               // the link's BadKey count last seen
 	warnedKey time.Time            // when datagrams with another key were last warned about
 	warnedAt  uint64               // the BadKey count then
+}
+
+// peerReport is a link member's silence report.
+type peerReport struct {
+	node   string
+	silent bool
 }
 
 // silentLink is the Elector's view of the link: connected while the link
@@ -138,35 +145,45 @@ func (e *Elector) checkSilence() {
 		s.start, s.linkSince = now, now
 	}
 	start := s.start
-	var peers []string
-	reports := map[string]bool{}
-	seen := map[string]time.Time{}
+	// At rest this allocates nothing: the buffer is reused and no peer
+	// reports silence.
+	peers := s.buf[:0]
 	for node, st := range e.nodes {
-		if node != e.self && !st.gone && st.link.IsValid() {
-			peers = append(peers, node)
-			reports[node] = st.linkSilent
-			if st.linkSilent {
-				seen[node] = now
-				if t, ok := s.reported[node]; ok {
-					seen[node] = t
-				}
+		if node == e.self || st.gone || !st.link.IsValid() {
+			continue
+		}
+		peers = append(peers, peerReport{node, st.linkSilent})
+		if _, ok := s.reported[node]; st.linkSilent && !ok {
+			if s.reported == nil {
+				s.reported = map[string]time.Time{}
 			}
+			s.reported[node] = now
 		}
 	}
-	s.reported = seen
+	for node := range s.reported {
+		if st := e.nodes[node]; st == nil || st.gone || !st.linkSilent {
+			delete(s.reported, node)
+		}
+	}
+	s.buf = peers
 	e.mu.Unlock()
 
 	self := now.Sub(start) >= silentAfter && e.hearsNobody(peers)
+	// Count the alive members that hear, up to two (then the link works:
+	// at rest the first fresh peer ends the count).
 	members, hearing := 1, 0
 	if !self {
 		hearing++
 	}
-	for _, node := range peers {
-		if !e.MemberFresh(node) {
+	for _, p := range peers {
+		if hearing >= 2 {
+			break
+		}
+		if !e.MemberFresh(p.node) {
 			continue // gone for the API: its report means nothing
 		}
 		members++
-		if !reports[node] {
+		if !p.silent {
 			hearing++
 		}
 	}
@@ -224,12 +241,12 @@ func (e *Elector) recoverSeen() {
 // hearsNobody reports whether this node has heard none of peers for
 // silentAfter while its link says it is not connected (a link whose
 // receiver is behind counts as connected: the datagrams wait unread).
-func (e *Elector) hearsNobody(peers []string) bool {
+func (e *Elector) hearsNobody(peers []peerReport) bool {
 	if len(peers) == 0 || e.silence.inner.Connected() {
 		return false
 	}
-	for _, node := range peers {
-		if age, ok := e.silence.inner.Age(node); ok && age < silentAfter {
+	for _, p := range peers {
+		if age, ok := e.silence.inner.Age(p.node); ok && age < silentAfter {
 			return false
 		}
 	}
@@ -241,7 +258,7 @@ func (e *Elector) hearsNobody(peers []string) bool {
 func (e *Elector) sayLinkSilent(all bool, members, hearing int) {
 	if !all {
 		e.metrics.linkSilent.Set(0)
-		e.log.Info("nodes hear each other on the link again: link liveness resumes", "members", members, "hearing", hearing)
+		e.log.Info("nodes hear each other on the link again: link liveness resumes", "hearing", hearing)
 		e.event(v1.EventTypeNormal, ReasonLinkHeard, "Nodes hear each other on the link again (UDP %s): link liveness resumes", e.linkPort())
 		return
 	}

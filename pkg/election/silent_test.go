@@ -414,3 +414,19 @@ func TestLinkAuthFailuresWarned(t *testing.T) {
 		t.Errorf("events %q, want one Warning after %v", evs, authWarnEvery)
 	}
 }
+
+// BenchmarkCheckSilenceAtRest: one silence check with 100 members, all
+// heard (it runs every 100 ms on every node).
+func BenchmarkCheckSilenceAtRest(b *testing.B) {
+	t := &testing.T{}
+	u := newSilentUnit(t)
+	u.link.set(func(l *quietLink) { l.connected = true })
+	for i := range 99 {
+		u.member("p"+strconv.Itoa(i), false)
+	}
+	u.checkSilence()
+	b.ReportAllocs()
+	for b.Loop() {
+		u.checkSilence()
+	}
+}
