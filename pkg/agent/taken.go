@@ -48,9 +48,8 @@ type pendingWithdrawal struct {
 }
 
 // takenHolder returns the node holding addr's Lease when addr is bound here
-// but another alive node holds it and this node did not hand it off (a
-// hand-off keeps the address bound until the successor announces it:
-// handoff.go).
+// but another alive node holds it and this node need not keep it for a
+// successor (keepForSuccessor).
 func (a *Agent) takenHolder(addr netip.Addr) (string, bool) {
 	if a.o.Mode != ModeARP || !a.desired.Has(addrKey(addr), addr) {
 		return "", false
@@ -59,25 +58,39 @@ func (a *Agent) takenHolder(addr netip.Addr) (string, bool) {
 	if !ok || h == "" || h == a.o.NodeName || !a.o.Elector.Alive(h) {
 		return "", false
 	}
-	return h, !a.handingOff(addr)
+	return h, !a.keepForSuccessor(addr)
 }
 
-// handingOff reports whether this node handed addr off and may keep it
-// bound until the successor announces it: the hand-off is recorded, or the
-// cached Lease still says so (the watch can deliver the hand-off before
-// the reconcile that wrote it records it).
-func (a *Agent) handingOff(addr netip.Addr) bool {
+// keepForSuccessor reports whether addr stays bound because this node
+// handed it off and the successor has not announced it yet (make before
+// break: handoff.go). The cached Lease tells: it still carries this node's
+// hand-off mark until the successor's announcement removes it. A hand-off
+// this node recorded ends after HandOffGrace whatever the mark says (the
+// goroutine looks again then); one not recorded yet (the watch can deliver
+// the hand-off before the reconcile that wrote it records it, and a
+// graceful stop records none) lasts as long as the mark.
+func (a *Agent) keepForSuccessor(addr netip.Addr) bool {
 	a.mu.Lock()
-	_, handing := a.handing[addr]
+	until, handing := a.handing[addr]
 	a.mu.Unlock()
-	if handing {
+	c, cached := a.o.Elector.(leaseCache)
+	if !cached {
+		return handing // the queue's reconcile reads the Lease
+	}
+	l, _ := c.Lease(a.o.Namespace, lbsvc.AddressLeaseName(addr))
+	if !a.handOffPending(l) {
+		return false
+	}
+	if !handing {
 		return true
 	}
-	if c, ok := a.o.Elector.(leaseCache); ok {
-		l, _ := c.Lease(a.o.Namespace, lbsvc.AddressLeaseName(addr))
-		return a.handOffPending(l)
+	left := until.Sub(a.o.Clock.Now())
+	if left <= 0 {
+		return false
 	}
-	return false
+	// In a goroutine: a fake clock runs the function while it holds its lock.
+	a.o.Clock.AfterFunc(left, func() { go a.withdrawSoon(addr) })
+	return true
 }
 
 // withdrawSoon hands addr to the goroutine when another node took it; it

@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	coordv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vip-lb/vip/pkg/election"
 	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
@@ -158,5 +162,78 @@ func TestFenceLiftedRebinds(t *testing.T) {
 	w.converge()
 	if got := w.ann.Held(); !slices.Equal(got, []netip.Addr{a1}) {
 		t.Errorf("bound after the reconciles: %v, want [%s]", got, a1)
+	}
+}
+
+// markedElector is a scriptElector with a Lease cache holding one Lease per
+// name (the elector's view of the hand-off marks).
+type markedElector struct {
+	*scriptElector
+	leases map[string]*coordv1.Lease
+}
+
+func (e *markedElector) Lease(_, name string) (*coordv1.Lease, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l, ok := e.leases[name]
+	return l, ok
+}
+
+// TestFastWithdrawalAfterHandOff: an address this node handed to a
+// successor stays bound while the cached Lease carries its hand-off mark
+// and the grace lasts, and goes at once when the successor's announcement
+// removes the mark or when the grace ends.
+func TestFastWithdrawalAfterHandOff(t *testing.T) {
+	a1 := netip.MustParseAddr(vipA)
+	lease := lbsvc.AddressLeaseName(a1)
+	for _, tc := range []struct {
+		name     string
+		recorded bool          // the reconcile recorded the hand-off (startHandOff)
+		marked   bool          // the Lease still carries n1's hand-off mark
+		step     time.Duration // clock step after the change
+		gone     bool
+	}{
+		{name: "successor has not announced", recorded: true, marked: true},
+		{name: "successor announced", recorded: true, gone: true},
+		{name: "hand-off not recorded yet", marked: true},
+		{name: "grace over", recorded: true, marked: true, step: DefaultHandOffGrace, gone: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			el := &markedElector{scriptElector: &scriptElector{d: announceHere, alive: []string{"n1", "n2"}}}
+			w := newWorld(t, ModeARP, el.scriptElector, func(o *Options) { o.Elector = el }, svcWith("web", vipA), readySlice("web", "n1"))
+			w.converge()
+			n2 := "n2"
+			l := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: lease, Namespace: w.a.o.Namespace}}
+			l.Spec.HolderIdentity = &n2
+			if tc.marked {
+				l.Annotations = map[string]string{election.AnnotationHandedOffBy: "n1"}
+			}
+			el.set(func(e *scriptElector) { e.d = heldByN2 })
+			el.mu.Lock()
+			el.leases = map[string]*coordv1.Lease{lease: l}
+			el.mu.Unlock()
+			if tc.recorded {
+				w.a.startHandOff(a1)
+			}
+			w.a.OnServiceLeaseChange(w.a.o.Namespace, lease)
+			w.clk.Step(tc.step)
+			drain := func() {
+				for len(w.a.taken) > 0 {
+					w.a.fastWithdraw(t.Context(), <-w.a.taken)
+				}
+			}
+			drain()
+			if tc.step > 0 {
+				// The grace's end hands the address over from a goroutine.
+				deadline := time.Now().Add(30 * time.Second)
+				for slices.Contains(w.ann.Held(), a1) && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+					drain()
+				}
+			}
+			if bound := slices.Contains(w.ann.Held(), a1); bound == tc.gone {
+				t.Errorf("bound = %v, want %v", bound, !tc.gone)
+			}
+		})
 	}
 }

@@ -43,6 +43,8 @@ func (e *Elector) startRecheck(ctx context.Context) {
 		}
 		e.mu.Unlock()
 		switch {
+		case err != nil && ctx.Err() != nil:
+			// Stopping: nothing to retry.
 		case err != nil:
 			e.metrics.errors.WithLabelValues(opGet).Inc()
 			e.log.Info("cannot re-read the Leases this node holds; retrying after the next renewal", "err", err)
