@@ -50,6 +50,10 @@ func (a *Agent) startHandOff(addr netip.Addr) {
 	a.handing[addr] = a.o.Clock.Now().Add(a.o.HandOffGrace)
 	a.mu.Unlock()
 	a.queue.AddAfter(addrKey(addr), a.o.HandOffGrace)
+	// The queue may be long: the fast path looks at the grace's end too
+	// (taken.go). In a goroutine: a fake clock runs the function while it
+	// holds its lock.
+	a.o.Clock.AfterFunc(a.o.HandOffGrace, func() { go a.withdrawSoon(addr) })
 }
 
 // keepHandedOff is asked when another node holds addr's Lease: it reports

@@ -65,8 +65,8 @@ func (a *Agent) takenHolder(addr netip.Addr) (string, bool) {
 // handed it off and the successor has not announced it yet (make before
 // break: handoff.go). The cached Lease tells: it still carries this node's
 // hand-off mark until the successor's announcement removes it. A hand-off
-// this node recorded ends after HandOffGrace whatever the mark says (the
-// goroutine looks again then); one not recorded yet (the watch can deliver
+// this node recorded ends after HandOffGrace whatever the mark says
+// (startHandOff has the goroutine look again then); one not recorded yet (the watch can deliver
 // the hand-off before the reconcile that wrote it records it, and a
 // graceful stop records none) lasts as long as the mark.
 func (a *Agent) keepForSuccessor(addr netip.Addr) bool {
@@ -84,13 +84,7 @@ func (a *Agent) keepForSuccessor(addr netip.Addr) bool {
 	if !handing {
 		return true
 	}
-	left := until.Sub(a.o.Clock.Now())
-	if left <= 0 {
-		return false
-	}
-	// In a goroutine: a fake clock runs the function while it holds its lock.
-	a.o.Clock.AfterFunc(left, func() { go a.withdrawSoon(addr) })
-	return true
+	return a.o.Clock.Now().Before(until)
 }
 
 // withdrawSoon hands addr to the goroutine when another node took it; it
