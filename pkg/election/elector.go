@@ -168,7 +168,7 @@ func (e *Elector) Run(ctx context.Context) error {
 	if e.linkMode() {
 		wg.Go(func() { e.kickLoop(ctx) })
 		wg.Go(func() { e.linkFenceLoop(ctx) })
-		wg.Go(func() { e.silenceLoop(ctx) })
+		wg.Go(func() { e.every(ctx, silentCheck, e.checkSilence) }) // silent.go
 	} else {
 		wg.Go(func() { e.every(ctx, checkInterval, func() { e.checkFence(ctx) }) })
 	}

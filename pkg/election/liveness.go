@@ -75,14 +75,23 @@ func (e *Elector) observeHeartbeat(l *coordv1.Lease) {
 		e.epoch = now
 	}
 	e.selfSeen = now
-	if e.hb.fenced && e.hb.recoverRV != "" && rvAtLeast(l.ResourceVersion, e.hb.recoverRV) &&
-		(!e.linkMode() || e.o.Link.Connected()) {
-		// Renewals work again and the cache has caught up with them, so
-		// Leases taken over while we were cut off are visible: unfence.
-		e.hb.fenced, e.hb.recoverRV = false, ""
-		e.metrics.fenced.Set(0)
+	if e.unfenceIfCaughtUpLocked(l.ResourceVersion) {
 		e.log.Info("heartbeat renewals work again, unfencing")
 	}
+}
+
+// unfenceIfCaughtUpLocked unfences this node when it is fenced, its
+// renewals work again and the cache has caught up with them (its own
+// heartbeat at version rv is at least the first renewal that worked), so
+// Leases taken over while it was cut off are visible; in link mode it must
+// also hear the link. It reports whether it unfenced. e.mu must be held.
+func (e *Elector) unfenceIfCaughtUpLocked(rv string) bool {
+	if !e.hb.fenced || e.hb.recoverRV == "" || !rvAtLeast(rv, e.hb.recoverRV) || (e.linkMode() && !e.o.Link.Connected()) {
+		return false
+	}
+	e.hb.fenced, e.hb.recoverRV = false, ""
+	e.metrics.fenced.Set(0)
+	return true
 }
 
 // transition is one liveness change to report.

@@ -1,7 +1,6 @@
 package election
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"sync/atomic"
@@ -120,20 +119,6 @@ func (e *Elector) reportsCutLocked(node string, st *nodeState, now time.Time) bo
 		!s.self && !s.linkSince.IsZero() && now.Sub(s.linkSince) >= silentGrace
 }
 
-// silenceLoop checks the link's silence until ctx is done.
-func (e *Elector) silenceLoop(ctx context.Context) {
-	t := e.o.Clock.NewTicker(silentCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-			e.checkSilence()
-		}
-	}
-}
-
 // checkSilence publishes this node's silence when it changes, decides
 // whether the link is silent for every node, and says so when that
 // changes.
@@ -225,15 +210,11 @@ func (e *Elector) checkSilence() {
 func (e *Elector) recoverSeen() {
 	e.mu.Lock()
 	st := e.nodes[e.self]
-	ok := e.hb.fenced && e.hb.recoverRV != "" && st != nil && rvAtLeast(st.rv, e.hb.recoverRV) && e.o.Link.Connected()
-	if ok {
-		e.hb.fenced, e.hb.recoverRV = false, ""
-	}
+	ok := st != nil && e.unfenceIfCaughtUpLocked(st.rv)
 	e.mu.Unlock()
 	if !ok {
 		return
 	}
-	e.metrics.fenced.Set(0)
 	e.log.Info("heartbeat renewal seen through the watch, unfencing")
 	e.evaluate()
 }
