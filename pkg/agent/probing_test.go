@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
+
+	announcefake "github.com/vip-lb/vip/pkg/announce/fake"
 )
 
 // syncAddrProbed reconciles addr as the workers would, its probe included:
@@ -46,15 +48,24 @@ func newGatedProber() *gatedProber {
 	return &gatedProber{started: make(chan netip.Addr, 10), answer: make(chan net.HardwareAddr)}
 }
 
+// startProbingAgent starts an ARP agent whose elector grants it vip's Lease
+// fresh (so the address is probed first) and whose prober answers when
+// told.
+func startProbingAgent(t *testing.T, vip netip.Addr) (*Agent, *askingElector, *announcefake.Announcer, *gatedProber) {
+	t.Helper()
+	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true, Fresh: true}, alive: []string{"n1"}}
+	a, _, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
+	pr := newGatedProber()
+	a.o.Prober = pr
+	return a, el, ann, pr
+}
+
 // TestProbeRunsBesideTheWorkers: a reconcile that needs a probe starts it
 // and returns at once (the worker is free for other addresses); the probe's
 // end enqueues the address, and that reconcile announces it on the answer.
 func TestProbeRunsBesideTheWorkers(t *testing.T) {
 	vip := netip.MustParseAddr("10.7.0.30")
-	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true, Fresh: true}, alive: []string{"n1"}}
-	a, _, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
-	pr := newGatedProber()
-	a.o.Prober = pr
+	a, el, ann, pr := startProbingAgent(t, vip)
 	ctx := context.Background()
 
 	if err := a.syncAddr(ctx, vip); err != nil {
@@ -100,10 +111,7 @@ func TestProbeRunsBesideTheWorkers(t *testing.T) {
 // reconcile it again.
 func TestProbeAnswerForgotten(t *testing.T) {
 	vip := netip.MustParseAddr("10.7.0.31")
-	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true, Fresh: true}, alive: []string{"n1"}}
-	a, _, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
-	pr := newGatedProber()
-	a.o.Prober = pr
+	a, el, ann, pr := startProbingAgent(t, vip)
 	ctx := context.Background()
 	if err := a.syncAddr(ctx, vip); err != nil {
 		t.Fatal(err)
@@ -134,12 +142,9 @@ func TestProbeAnswerForgotten(t *testing.T) {
 // reconcile came late) is not used; the link is asked again.
 func TestStaleProbeAnswerAsksAgain(t *testing.T) {
 	vip := netip.MustParseAddr("10.7.0.32")
-	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true, Fresh: true}, alive: []string{"n1"}}
-	a, _, ann := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
+	a, _, ann, pr := startProbingAgent(t, vip)
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	a.o.Clock = clk
-	pr := newGatedProber()
-	a.o.Prober = pr
 	ctx := context.Background()
 	if err := a.syncAddr(ctx, vip); err != nil {
 		t.Fatal(err)
@@ -170,10 +175,7 @@ func TestStaleProbeAnswerAsksAgain(t *testing.T) {
 // TestProbesStopWithTheAgent: the agent's end stops running probes.
 func TestProbesStopWithTheAgent(t *testing.T) {
 	vip := netip.MustParseAddr("10.7.0.33")
-	el := &askingElector{d: Decision{Announce: true, Holder: "n1", Changed: true, Fresh: true}, alive: []string{"n1"}}
-	a, _, _ := startTestAgent(t, ModeARP, el, sharedSvc("web", vip, false), readySlice("web", "n1"))
-	pr := newGatedProber()
-	a.o.Prober = pr
+	a, _, _, pr := startProbingAgent(t, vip)
 	if err := a.syncAddr(context.Background(), vip); err != nil {
 		t.Fatal(err)
 	}
