@@ -43,7 +43,7 @@ type outPacket struct {
 // goroutine is behind (backlog: datagrams wait unread in the socket); and
 // whether it ran late. m.mu must be held.
 func (m *Monitor) checkStallLocked(now time.Time, backlog bool) (behind, late bool) {
-	late = !m.lastTick.IsZero() && now.Sub(m.lastTick) > 2*m.o.Interval
+	late = m.lateLocked(now)
 	if late || backlog {
 		m.stats.Stalls++
 		m.log.V(2).Info("this node's liveness loop ran late or has unread heartbeats: judging nobody at this tick",
@@ -51,6 +51,12 @@ func (m *Monitor) checkStallLocked(now time.Time, backlog bool) (behind, late bo
 	}
 	m.lastTick = now
 	return late || backlog, late
+}
+
+// lateLocked reports whether the loop ran late: now is more than two
+// intervals after the last tick. m.mu must be held.
+func (m *Monitor) lateLocked(now time.Time) bool {
+	return !m.lastTick.IsZero() && now.Sub(m.lastTick) > 2*m.o.Interval
 }
 
 // A tick that finds datagrams unread judges nobody, but that backlog is
@@ -82,7 +88,7 @@ func (m *Monitor) rejudge() bool {
 	now := m.o.Clock.Now()
 	backlog := m.backlog()
 	m.mu.Lock()
-	late := !m.lastTick.IsZero() && now.Sub(m.lastTick) > 2*m.o.Interval
+	late := m.lateLocked(now)
 	m.mu.Unlock()
 	m.judge(now, backlog || late, backlog)
 	return backlog && !late
