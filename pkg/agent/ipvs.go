@@ -15,9 +15,10 @@ import (
 
 	"github.com/go-logr/logr"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // kube-proxy in IPVS mode binds every Service address (ClusterIP, external
@@ -203,7 +204,7 @@ func (r *ipvsReporter) report(found []ipvsFinding) {
 		"not only the one vip elected. Set net.ipv4.conf.all.arp_ignore=%d and net.ipv4.conf.all.arp_announce=%d on every node "+
 		"(kube-proxy: ipvs.strictARP: true)", strings.Join(what, "; "), IPVSInterface, strictARPIgnore, strictARPAnnounce)
 	r.log.Error(nil, msg, "interface", IPVSInterface)
-	node := &v1.ObjectReference{Kind: "Node", Name: r.node, UID: types.UID(r.node)}
+	node := lbsvc.NodeRef(r.node)
 	r.rec.Event(node, v1.EventTypeWarning, ReasonStrictARPRequired, msg)
 }
 

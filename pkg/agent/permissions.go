@@ -6,10 +6,10 @@ import (
 	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/vip-lb/vip/internal/listwatch"
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // ReasonMissingPermission is the Warning on this node's Node when the
@@ -87,6 +87,6 @@ func (p *permissionWatch) report(name string, r rule, err error) {
 	if r.optional && name == "configmaps" {
 		p.a.setInterfaces(nil)
 	}
-	node := &v1.ObjectReference{Kind: "Node", Name: p.a.o.NodeName, UID: types.UID(p.a.o.NodeName)}
+	node := lbsvc.NodeRef(p.a.o.NodeName)
 	p.a.rec.Event(node, v1.EventTypeWarning, ReasonMissingPermission, msg)
 }

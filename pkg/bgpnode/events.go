@@ -9,9 +9,10 @@ import (
 	"github.com/go-logr/logr"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/vip-lb/vip/pkg/lbsvc"
 )
 
 // Node Event reasons of BGP mode.
@@ -25,9 +26,7 @@ const (
 )
 
 // Ref is the object Node Events are attached to.
-func Ref(node string) *v1.ObjectReference {
-	return &v1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)}
-}
+func Ref(node string) *v1.ObjectReference { return lbsvc.NodeRef(node) }
 
 // WarnPlainPasswords says once, in the log and as a Warning Event on the
 // Node, that passwords arrive in plain text, naming where (never the value).

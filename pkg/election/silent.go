@@ -7,8 +7,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/vip-lb/vip/pkg/lbsvc"
 	"github.com/vip-lb/vip/pkg/liveness"
 )
 
@@ -297,7 +297,7 @@ func (e *Elector) event(typ, reason, msg string, args ...any) {
 	if e.o.Recorder == nil {
 		return
 	}
-	ref := &v1.ObjectReference{Kind: "Node", Name: e.self, UID: types.UID(e.self)}
+	ref := lbsvc.NodeRef(e.self)
 	e.o.Recorder.Eventf(ref, typ, reason, msg, args...)
 }
 
